@@ -1,0 +1,85 @@
+// The kernel table: every SIMD kernel of picoface, one entry each. The scalar reference
+// (cpp/src/kernels/reference.cc) is the specification; each ISA file fills the entries it
+// accelerates and inherits the rest from the level below it. Tests, benchmarks and
+// dispatch all go through this one table.
+//
+// Kernels are free functions over pointers, sizes, strides and a params struct: they
+// allocate nothing, start no threads, keep no state and may run concurrently.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "picoface/cpu.h"
+
+namespace picoface {
+
+// Affine colour transform, normalisation and store of one row (see pack_row below).
+struct PackParams {
+  int in_channels = 3;   // 1 or 3 float planes in
+  int out_channels = 3;  // 1 or 3 channels out
+  // out[c] = sum_k matrix[c][k] * in[k] + bias[c]; folds channel reordering, grey
+  // conversion, mean subtraction and division by std into one step.
+  float matrix[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
+  float bias[3] = {0, 0, 0};
+  bool to_int8 = false;  // false: store float32; true: store int8
+  // int8 only: q = clamp(round_half_even(out * inv_scale) + zero_point, -128, 127).
+  float inv_scale = 1.0f;
+  int zero_point = 0;
+  // Element strides of the destination: NCHW uses (channel_stride = H*W, pixel_stride = 1),
+  // NHWC uses (1, out_channels).
+  std::ptrdiff_t channel_stride = 0;
+  std::ptrdiff_t pixel_stride = 1;
+};
+
+// Bilinear affine warp of one uint8 image into one crop, constant border.
+struct WarpParams {
+  const std::uint8_t* src = nullptr;
+  int src_w = 0, src_h = 0;
+  int channels = 3;               // 1..4, interleaved
+  std::ptrdiff_t src_stride = 0;  // bytes between rows
+  // Destination-to-source map with pixel centres at integer coordinates (cv2's convention):
+  // sx = m[0]*x + m[1]*y + m[2], sy = m[3]*x + m[4]*y + m[5].
+  float m[6] = {1, 0, 0, 0, 1, 0};
+  std::uint8_t* dst = nullptr;
+  int dst_w = 0, dst_h = 0;
+  std::ptrdiff_t dst_stride = 0;  // bytes between rows
+  // Value of every tap that falls outside the source (per channel), as cv2's BORDER_CONSTANT.
+  std::uint8_t border[4] = {0, 0, 0, 0};
+};
+
+struct KernelTable {
+  Isa isa;
+
+  // Horizontal resampling of one interleaved uint8 row into `channels` (1..4) float planes:
+  //   dst_planes[c][x] = sum_{t<ntaps} weights[x*ntaps + t] * src[(xofs[x] + t)*channels + c]
+  // for x < dst_w. Callers guarantee every tap lies inside the source row.
+  void (*resample_row_u8)(const std::uint8_t* src, int channels, const std::int32_t* xofs,
+                          const float* weights, int ntaps, int dst_w, float* const* dst_planes);
+
+  // Vertical blend of float rows: out[i] = sum_{t<ntaps} weights[t] * rows[t][i], i < n.
+  void (*blend_rows_f32)(const float* const* rows, const float* weights, int ntaps, int n,
+                         float* out);
+
+  // Colour transform + normalise + store of n pixels from float planes `in` (p.in_channels of
+  // them) into `out`, which points at channel 0 of the first pixel (float* or int8_t* per
+  // p.to_int8). int8 rounding is half-to-even, then saturation.
+  void (*pack_row)(const float* const* in, int n, const PackParams& p, void* out);
+
+  // Bilinear warp, rounding each output to nearest (half away from zero) and saturating.
+  void (*warp_affine_u8)(const WarpParams& p);
+
+  // Dot products. dot_s8 accumulates exactly in int32 (callers keep n*128*128 < 2^31).
+  float (*dot_f32)(const float* a, const float* b, std::size_t n);
+  std::int32_t (*dot_s8)(const std::int8_t* a, const std::int8_t* b, std::size_t n);
+};
+
+// Table of one level; throws Error(kUnsupported) if it is not compiled in or not runnable here.
+const KernelTable& kernels_for(Isa isa);
+
+// Table used by the pipeline: default_isa() until force_isa() changes it (thread-safe).
+const KernelTable& kernels();
+void force_isa(Isa isa);
+Isa active_isa();
+
+}  // namespace picoface

@@ -1,0 +1,81 @@
+// Builds one kernel table per compiled ISA level, each starting from the level below it.
+#include <atomic>
+#include <string>
+
+#include "isa_fill.h"
+#include "picoface/error.h"
+
+namespace picoface {
+namespace {
+
+struct Tables {
+  KernelTable scalar{}, sse41{}, avx2{}, avx512{}, neon{}, neondot{};
+
+  Tables() {
+    fill_reference(&scalar);
+    sse41 = avx2 = avx512 = neon = neondot = scalar;
+#if defined(PICOFACE_HAVE_SSE41)
+    fill_sse41(&sse41);
+    sse41.isa = Isa::kSse41;
+    avx2 = avx512 = sse41;
+#endif
+#if defined(PICOFACE_HAVE_AVX2)
+    fill_avx2(&avx2);
+    avx2.isa = Isa::kAvx2;
+    avx512 = avx2;
+#endif
+#if defined(PICOFACE_HAVE_AVX512)
+    fill_avx512(&avx512);
+    avx512.isa = Isa::kAvx512;
+#endif
+#if defined(PICOFACE_HAVE_NEON)
+    fill_neon(&neon);
+    neon.isa = Isa::kNeon;
+    neondot = neon;
+#endif
+#if defined(PICOFACE_HAVE_NEONDOT)
+    fill_neondot(&neondot);
+    neondot.isa = Isa::kNeonDot;
+#endif
+  }
+
+  const KernelTable& get(Isa isa) const {
+    switch (isa) {
+      case Isa::kScalar: return scalar;
+      case Isa::kSse41: return sse41;
+      case Isa::kAvx2: return avx2;
+      case Isa::kAvx512: return avx512;
+      case Isa::kNeon: return neon;
+      case Isa::kNeonDot: return neondot;
+    }
+    return scalar;
+  }
+};
+
+const Tables& tables() {
+  static const Tables t;
+  return t;
+}
+
+std::atomic<const KernelTable*>& active() {
+  static std::atomic<const KernelTable*> table{&kernels_for(default_isa())};
+  return table;
+}
+
+}  // namespace
+
+const KernelTable& kernels_for(Isa isa) {
+  if (!isa_supported(isa)) {
+    throw Error(ErrorCode::kUnsupported, std::string("ISA '") + isa_name(isa) +
+                                             "' is not compiled in or not supported by this CPU");
+  }
+  return tables().get(isa);
+}
+
+const KernelTable& kernels() { return *active().load(std::memory_order_acquire); }
+
+void force_isa(Isa isa) { active().store(&kernels_for(isa), std::memory_order_release); }
+
+Isa active_isa() { return kernels().isa; }
+
+}  // namespace picoface

@@ -1,0 +1,2 @@
+// placeholder until the pipeline lands
+namespace picoface {}

@@ -1,2 +1,485 @@
+// The only pybind11 code: converts arrays, releases the GIL around compute, maps errors.
+// Validation with user-facing messages happens in Python; checks here guard the C++ contract.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-PYBIND11_MODULE(_core, m) {}
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "picoface/align.h"
+#include "picoface/cpu.h"
+#include "picoface/detect.h"
+#include "picoface/error.h"
+#include "picoface/kernels.h"
+#include "picoface/preprocess.h"
+#include "picoface/similarity.h"
+
+namespace py = pybind11;
+using namespace picoface;
+
+namespace {
+
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+CArray<T> empty(std::vector<py::ssize_t> shape) {
+  return CArray<T>(std::move(shape));
+}
+
+template <typename T>
+CArray<T> from_vector(const std::vector<T>& v, std::vector<py::ssize_t> shape) {
+  CArray<T> a(std::move(shape));
+  if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+  return a;
+}
+
+void check_size(py::ssize_t got, py::ssize_t want, const char* what) {
+  require(got == want, std::string(what) + ": expected " + std::to_string(want) +
+                           " elements, got " + std::to_string(got));
+}
+
+// A uint8 HxWxC (or HxW) array whose pixels are contiguous within a row; rows may be strided
+// (a crop of a larger image is used in place).
+ImageView image_view(const py::array& a) {
+  require(a.dtype().is(py::dtype::of<std::uint8_t>()), "image must be uint8");
+  require(a.ndim() == 2 || a.ndim() == 3, "image must be HxW or HxWxC");
+  ImageView v;
+  v.height = static_cast<int>(a.shape(0));
+  v.width = static_cast<int>(a.shape(1));
+  v.channels = a.ndim() == 3 ? static_cast<int>(a.shape(2)) : 1;
+  require(a.ndim() == 2 || a.strides(2) == 1, "image channels must be contiguous");
+  require(a.strides(1) == v.channels, "image pixels must be contiguous within a row");
+  require(a.strides(0) >= static_cast<py::ssize_t>(v.width) * v.channels,
+          "image rows must not overlap");
+  v.stride = a.strides(0);
+  v.data = static_cast<const std::uint8_t*>(a.data());
+  check_image(v);
+  return v;
+}
+
+Color color_from(const std::string& s) {
+  if (s == "bgr") return Color::kBgr;
+  if (s == "rgb") return Color::kRgb;
+  if (s == "gray") return Color::kGray;
+  throw Error(ErrorCode::kInvalidArgument, "color must be 'bgr', 'rgb' or 'gray', got '" + s + "'");
+}
+
+Fit fit_from(const std::string& s) {
+  if (s == "stretch") return Fit::kStretch;
+  if (s == "keep_aspect") return Fit::kKeepAspect;
+  if (s == "none") return Fit::kNone;
+  throw Error(ErrorCode::kInvalidArgument,
+              "fit must be 'stretch', 'keep_aspect' or 'none', got '" + s + "'");
+}
+
+Interp interp_from(const std::string& s) {
+  if (s == "auto") return Interp::kAuto;
+  if (s == "bilinear") return Interp::kBilinear;
+  if (s == "area") return Interp::kArea;
+  throw Error(ErrorCode::kInvalidArgument,
+              "interpolation must be 'auto', 'bilinear' or 'area', got '" + s + "'");
+}
+
+NmsMethod nms_from(const std::string& s) {
+  if (s == "greedy") return NmsMethod::kGreedy;
+  if (s == "soft_linear") return NmsMethod::kSoftLinear;
+  if (s == "soft_gaussian") return NmsMethod::kSoftGaussian;
+  throw Error(ErrorCode::kInvalidArgument,
+              "nms method must be 'greedy', 'soft_linear' or 'soft_gaussian', got '" + s + "'");
+}
+
+py::dict letterbox_dict(const Letterbox& b) {
+  py::dict d;
+  d["dst_w"] = b.dst_w;
+  d["dst_h"] = b.dst_h;
+  d["content_w"] = b.content_w;
+  d["content_h"] = b.content_h;
+  d["pad_x"] = b.pad_x;
+  d["pad_y"] = b.pad_y;
+  d["scale_x"] = b.scale_x;
+  d["scale_y"] = b.scale_y;
+  return d;
+}
+
+Letterbox letterbox_from(const py::dict& d) {
+  Letterbox b;
+  b.dst_w = d["dst_w"].cast<int>();
+  b.dst_h = d["dst_h"].cast<int>();
+  b.content_w = d["content_w"].cast<int>();
+  b.content_h = d["content_h"].cast<int>();
+  b.pad_x = d["pad_x"].cast<int>();
+  b.pad_y = d["pad_y"].cast<int>();
+  b.scale_x = d["scale_x"].cast<float>();
+  b.scale_y = d["scale_y"].cast<float>();
+  return b;
+}
+
+py::tuple detections_tuple(const Detections& d) {
+  const py::ssize_t n = d.size();
+  return py::make_tuple(from_vector(d.boxes, {n, 4}), from_vector(d.scores, {n}),
+                        from_vector(d.landmarks, {n, d.num_points, 2}));
+}
+
+Detections detections_from(const CArray<float>& boxes, const CArray<float>& scores,
+                           const CArray<float>& landmarks) {
+  const py::ssize_t n = scores.size();
+  check_size(boxes.size(), 4 * n, "boxes");
+  require(n == 0 || landmarks.size() % (2 * n) == 0, "landmarks must be N x P x 2");
+  Detections d;
+  d.num_points = n == 0 ? 5 : static_cast<int>(landmarks.size() / (2 * n));
+  d.boxes.assign(boxes.data(), boxes.data() + boxes.size());
+  d.scores.assign(scores.data(), scores.data() + n);
+  d.landmarks.assign(landmarks.data(), landmarks.data() + landmarks.size());
+  return d;
+}
+
+py::list isa_names(const std::vector<Isa>& isas) {
+  py::list l;
+  for (Isa i : isas) l.append(isa_name(i));
+  return l;
+}
+
+void bind_kernels(py::module_& m) {
+  // Direct access to one ISA's kernel table, for tests and benchmarks.
+  m.def("kernel_resample_row",
+        [](const CArray<std::uint8_t>& src, int channels, const CArray<std::int32_t>& xofs,
+           const CArray<float>& weights, int ntaps, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          const int n = static_cast<int>(xofs.size());
+          require(channels >= 1 && channels <= 4 && ntaps >= 1, "bad channels or ntaps");
+          check_size(weights.size(), py::ssize_t(n) * ntaps, "weights");
+          for (int i = 0; i < n; ++i) {
+            require(xofs.data()[i] >= 0 &&
+                        (py::ssize_t(xofs.data()[i]) + ntaps) * channels <= src.size(),
+                    "tap outside the source row");
+          }
+          auto out = empty<float>({channels, n});
+          float* planes[4];
+          for (int c = 0; c < channels; ++c) planes[c] = out.mutable_data() + c * n;
+          k.resample_row_u8(src.data(), channels, xofs.data(), weights.data(), ntaps, n, planes);
+          return out;
+        });
+  m.def("kernel_blend_rows",
+        [](const CArray<float>& rows, const CArray<float>& weights, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(rows.ndim() == 2 && rows.shape(0) == weights.size(), "rows must be ntaps x n");
+          const int nt = static_cast<int>(rows.shape(0)), n = static_cast<int>(rows.shape(1));
+          std::vector<const float*> r(nt);
+          for (int t = 0; t < nt; ++t) r[t] = rows.data() + std::size_t(t) * n;
+          auto out = empty<float>({n});
+          k.blend_rows_f32(r.data(), weights.data(), nt, n, out.mutable_data());
+          return out;
+        });
+  m.def("kernel_pack_row",
+        [](const CArray<float>& planes, const CArray<float>& matrix, const CArray<float>& bias,
+           int out_channels, bool to_int8, float inv_scale, int zero_point, bool nhwc,
+           const std::string& isa) -> py::array {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(planes.ndim() == 2 && planes.shape(0) >= 1 && planes.shape(0) <= 3,
+                  "planes must be C x n with C in 1..3");
+          require(out_channels >= 1 && out_channels <= 3, "out_channels must be 1..3");
+          check_size(matrix.size(), 9, "matrix");
+          check_size(bias.size(), 3, "bias");
+          PackParams p;
+          p.in_channels = static_cast<int>(planes.shape(0));
+          p.out_channels = out_channels;
+          std::memcpy(p.matrix, matrix.data(), sizeof p.matrix);
+          std::memcpy(p.bias, bias.data(), sizeof p.bias);
+          p.to_int8 = to_int8;
+          p.inv_scale = inv_scale;
+          p.zero_point = zero_point;
+          const int n = static_cast<int>(planes.shape(1));
+          p.channel_stride = nhwc ? 1 : n;
+          p.pixel_stride = nhwc ? out_channels : 1;
+          const float* in[3];
+          for (int c = 0; c < p.in_channels; ++c) in[c] = planes.data() + std::size_t(c) * n;
+          std::vector<py::ssize_t> shape =
+              nhwc ? std::vector<py::ssize_t>{n, out_channels} : std::vector<py::ssize_t>{out_channels, n};
+          if (to_int8) {
+            auto out = empty<std::int8_t>(shape);
+            k.pack_row(in, n, p, out.mutable_data());
+            return out;
+          }
+          auto out = empty<float>(shape);
+          k.pack_row(in, n, p, out.mutable_data());
+          return out;
+        });
+  m.def("kernel_warp_affine",
+        [](const py::array& image, const CArray<float>& matrix, int dst_w, int dst_h,
+           int border, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          const ImageView v = image_view(image);
+          check_size(matrix.size(), 6, "matrix");
+          require(dst_w >= 1 && dst_h >= 1 && dst_w <= 8192 && dst_h <= 8192, "bad crop size");
+          auto out = empty<std::uint8_t>({dst_h, dst_w, v.channels});
+          WarpParams p;
+          p.src = v.data;
+          p.src_w = v.width;
+          p.src_h = v.height;
+          p.channels = v.channels;
+          p.src_stride = v.stride;
+          std::memcpy(p.m, matrix.data(), sizeof p.m);
+          p.dst = out.mutable_data();
+          p.dst_w = dst_w;
+          p.dst_h = dst_h;
+          p.dst_stride = std::ptrdiff_t(dst_w) * v.channels;
+          for (auto& b : p.border) b = static_cast<std::uint8_t>(border);
+          k.warp_affine_u8(p);
+          return out;
+        });
+  m.def("kernel_dot_f32", [](const CArray<float>& a, const CArray<float>& b, const std::string& isa) {
+    const KernelTable& k = kernels_for(isa_from_name(isa));
+    check_size(b.size(), a.size(), "b");
+    return k.dot_f32(a.data(), b.data(), a.size());
+  });
+  m.def("kernel_dot_s8",
+        [](const CArray<std::int8_t>& a, const CArray<std::int8_t>& b, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          check_size(b.size(), a.size(), "b");
+          return k.dot_s8(a.data(), b.data(), a.size());
+        });
+}
+
+void bind_pipeline(py::module_& m) {
+  m.def("letterbox", [](int src_w, int src_h, int dst_w, int dst_h, const std::string& fit) {
+    return letterbox_dict(make_letterbox(src_w, src_h, dst_w, dst_h, fit_from(fit)));
+  });
+  m.def("preprocess",
+        [](const py::array& image, const py::dict& box, const std::string& in_color,
+           const std::string& out_color, std::vector<float> mean, std::vector<float> stdev,
+           const std::string& layout, const std::string& dtype, float scale, int zero_point,
+           const std::string& interp, std::vector<float> pad_value) -> py::array {
+          const ImageView v = image_view(image);
+          const Letterbox b = letterbox_from(box);
+          PreprocessSpec s;
+          s.in_color = color_from(in_color);
+          s.out_color = color_from(out_color);
+          require(mean.size() == 3 && stdev.size() == 3 && pad_value.size() == 3,
+                  "mean, std and pad_value need 3 values");
+          for (int c = 0; c < 3; ++c) {
+            s.mean[c] = mean[c];
+            s.std[c] = stdev[c];
+            s.pad_value[c] = pad_value[c];
+          }
+          require(layout == "nchw" || layout == "nhwc", "layout must be 'nchw' or 'nhwc'");
+          require(dtype == "float32" || dtype == "int8", "dtype must be 'float32' or 'int8'");
+          s.layout = layout == "nchw" ? Layout::kNchw : Layout::kNhwc;
+          s.to_int8 = dtype == "int8";
+          s.scale = scale;
+          s.zero_point = zero_point;
+          s.interp = interp_from(interp);
+          const py::ssize_t c = output_channels(s);
+          std::vector<py::ssize_t> shape = s.layout == Layout::kNchw
+                                               ? std::vector<py::ssize_t>{c, b.dst_h, b.dst_w}
+                                               : std::vector<py::ssize_t>{b.dst_h, b.dst_w, c};
+          py::array out = s.to_int8 ? py::array(empty<std::int8_t>(shape))
+                                    : py::array(empty<float>(shape));
+          void* dst = out.mutable_data();
+          {
+            py::gil_scoped_release release;
+            preprocess(v, b, s, dst);
+          }
+          return out;
+        });
+  m.def("anchor_boxes", [](int w, int h, std::vector<int> strides,
+                           std::vector<std::vector<float>> sizes, float offset) {
+    auto v = anchor_boxes(w, h, strides, sizes, offset);
+    return from_vector(v, {py::ssize_t(v.size() / 4), 4});
+  });
+  m.def("anchor_points", [](int w, int h, std::vector<int> strides, int per_cell, float offset) {
+    auto v = anchor_points(w, h, strides, per_cell, offset);
+    return from_vector(v, {py::ssize_t(v.size() / 3), 3});
+  });
+  m.def("decode_yunet", [](const CArray<float>& points, const CArray<float>& cls,
+                           const CArray<float>& obj, const CArray<float>& bbox,
+                           const CArray<float>& kps, int num_points, float threshold) {
+    const py::ssize_t n = cls.size();
+    check_size(points.size(), 3 * n, "points");
+    check_size(obj.size(), n, "obj");
+    check_size(bbox.size(), 4 * n, "bbox");
+    check_size(kps.size(), 2 * num_points * n, "kps");
+    Detections d;
+    {
+      py::gil_scoped_release release;
+      decode_yunet(points.data(), cls.data(), obj.data(), bbox.data(), kps.data(),
+                   static_cast<int>(n), num_points, threshold, &d);
+    }
+    return detections_tuple(d);
+  });
+  m.def("decode_distance", [](const CArray<float>& points, const CArray<float>& score,
+                              const CArray<float>& dist, std::optional<CArray<float>> kps,
+                              int num_points, float threshold) {
+    const py::ssize_t n = score.size();
+    check_size(points.size(), 3 * n, "points");
+    check_size(dist.size(), 4 * n, "distances");
+    if (kps) check_size(kps->size(), 2 * num_points * n, "kps");
+    Detections d;
+    {
+      py::gil_scoped_release release;
+      decode_distance(points.data(), score.data(), dist.data(), kps ? kps->data() : nullptr,
+                      static_cast<int>(n), num_points, threshold, &d);
+    }
+    return detections_tuple(d);
+  });
+  m.def("decode_anchor_deltas",
+        [](const CArray<float>& anchors, const CArray<float>& score, const CArray<float>& loc,
+           std::optional<CArray<float>> landm, int num_points, float v0, float v1,
+           float threshold) {
+          const py::ssize_t n = score.size();
+          check_size(anchors.size(), 4 * n, "anchors");
+          check_size(loc.size(), 4 * n, "loc");
+          if (landm) check_size(landm->size(), 2 * num_points * n, "landmarks");
+          Detections d;
+          {
+            py::gil_scoped_release release;
+            decode_anchor_deltas(anchors.data(), score.data(), loc.data(),
+                                 landm ? landm->data() : nullptr, static_cast<int>(n),
+                                 num_points, v0, v1, threshold, &d);
+          }
+          return detections_tuple(d);
+        });
+  m.def("nms", [](const CArray<float>& boxes, const CArray<float>& scores, float iou,
+                  const std::string& method, float sigma, float soft_threshold, int pre_top_k,
+                  int max_keep) {
+    const py::ssize_t n = scores.size();
+    check_size(boxes.size(), 4 * n, "boxes");
+    NmsOptions o;
+    o.iou_threshold = iou;
+    o.method = nms_from(method);
+    o.soft_sigma = sigma;
+    o.soft_score_threshold = soft_threshold;
+    o.pre_top_k = pre_top_k;
+    o.max_keep = max_keep;
+    std::vector<float> s(scores.data(), scores.data() + n);
+    std::vector<int> keep;
+    {
+      py::gil_scoped_release release;
+      keep = nms(boxes.data(), s.data(), static_cast<int>(n), o);
+    }
+    return py::make_tuple(from_vector(keep, {py::ssize_t(keep.size())}),
+                          from_vector(s, {n}));
+  });
+  m.def("finish_detections",
+        [](const CArray<float>& boxes, const CArray<float>& scores, const CArray<float>& landmarks,
+           const py::dict& box, float iou, const std::string& method, float sigma,
+           float soft_threshold, int pre_top_k, int max_keep) {
+          Detections d = detections_from(boxes, scores, landmarks);
+          const Letterbox b = letterbox_from(box);
+          NmsOptions o;
+          o.iou_threshold = iou;
+          o.method = nms_from(method);
+          o.soft_sigma = sigma;
+          o.soft_score_threshold = soft_threshold;
+          o.pre_top_k = pre_top_k;
+          o.max_keep = max_keep;
+          Detections out;
+          {
+            py::gil_scoped_release release;
+            const std::vector<int> keep = nms(d.boxes.data(), d.scores.data(), d.size(), o);
+            out = select_and_unletterbox(d, keep, b);
+          }
+          return detections_tuple(out);
+        });
+  m.def("estimate_similarity", [](const CArray<float>& src, const CArray<float>& dst) {
+    require(src.ndim() == 2 && src.shape(1) == 2, "src must be N x 2");
+    check_size(dst.size(), src.size(), "dst");
+    auto out = empty<float>({2, 3});
+    estimate_similarity(src.data(), dst.data(), static_cast<int>(src.shape(0)), out.mutable_data());
+    return out;
+  });
+  m.def("align", [](const py::array& image, const CArray<float>& landmarks,
+                    const CArray<float>& tmpl, int tmpl_w, int tmpl_h, int size_w, int size_h,
+                    int border) {
+    const ImageView v = image_view(image);
+    require(landmarks.ndim() == 3 && landmarks.shape(2) == 2, "landmarks must be N x P x 2");
+    require(tmpl.ndim() == 2 && tmpl.shape(1) == 2 && tmpl.shape(0) == landmarks.shape(1),
+            "template must have as many points as the landmarks");
+    const int n = static_cast<int>(landmarks.shape(0)), np = static_cast<int>(landmarks.shape(1));
+    auto out = empty<std::uint8_t>({n, size_h, size_w, v.channels});
+    std::uint8_t* dst = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      align_faces(v, landmarks.data(), n, np, tmpl.data(), tmpl_w, tmpl_h, size_w, size_h,
+                  static_cast<std::uint8_t>(border), dst);
+    }
+    return out;
+  });
+  m.def("cosine_matrix", [](const CArray<float>& a, const CArray<float>& b) {
+    require(a.ndim() == 2 && b.ndim() == 2 && a.shape(1) == b.shape(1),
+            "cosine_matrix takes M x D and N x D");
+    const int ma = static_cast<int>(a.shape(0)), nb = static_cast<int>(b.shape(0)),
+              d = static_cast<int>(a.shape(1));
+    auto out = empty<float>({ma, nb});
+    float* dst = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      cosine_matrix(a.data(), ma, b.data(), nb, d, dst);
+    }
+    return out;
+  });
+  m.def("dot_matrix_s8", [](const CArray<std::int8_t>& a, const CArray<std::int8_t>& b) {
+    require(a.ndim() == 2 && b.ndim() == 2 && a.shape(1) == b.shape(1),
+            "dot_matrix_s8 takes M x D and N x D");
+    const int ma = static_cast<int>(a.shape(0)), nb = static_cast<int>(b.shape(0)),
+              d = static_cast<int>(a.shape(1));
+    auto out = empty<std::int32_t>({ma, nb});
+    std::int32_t* dst = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      dot_matrix_s8(a.data(), ma, b.data(), nb, d, dst);
+    }
+    return out;
+  });
+  py::list tmpl;
+  for (float v : kArcFaceTemplate112) tmpl.append(v);
+  m.attr("ARCFACE_TEMPLATE_112") = tmpl;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "picoface C++ core (internal; use the picoface package API)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      switch (e.code()) {
+        case ErrorCode::kInvalidArgument: PyErr_SetString(PyExc_ValueError, e.what()); return;
+        case ErrorCode::kNotFound: PyErr_SetString(PyExc_FileNotFoundError, e.what()); return;
+        case ErrorCode::kUnsupported:
+        case ErrorCode::kInternal: PyErr_SetString(PyExc_RuntimeError, e.what()); return;
+      }
+    }
+  });
+  m.def("build_info", [] {
+    py::dict d;
+    d["compiler"] = PICOFACE_COMPILER;
+    d["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." +
+                    std::to_string(PYBIND11_VERSION_MINOR) + "." +
+                    std::to_string(PYBIND11_VERSION_PATCH);
+    d["isa_compiled"] = isa_names(compiled_isas());
+    d["isa_supported"] = isa_names(supported_isas());
+    d["isa_selected"] = isa_name(active_isa());
+    const CpuFeatures& f = cpu_features();
+    py::dict feats;
+    feats["sse41"] = f.sse41;
+    feats["avx2"] = f.avx2;
+    feats["fma"] = f.fma;
+    feats["avx512f"] = f.avx512f;
+    feats["avx512bw"] = f.avx512bw;
+    feats["avx512vl"] = f.avx512vl;
+    feats["avx512vnni"] = f.avx512vnni;
+    feats["neon"] = f.neon;
+    feats["dotprod"] = f.dotprod;
+    d["cpu_features"] = feats;
+    return d;
+  });
+  m.def("set_isa", [](const std::string& name) { force_isa(isa_from_name(name)); });
+  m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("supported_isas", [] { return isa_names(supported_isas()); });
+  bind_kernels(m);
+  bind_pipeline(m);
+}

@@ -1,0 +1,5 @@
+import sys
+
+from picoface.cli import main
+
+sys.exit(main())

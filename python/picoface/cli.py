@@ -1,0 +1,96 @@
+"""The ``picoface`` command line."""
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+log = logging.getLogger("picoface")
+
+
+def _size(text: str):
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+
+
+def _cmd_info(args) -> int:
+    from picoface import build_info
+
+    info = build_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:14s} {v}")
+    return 0
+
+
+def _cmd_detect(args) -> int:
+    from picoface import FaceDetector, imageio
+
+    image = imageio.read_bgr(args.image)
+    detector = FaceDetector(args.model, head=args.head, score_threshold=args.score_threshold,
+                            nms_threshold=args.nms_threshold, max_faces=args.max_faces,
+                            input_size=args.input_size, backend=args.backend,
+                            threads=args.threads)
+    t0 = time.perf_counter()
+    faces, parts = detector.detect(image)
+    ms = (time.perf_counter() - t0) * 1e3
+    if args.output:
+        imageio.write(args.output, imageio.annotate(image, faces))
+    report = faces.to_dict()
+    report.update({"model": detector.model_name, "backend": detector.backend,
+                   "ms": round(ms, 3), "ms_parts": {k: round(v, 3) for k, v in parts.items()},
+                   "image": {"width": image.shape[1], "height": image.shape[0]}})
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{len(faces)} face(s) in {args.image} ({image.shape[1]}x{image.shape[0]}), "
+              f"{ms:.1f} ms [{detector.backend}]")
+        for f in faces:
+            box = ", ".join(f"{v:.1f}" for v in f.box)
+            print(f"  score {f.score:.3f}  box [{box}]")
+        if args.output:
+            print(f"annotated image written to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="picoface", description="Face detection and recognition on one CPU core.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="build and CPU facts (compiler, ISAs)")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(run=_cmd_info)
+
+    det = sub.add_parser("detect", help="detect faces in an image")
+    det.add_argument("image", help="image file (anything OpenCV reads)")
+    det.add_argument("--model", help="detector model (ONNX path)")
+    det.add_argument("--head", help="head of an ONNX detector, e.g. yunet")
+    det.add_argument("--score-threshold", type=float, default=0.5)
+    det.add_argument("--nms-threshold", type=float, default=0.4)
+    det.add_argument("--max-faces", type=int, default=0, help="0 = all")
+    det.add_argument("--input-size", type=_size, help="network input WIDTHxHEIGHT (letterboxed)")
+    det.add_argument("--backend", default="auto")
+    det.add_argument("--threads", type=int, default=1)
+    det.add_argument("--output", "-o", help="write an annotated copy of the image here")
+    det.add_argument("--json", action="store_true", help="print JSON")
+    det.set_defaults(run=_cmd_detect)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+        print(f"picoface: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

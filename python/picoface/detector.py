@@ -1,0 +1,111 @@
+"""Face detection: preprocess (C++) -> network (backend) -> decode + NMS (C++)."""
+
+import math
+import time
+from typing import Optional
+
+import numpy as np
+
+from picoface import _core, _validate
+from picoface.backends import open_backend
+from picoface.heads import get_head
+from picoface.results import Faces
+
+# With input_size=None the network sees the image at its own resolution, downscaled only
+# when its longer side exceeds this (memory and time stay bounded on 4K frames).
+MAX_AUTO_SIDE = 1920
+
+
+class FaceDetector:
+    """Finds faces, their scores and 5 landmarks.
+
+    Args:
+        model: path or bytes of an ONNX detector (a shipped default arrives with issue #5).
+        head: the detector family of an ONNX model, e.g. "yunet" (see picoface.heads.HEADS).
+        score_threshold: minimum score in [0, 1].
+        nms_threshold: IoU in [0, 1] above which a lower-scored box is suppressed.
+        max_faces: keep at most this many faces (0 = all).
+        input_size: (width, height) of the network input; the image is resized into it
+            keeping its aspect ratio (letterbox). None: the model's fixed size, or for a
+            dynamic model the image's own size padded to the head's stride multiple
+            (downscaled when the longer side exceeds 1920).
+        backend: "auto" or "onnxruntime".
+        threads: backend threads (1 = one core, the edge-device baseline).
+
+    Calls are thread-safe and release the GIL during compute.
+
+    Raises:
+        FileNotFoundError: model path does not exist.
+        ValueError: any option out of range, or a model the backend cannot load.
+    """
+
+    def __init__(self, model=None, *, head: Optional[str] = None, score_threshold: float = 0.5,
+                 nms_threshold: float = 0.4, max_faces: int = 0, input_size=None,
+                 backend: str = "auto", threads: int = 1):
+        if model is None:
+            raise ValueError("picoface ships no default detector yet (issue #5): pass an ONNX "
+                             "model path and head=, e.g. FaceDetector('yunet_s_dynamic.onnx', head='yunet')")
+        if head is None:
+            raise ValueError("expected head= for an ONNX model (e.g. head='yunet')")
+        self.head = get_head(head)
+        self.score_threshold = _validate.probability(score_threshold, "score_threshold")
+        self.nms_threshold = _validate.probability(nms_threshold, "nms_threshold")
+        self.max_faces = _validate.count(max_faces, "max_faces")
+        self.input_size = _validate.size(input_size, "input_size")
+        self.threads = _validate.count(threads, "threads")
+        source = _validate.model_source(model, "detector model")
+        self.model_name = "<bytes>" if isinstance(source, bytes) else str(source)
+        self._net = open_backend(source, backend, self.threads)
+        shape = self._net.input_shape
+        self._fixed = (shape[3], shape[2]) if len(shape) == 4 and shape[2] and shape[3] else None
+        m = self.head.size_multiple
+        if self.input_size is not None:
+            w, h = self.input_size
+            if self._fixed and self.input_size != self._fixed:
+                raise ValueError(f"expected input_size {self._fixed} for this fixed-size model, "
+                                 f"got {self.input_size}")
+            if w % m or h % m:
+                raise ValueError(f"expected input_size sides that are multiples of {m} for a "
+                                 f"{self.head.name} head, got {self.input_size}")
+
+    @property
+    def backend(self) -> str:
+        return self._net.name
+
+    def _letterbox(self, w: int, h: int) -> dict:
+        target = self.input_size or self._fixed
+        if target is not None:
+            return _core.letterbox(w, h, target[0], target[1], "keep_aspect")
+        m = self.head.size_multiple
+        s = min(1.0, MAX_AUTO_SIDE / max(w, h))
+        if s == 1.0:
+            return _core.letterbox(w, h, math.ceil(w / m) * m, math.ceil(h / m) * m, "none")
+        cw, ch = max(1, round(w * s)), max(1, round(h * s))
+        return _core.letterbox(w, h, math.ceil(cw / m) * m, math.ceil(ch / m) * m, "keep_aspect")
+
+    def __call__(self, image, color: str = "bgr") -> Faces:
+        """Detects faces in ``image`` (uint8 HxWx3 in ``color`` order, or HxW grey)."""
+        return self.detect(image, color=color)[0]
+
+    def detect(self, image, color: str = "bgr"):
+        """Like calling the detector; also returns timings in ms
+        ``{"preprocess", "inference", "postprocess"}``."""
+        img = _validate.image(image, color)
+        h, w = img.shape[:2]
+        t0 = time.perf_counter()
+        box = self._letterbox(w, h)
+        head = self.head
+        tensor = _core.preprocess(img, box, color, head.color, list(head.mean), list(head.std),
+                                  "nchw", "float32", 1.0, 0, "auto", [0.0, 0.0, 0.0])[None]
+        t1 = time.perf_counter()
+        outputs = self._net.run(tensor)
+        t2 = time.perf_counter()
+        boxes, scores, landmarks = head.decode(outputs, box["dst_w"], box["dst_h"],
+                                               self.score_threshold)
+        boxes, scores, landmarks = _core.finish_detections(
+            boxes, scores, landmarks, box, self.nms_threshold, "greedy", 0.5, 0.0, 5000,
+            self.max_faces)
+        t3 = time.perf_counter()
+        ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+              "postprocess": (t3 - t2) * 1e3}
+        return Faces(boxes, scores, landmarks), ms

@@ -1,0 +1,73 @@
+"""Detector head specifications: how a network wants its input and how its outputs decode.
+
+Until the native model format (issue #3) carries this in the model file, ONNX models are
+described by naming their head. Decoding, NMS and the mapping back to image pixels run in
+the C++ core.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+
+from picoface import _core
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Input convention and output decoding of one detector family."""
+
+    name: str
+    color: str  # channel order the network expects: "bgr" or "rgb"
+    mean: Tuple[float, float, float]  # per network channel, 0..255 units
+    std: Tuple[float, float, float]
+    strides: Tuple[int, ...]
+    size_multiple: int  # dynamic inputs must be a multiple of this
+
+    def decode(self, outputs: Dict[str, np.ndarray], input_w: int, input_h: int,
+               score_threshold: float):
+        """Raw network outputs -> (boxes [N,4], scores [N], landmarks [N,5,2]) in
+        network-input pixels, before NMS."""
+        raise NotImplementedError
+
+
+def _level_outputs(outputs, prefix, strides, width):
+    try:
+        parts = [outputs[f"{prefix}_{s}"].reshape(-1, width) for s in strides]
+    except KeyError as e:
+        raise ValueError(f"model has no output {e.args[0]!r}; is it really this head? "
+                         f"outputs: {sorted(outputs)}") from None
+    return np.ascontiguousarray(np.concatenate(parts, axis=0), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class YuNetHead(HeadSpec):
+    """YuNet (libfacedetection, Wu et al. 2023): anchor-free, one point per cell at strides
+    8/16/32, outputs cls_S, obj_S, bbox_S (centre offset and log-size in stride units) and
+    kps_S (5 points in stride units from the cell corner)."""
+
+    def decode(self, outputs, input_w, input_h, score_threshold):
+        points = _core.anchor_points(input_w, input_h, list(self.strides), 1, 0.0)
+        cls = _level_outputs(outputs, "cls", self.strides, 1)
+        obj = _level_outputs(outputs, "obj", self.strides, 1)
+        bbox = _level_outputs(outputs, "bbox", self.strides, 4)
+        kps = _level_outputs(outputs, "kps", self.strides, 10)
+        if cls.shape[0] != points.shape[0]:
+            raise ValueError(f"model produced {cls.shape[0]} cells for a {input_w}x{input_h} input, "
+                             f"expected {points.shape[0]} (strides {self.strides})")
+        return _core.decode_yunet(points, cls, obj, bbox, kps, 5, score_threshold)
+
+
+HEADS = {
+    "yunet": YuNetHead("yunet", color="bgr", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                       strides=(8, 16, 32), size_multiple=32),
+}
+
+
+def get_head(head) -> HeadSpec:
+    if isinstance(head, HeadSpec):
+        return head
+    if head not in HEADS:
+        raise ValueError(f"expected head one of {sorted(HEADS)}, got {head!r} "
+                         "(ONNX models carry no head description: name it)")
+    return HEADS[head]

@@ -442,6 +442,9 @@ void bind_pipeline(py::module_& m) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "picoface C++ core (internal; use the picoface package API)";
+  // Resolve PICOFACE_ISA now, so a bad value fails the import with its message rather than
+  // the first call.
+  default_isa();
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

@@ -1,0 +1,174 @@
+"""Every kernel of every ISA this machine runs against the scalar reference (the
+specification). Ragged sizes around SIMD widths, odd channel counts, unaligned pointers,
+fixed seeds. Integer outputs must match exactly; float outputs within a relative 1e-5;
+warps within 1 LSB (accumulation order differs)."""
+
+import numpy as np
+import pytest
+
+from picoface import _core
+
+ISAS = [i for i in _core.supported_isas() if i != "scalar"]
+SIZES = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000]
+
+pytestmark = pytest.mark.skipif(not ISAS, reason="this machine runs only the scalar kernels")
+
+
+def unaligned(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` whose data pointer is offset by one byte from any alignment."""
+    raw = np.empty(a.nbytes + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64 + 1
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def close(got, want, what, rtol=1e-5, atol=1e-4):
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    tol = atol + rtol * np.abs(want.astype(np.float64))
+    bad = np.argwhere(err > tol)
+    assert bad.size == 0, f"{what}: first mismatch at {tuple(bad[0])}: {got[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("ntaps", [1, 2, 3, 5])
+def test_resample_row(isa, channels, ntaps):
+    rng = np.random.default_rng(channels * 10 + ntaps)
+    for n in SIZES:
+        src_w = n * 2 + ntaps
+        src = unaligned(rng.integers(0, 256, src_w * channels, dtype=np.uint8))
+        xofs = np.sort(rng.integers(0, src_w - ntaps + 1, n)).astype(np.int32)
+        xofs[-1] = src_w - ntaps  # the last tap ends exactly at the row's end
+        w = rng.random((n, ntaps), dtype=np.float32)
+        w /= w.sum(axis=1, keepdims=True)
+        args = (src, channels, xofs, w.ravel())
+        want = _core.kernel_resample_row(*args, ntaps, "scalar")
+        got = _core.kernel_resample_row(*args, ntaps, isa)
+        close(got, want, f"resample_row_u8 {isa} n={n} c={channels} taps={ntaps}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("ntaps", [1, 2, 3, 4])
+def test_blend_rows(isa, ntaps):
+    rng = np.random.default_rng(ntaps)
+    for n in SIZES:
+        rows = unaligned(rng.normal(size=(ntaps, n)).astype(np.float32) * 100)
+        w = rng.random(ntaps, dtype=np.float32)
+        close(_core.kernel_blend_rows(rows, w, isa), _core.kernel_blend_rows(rows, w, "scalar"),
+              f"blend_rows_f32 {isa} n={n} taps={ntaps}")
+
+
+def pack_cases(rng):
+    for cin in (1, 3):
+        for cout in (1, 3):
+            m = rng.normal(size=(3, 3)).astype(np.float32)
+            b = rng.normal(size=3).astype(np.float32)
+            yield cin, cout, m, b
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_pack_row_float(isa, nhwc):
+    rng = np.random.default_rng(7)
+    for cin, cout, m, b in pack_cases(rng):
+        for n in SIZES:
+            planes = unaligned((rng.random((cin, n), dtype=np.float32) * 255).astype(np.float32))
+            args = (planes, m, b, cout, False, 1.0, 0, nhwc)
+            close(_core.kernel_pack_row(*args, isa), _core.kernel_pack_row(*args, "scalar"),
+                  f"pack_row f32 {isa} cin={cin} cout={cout} n={n} nhwc={nhwc}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_pack_row_int8_exact(isa, nhwc):
+    rng = np.random.default_rng(8)
+    for cin, cout, m, b in pack_cases(rng):
+        for n in SIZES:
+            planes = (rng.random((cin, n), dtype=np.float32) * 255).astype(np.float32)
+            # Exact .5 ties, saturation both ways and non-finite values.
+            special = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 1e9, -1e9, np.inf, -np.inf, np.nan],
+                               np.float32)
+            planes.ravel()[: min(n * cin, special.size)] = special[: n * cin]
+            for inv_scale, zp in ((1.0, 0), (0.37, -3), (2.0, 17)):
+                eye = np.eye(3, dtype=np.float32)
+                for mat, bias in ((m, b), (eye, np.zeros(3, np.float32))):
+                    args = (unaligned(planes), mat, bias, cout, True, inv_scale, zp, nhwc)
+                    got = _core.kernel_pack_row(*args, isa)
+                    want = _core.kernel_pack_row(*args, "scalar")
+                    assert got.dtype == np.int8
+                    np.testing.assert_array_equal(
+                        got, want, err_msg=f"pack_row s8 {isa} cin={cin} cout={cout} n={n} "
+                                           f"scale={inv_scale} zp={zp} nhwc={nhwc}")
+
+
+def test_pack_row_int8_rounding_rule():
+    # Round half to even, then zero point, then saturation.
+    planes = np.array([[0.5, 1.5, 2.5, -0.5, -2.5, 300.0, -300.0, np.nan]], np.float32)
+    out = _core.kernel_pack_row(planes, np.eye(3, dtype=np.float32), np.zeros(3, np.float32),
+                                1, True, 1.0, 0, False, "scalar")
+    assert out.ravel().tolist() == [0, 2, 2, 0, -2, 127, -128, -128]
+
+
+def warp_maps(rng, w, h):
+    yield np.array([1, 0, 0, 0, 1, 0], np.float32)  # identity
+    for _ in range(6):
+        a = rng.uniform(-np.pi, np.pi)
+        s = rng.uniform(0.3, 3.0)
+        c, d = s * np.cos(a), s * np.sin(a)
+        yield np.array([c, -d, rng.uniform(-w / 2, w), d, c, rng.uniform(-h / 2, h)], np.float32)
+    yield np.array([1, 0, 10 * w, 0, 1, 10 * h], np.float32)  # entirely outside
+    yield np.array([1, 0, np.nan, 0, 1, 0], np.float32)  # NaN map: all border
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_warp_affine(isa, channels):
+    rng = np.random.default_rng(channels)
+    for (w, h), (dw, dh) in (((37, 29), (17, 13)), ((64, 48), (112, 112)), ((5, 3), (33, 9))):
+        img = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+        img = unaligned(img)
+        for m in warp_maps(rng, w, h):
+            got = _core.kernel_warp_affine(img, m, dw, dh, 77, isa)
+            want = _core.kernel_warp_affine(img, m, dw, dh, 77, "scalar")
+            diff = np.abs(got.astype(int) - want.astype(int))
+            assert diff.max() <= 1, (f"warp_affine_u8 {isa} src={w}x{h}x{channels} dst={dw}x{dh} "
+                                     f"map={m.tolist()} max diff {diff.max()} at "
+                                     f"{np.unravel_index(diff.argmax(), diff.shape)}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dot_f32(isa):
+    rng = np.random.default_rng(3)
+    for n in SIZES + [0, 512, 4099]:
+        a = unaligned(rng.normal(size=n).astype(np.float32))
+        b = unaligned(rng.normal(size=n).astype(np.float32))
+        got = _core.kernel_dot_f32(a, b, isa)
+        want = _core.kernel_dot_f32(a, b, "scalar")
+        scale = float(np.abs(a.astype(np.float64) * b).sum()) + 1e-30
+        assert abs(got - want) <= 1e-5 * scale, f"dot_f32 {isa} n={n}: {got} vs {want}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dot_s8_exact(isa):
+    rng = np.random.default_rng(4)
+    for n in SIZES + [0, 512, 4099]:
+        a = unaligned(rng.integers(-128, 128, n, dtype=np.int8))
+        b = unaligned(rng.integers(-128, 128, n, dtype=np.int8))
+        want = int(np.dot(a.astype(np.int64), b.astype(np.int64)))
+        assert _core.kernel_dot_s8(a, b, "scalar") == want
+        assert _core.kernel_dot_s8(a, b, isa) == want, f"dot_s8 {isa} n={n}"
+    # Extremes: -128 * -128 everywhere must not overflow an int16 intermediate.
+    for n in (1, 64, 1023):
+        a = np.full(n, -128, np.int8)
+        assert _core.kernel_dot_s8(a, a, isa) == 16384 * n
+        assert _core.kernel_dot_s8(a, np.full(n, 127, np.int8), isa) == -16256 * n
+
+
+def test_unsupported_isa_is_a_clear_error():
+    others = {"scalar", "sse41", "avx2", "avx512", "neon", "neondot"} - set(_core.supported_isas())
+    for name in others:
+        with pytest.raises(RuntimeError, match="not compiled in or not supported"):
+            _core.kernel_dot_f32(np.zeros(4, np.float32), np.zeros(4, np.float32), name)
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _core.set_isa("sse9")

@@ -65,11 +65,13 @@ run_core() {
   echo "$out"
   local line
   line="$(grep -E '^[0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -n 1 || true)"
-  if [[ $rc -ne 0 || -z "$line" || ! "$line" =~ ^[1-9][0-9]*\ passed,\ 0\ failed ]]; then
+  local pass_re='^[1-9][0-9]* passed, 0 failed$'
+  if [[ $rc -ne 0 || ! "$line" =~ $pass_re ]]; then
     echo "FAIL: QEMU_CPU=$cpu: driver exit status $rc, summary '${line:-none}'" >&2
     status=1
   fi
-  summary+=("QEMU_CPU=$cpu  ISAs tested: $supported  default: $isa  -> ${line:-no summary} (exit $rc)")
+  summary+=("QEMU_CPU=$cpu  ISAs tested: $supported  default: $isa" \
+    "  -> ${line:-no summary} (exit $rc)")
 }
 
 run_core cortex-a53 0 neon
@@ -77,6 +79,6 @@ run_core neoverse-n1 1 neondot
 
 echo
 echo "== summary"
-printf '%s\n' "${summary[@]}"
+printf '%s%s\n' "${summary[@]}"
 [[ $status -eq 0 ]] && echo "aarch64 kernel tests: OK" || echo "aarch64 kernel tests: FAILED" >&2
 exit "$status"

@@ -1,7 +1,8 @@
 // Advanced SIMD (NEON) kernels, the AArch64 baseline. Compiled with -march=armv8-a and
 // -ffp-contract=off: every float result below is computed with the same operations in the
 // same order as the scalar reference (separate multiply and add, no FMA), so resample, blend,
-// pack and warp are bit-exact with it; only dot_f32 reassociates.
+// pack and warp are bit-exact with it; only dot_f32 reassociates. Accumulators start from +0
+// as the reference's do, which also reproduces its signed zeros.
 #include <arm_neon.h>
 
 #include <cmath>
@@ -26,7 +27,9 @@ inline uint8x8_t load_bytes(const std::uint8_t* p) {
   return vcreate_u8(v);
 }
 
-inline float32x4_t u16_low_to_f32(uint16x8_t v) { return vcvtq_f32_u32(vmovl_u16(vget_low_u16(v))); }
+inline float32x4_t u16_low_to_f32(uint16x8_t v) {
+  return vcvtq_f32_u32(vmovl_u16(vget_low_u16(v)));
+}
 inline float32x4_t u16_high_to_f32(uint16x8_t v) { return vcvtq_f32_u32(vmovl_high_u16(v)); }
 
 // Transposes four 4-lane rows in place: afterwards r[i] lane j holds the old r[j] lane i.
@@ -107,8 +110,8 @@ inline void store_pixels4(float32x4_t r0, float32x4_t r1, float32x4_t r2, float3
   transpose4(r0, r1, r2, r3);
   vst1q_f32(dst_planes[0] + x, r0);
   vst1q_f32(dst_planes[1] + x, r1);
-  if (C > 2) vst1q_f32(dst_planes[2] + x, r2);
-  if (C > 3) vst1q_f32(dst_planes[3] + x, r3);
+  if constexpr (C > 2) vst1q_f32(dst_planes[2] + x, r2);
+  if constexpr (C > 3) vst1q_f32(dst_planes[3] + x, r3);
 }
 
 // channels == 3, ntaps == 2 (bilinear colour, the preprocessing hot path): one vector per
@@ -198,7 +201,9 @@ void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, i
   }
   for (; i + 4 <= n; i += 4) {
     float32x4_t a = vdupq_n_f32(0.0f);
-    for (int t = 0; t < ntaps; ++t) a = vaddq_f32(a, vmulq_n_f32(vld1q_f32(rows[t] + i), weights[t]));
+    for (int t = 0; t < ntaps; ++t) {
+      a = vaddq_f32(a, vmulq_n_f32(vld1q_f32(rows[t] + i), weights[t]));
+    }
     vst1q_f32(out + i, a);
   }
   for (; i < n; ++i) {
@@ -233,26 +238,26 @@ inline int8x8_t narrow8(int32x4_t lo, int32x4_t hi) {
 }
 
 // Channel transform of 4 pixels: out[c] = bias[c] + m[c][0]*in0 + m[c][1]*in1 + ..., in
-// the reference's order.
+// the reference's order. Channel counts are template arguments so the coefficients stay in
+// registers.
+template <int IC, int OC>
 struct PackTransform {
-  int in_channels, out_channels;
-  float32x4_t m[3][3];
-  float32x4_t bias[3];
+  float32x4_t m[OC][IC];
+  float32x4_t bias[OC];
 
-  explicit PackTransform(const PackParams& p)
-      : in_channels(p.in_channels), out_channels(p.out_channels) {
-    for (int c = 0; c < 3; ++c) {
+  explicit PackTransform(const PackParams& p) {
+    for (int c = 0; c < OC; ++c) {
       bias[c] = vdupq_n_f32(p.bias[c]);
-      for (int k = 0; k < 3; ++k) m[c][k] = vdupq_n_f32(p.matrix[c][k]);
+      for (int k = 0; k < IC; ++k) m[c][k] = vdupq_n_f32(p.matrix[c][k]);
     }
   }
 
-  inline void apply(const float* const* in, int i, float32x4_t out[3]) const {
-    float32x4_t x[3];
-    for (int k = 0; k < in_channels; ++k) x[k] = vld1q_f32(in[k] + i);
-    for (int c = 0; c < out_channels; ++c) {
+  inline void apply(const float* const* in, int i, float32x4_t out[OC]) const {
+    float32x4_t x[IC];
+    for (int k = 0; k < IC; ++k) x[k] = vld1q_f32(in[k] + i);
+    for (int c = 0; c < OC; ++c) {
       float32x4_t v = bias[c];
-      for (int k = 0; k < in_channels; ++k) v = vaddq_f32(v, vmulq_f32(m[c][k], x[k]));
+      for (int k = 0; k < IC; ++k) v = vaddq_f32(v, vmulq_f32(m[c][k], x[k]));
       out[c] = v;
     }
   }
@@ -271,46 +276,65 @@ void pack_pixel(const float* const* in, int i, const PackParams& p, void* out) {
   }
 }
 
+// Vector part of pack_row for planar (NCHW: pixel_stride 1) or, with OC == 3, interleaved
+// (NHWC: pixel_stride 3, channel_stride 1) destinations. Returns the pixels done.
+template <int IC, int OC>
+int pack_fast(const float* const* in, int n, const PackParams& p, void* out) {
+  const bool planar = p.pixel_stride == 1;
+  const std::ptrdiff_t cs = p.channel_stride;
+  const PackTransform<IC, OC> tf(p);
+  int i = 0;
+  if (!p.to_int8) {
+    float* o = static_cast<float*>(out);
+    for (; i + 4 <= n; i += 4) {
+      float32x4_t v[OC];
+      tf.apply(in, i, v);
+      if constexpr (OC == 3) {
+        if (!planar) {
+          vst3q_f32(o + 3 * i, (float32x4x3_t{{v[0], v[1], v[2]}}));
+          continue;
+        }
+      }
+      for (int c = 0; c < OC; ++c) vst1q_f32(o + c * cs + i, v[c]);
+    }
+  } else {
+    std::int8_t* o = static_cast<std::int8_t*>(out);
+    const float32x4_t inv_scale = vdupq_n_f32(p.inv_scale);
+    const float32x4_t zero_point = vdupq_n_f32(static_cast<float>(p.zero_point));
+    for (; i + 8 <= n; i += 8) {
+      float32x4_t lo[OC], hi[OC];
+      tf.apply(in, i, lo);
+      tf.apply(in, i + 4, hi);
+      int8x8_t q[OC];
+      for (int c = 0; c < OC; ++c) {
+        q[c] = narrow8(quantize4(lo[c], inv_scale, zero_point),
+                       quantize4(hi[c], inv_scale, zero_point));
+      }
+      if constexpr (OC == 3) {
+        if (!planar) {
+          vst3_s8(o + 3 * i, (int8x8x3_t{{q[0], q[1], q[2]}}));
+          continue;
+        }
+      }
+      for (int c = 0; c < OC; ++c) vst1_s8(o + c * cs + i, q[c]);
+    }
+  }
+  return i;
+}
+
 void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
-  const bool valid = p.in_channels >= 1 && p.in_channels <= 3 && p.out_channels >= 1 &&
-                     p.out_channels <= 3;
-  // Planar (NCHW) or pixel-interleaved 3-channel (NHWC) destinations have vector stores;
-  // any other stride combination takes the reference path.
+  // Other stride combinations (and invalid channel counts) take the reference path.
   const bool planar = p.pixel_stride == 1;
   const bool interleaved3 = p.out_channels == 3 && p.pixel_stride == 3 && p.channel_stride == 1;
   int i = 0;
-  if (valid && (planar || interleaved3)) {
-    const PackTransform tf(p);
-    if (!p.to_int8) {
-      float* o = static_cast<float*>(out);
-      for (; i + 4 <= n; i += 4) {
-        float32x4_t v[3];
-        tf.apply(in, i, v);
-        if (planar) {
-          for (int c = 0; c < p.out_channels; ++c) vst1q_f32(o + c * p.channel_stride + i, v[c]);
-        } else {
-          vst3q_f32(o + 3 * i, (float32x4x3_t{{v[0], v[1], v[2]}}));
-        }
-      }
-    } else {
-      std::int8_t* o = static_cast<std::int8_t*>(out);
-      const float32x4_t inv_scale = vdupq_n_f32(p.inv_scale);
-      const float32x4_t zero_point = vdupq_n_f32(static_cast<float>(p.zero_point));
-      for (; i + 8 <= n; i += 8) {
-        float32x4_t lo[3], hi[3];
-        tf.apply(in, i, lo);
-        tf.apply(in, i + 4, hi);
-        int8x8_t q[3];
-        for (int c = 0; c < p.out_channels; ++c) {
-          q[c] = narrow8(quantize4(lo[c], inv_scale, zero_point),
-                         quantize4(hi[c], inv_scale, zero_point));
-        }
-        if (planar) {
-          for (int c = 0; c < p.out_channels; ++c) vst1_s8(o + c * p.channel_stride + i, q[c]);
-        } else {
-          vst3_s8(o + 3 * i, (int8x8x3_t{{q[0], q[1], q[2]}}));
-        }
-      }
+  if (planar || interleaved3) {
+    const int key = p.in_channels * 10 + p.out_channels;
+    switch (key) {
+      case 11: i = pack_fast<1, 1>(in, n, p, out); break;
+      case 13: i = pack_fast<1, 3>(in, n, p, out); break;
+      case 31: i = pack_fast<3, 1>(in, n, p, out); break;
+      case 33: i = pack_fast<3, 3>(in, n, p, out); break;
+      default: break;
     }
   }
   for (; i < n; ++i) pack_pixel(in, i, p, out);
@@ -428,9 +452,9 @@ inline void warp_quad_cn(const WarpParams& p, const WarpQuad& q, std::uint8_t* d
   // Bytes 4*i + c hold channel c of pixel i; drop the unused lanes and store 4*C bytes.
   const uint8x16_t all = vcombine_u8(vqmovn_u16(vcombine_u16(px[0], px[1])),
                                      vqmovn_u16(vcombine_u16(px[2], px[3])));
-  if (C == 4) {
+  if constexpr (C == 4) {
     vst1q_u8(d, all);
-  } else if (C == 3) {
+  } else if constexpr (C == 3) {
     static const std::uint8_t kIdx[16] = {0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 0, 0, 0, 0};
     const uint8x16_t packed = vqtbl1q_u8(all, vld1q_u8(kIdx));
     vst1_u8(d, vget_low_u8(packed));

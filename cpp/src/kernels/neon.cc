@@ -1,7 +1,555 @@
+// Advanced SIMD (NEON) kernels, the AArch64 baseline. Compiled with -march=armv8-a and
+// -ffp-contract=off: every float result below is computed with the same operations in the
+// same order as the scalar reference (separate multiply and add, no FMA), so resample, blend,
+// pack and warp are bit-exact with it; only dot_f32 reassociates. Accumulators start from +0
+// as the reference's do, which also reproduces its signed zeros.
+#include <arm_neon.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
 #include "isa_fill.h"
 
 namespace picoface {
+namespace {
 
-void fill_neon(KernelTable* /*table*/) {}
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+// Loads exactly n bytes (n <= 8) into the low lanes of a vector; never touches memory past
+// p[n-1], which matters at the end of an image buffer.
+template <int N>
+inline uint8x8_t load_bytes(const std::uint8_t* p) {
+  static_assert(N >= 1 && N <= 8, "load_bytes loads 1..8 bytes");
+  std::uint64_t v = 0;
+  std::memcpy(&v, p, N);  // little-endian: byte i lands in lane i
+  return vcreate_u8(v);
+}
+
+inline float32x4_t u16_low_to_f32(uint16x8_t v) {
+  return vcvtq_f32_u32(vmovl_u16(vget_low_u16(v)));
+}
+inline float32x4_t u16_high_to_f32(uint16x8_t v) { return vcvtq_f32_u32(vmovl_high_u16(v)); }
+
+// Transposes four 4-lane rows in place: afterwards r[i] lane j holds the old r[j] lane i.
+inline void transpose4(float32x4_t& r0, float32x4_t& r1, float32x4_t& r2, float32x4_t& r3) {
+  const float32x4_t t0 = vtrn1q_f32(r0, r1), t1 = vtrn2q_f32(r0, r1);
+  const float32x4_t t2 = vtrn1q_f32(r2, r3), t3 = vtrn2q_f32(r2, r3);
+  r0 = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
+  r1 = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
+  r2 = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
+  r3 = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// resample_row_u8
+
+// One output pixel of the reference, for tails and layouts without a vector path.
+inline void resample_pixel(const std::uint8_t* src, int channels, const std::int32_t* xofs,
+                           const float* weights, int ntaps, int x, float* const* dst_planes) {
+  const std::uint8_t* p = src + static_cast<std::ptrdiff_t>(xofs[x]) * channels;
+  const float* w = weights + static_cast<std::ptrdiff_t>(x) * ntaps;
+  for (int c = 0; c < channels; ++c) {
+    float acc = 0.0f;
+    for (int t = 0; t < ntaps; ++t) acc += w[t] * static_cast<float>(p[t * channels + c]);
+    dst_planes[c][x] = acc;
+  }
+}
+
+// channels == 1, ntaps == 2 (bilinear grey): eight outputs per step. Each output's two taps
+// are adjacent bytes, loaded as one u16 lane and split into tap vectors with an unzip.
+void resample_c1t2(const std::uint8_t* src, const std::int32_t* xofs, const float* weights,
+                   int dst_w, float* dst) {
+  const float32x4_t zero = vdupq_n_f32(0.0f);
+  int x = 0;
+  for (; x + 8 <= dst_w; x += 8) {
+    std::uint16_t pairs[8];
+    for (int i = 0; i < 8; ++i) std::memcpy(&pairs[i], src + xofs[x + i], 2);
+    const uint8x16x2_t taps = vuzpq_u8(vreinterpretq_u8_u16(vld1q_u16(pairs)), vdupq_n_u8(0));
+    const uint16x8_t t0 = vmovl_u8(vget_low_u8(taps.val[0]));
+    const uint16x8_t t1 = vmovl_u8(vget_low_u8(taps.val[1]));
+    const float32x4x2_t wa = vld2q_f32(weights + 2 * x);      // outputs x .. x+3
+    const float32x4x2_t wb = vld2q_f32(weights + 2 * x + 8);  // outputs x+4 .. x+7
+    float32x4_t lo = vaddq_f32(zero, vmulq_f32(wa.val[0], u16_low_to_f32(t0)));
+    float32x4_t hi = vaddq_f32(zero, vmulq_f32(wb.val[0], u16_high_to_f32(t0)));
+    lo = vaddq_f32(lo, vmulq_f32(wa.val[1], u16_low_to_f32(t1)));
+    hi = vaddq_f32(hi, vmulq_f32(wb.val[1], u16_high_to_f32(t1)));
+    vst1q_f32(dst + x, lo);
+    vst1q_f32(dst + x + 4, hi);
+  }
+  float* const planes[1] = {dst};
+  for (; x < dst_w; ++x) resample_pixel(src, 1, xofs, weights, 2, x, planes);
+}
+
+// channels == 1, any ntaps: four outputs per step, one gathered tap vector per tap.
+void resample_c1(const std::uint8_t* src, const std::int32_t* xofs, const float* weights,
+                 int ntaps, int dst_w, float* dst) {
+  int x = 0;
+  for (; x + 4 <= dst_w; x += 4) {
+    const std::uint8_t* p[4] = {src + xofs[x], src + xofs[x + 1], src + xofs[x + 2],
+                                src + xofs[x + 3]};
+    const float* w = weights + static_cast<std::ptrdiff_t>(x) * ntaps;
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    for (int t = 0; t < ntaps; ++t) {
+      const float wv[4] = {w[t], w[ntaps + t], w[2 * ntaps + t], w[3 * ntaps + t]};
+      const float pv[4] = {static_cast<float>(p[0][t]), static_cast<float>(p[1][t]),
+                           static_cast<float>(p[2][t]), static_cast<float>(p[3][t])};
+      acc = vaddq_f32(acc, vmulq_f32(vld1q_f32(wv), vld1q_f32(pv)));
+    }
+    vst1q_f32(dst + x, acc);
+  }
+  float* const planes[1] = {dst};
+  for (; x < dst_w; ++x) resample_pixel(src, 1, xofs, weights, ntaps, x, planes);
+}
+
+// Stores lanes 0..C-1 of four per-pixel vectors (pixel i in r[i]) to C planes at x.
+template <int C>
+inline void store_pixels4(float32x4_t r0, float32x4_t r1, float32x4_t r2, float32x4_t r3,
+                          float* const* dst_planes, int x) {
+  transpose4(r0, r1, r2, r3);
+  vst1q_f32(dst_planes[0] + x, r0);
+  vst1q_f32(dst_planes[1] + x, r1);
+  if constexpr (C > 2) vst1q_f32(dst_planes[2] + x, r2);
+  if constexpr (C > 3) vst1q_f32(dst_planes[3] + x, r3);
+}
+
+// channels == 3, ntaps == 2 (bilinear colour, the preprocessing hot path): one vector per
+// output pixel holding its channels, both taps from one 6-byte load, four pixels transposed
+// into the three planes.
+void resample_c3t2(const std::uint8_t* src, const std::int32_t* xofs, const float* weights,
+                   int dst_w, float* const* dst_planes) {
+  const float32x4_t zero = vdupq_n_f32(0.0f);
+  int x = 0;
+  for (; x + 4 <= dst_w; x += 4) {
+    float32x4_t r[4];
+    for (int i = 0; i < 4; ++i) {
+      const std::uint8_t* p = src + static_cast<std::ptrdiff_t>(xofs[x + i]) * 3;
+      // Lanes: c0 c1 c2 of tap 0, then c0 c1 c2 of tap 1, then two zero lanes.
+      const uint16x8_t v = vmovl_u8(load_bytes<6>(p));
+      const float32x4_t tap0 = u16_low_to_f32(v);
+      const float32x4_t tap1 = u16_low_to_f32(vextq_u16(v, v, 3));
+      const float* w = weights + 2 * (x + i);
+      r[i] = vaddq_f32(zero, vmulq_n_f32(tap0, w[0]));
+      r[i] = vaddq_f32(r[i], vmulq_n_f32(tap1, w[1]));
+    }
+    store_pixels4<3>(r[0], r[1], r[2], r[3], dst_planes, x);
+  }
+  for (; x < dst_w; ++x) resample_pixel(src, 3, xofs, weights, 2, x, dst_planes);
+}
+
+// channels == C (2..4), any ntaps: one vector per output pixel holding its channels.
+template <int C>
+void resample_cn(const std::uint8_t* src, const std::int32_t* xofs, const float* weights,
+                 int ntaps, int dst_w, float* const* dst_planes) {
+  int x = 0;
+  for (; x + 4 <= dst_w; x += 4) {
+    float32x4_t r[4];
+    for (int i = 0; i < 4; ++i) {
+      const std::uint8_t* p = src + static_cast<std::ptrdiff_t>(xofs[x + i]) * C;
+      const float* w = weights + static_cast<std::ptrdiff_t>(x + i) * ntaps;
+      float32x4_t acc = vdupq_n_f32(0.0f);
+      for (int t = 0; t < ntaps; ++t) {
+        const float32x4_t v = u16_low_to_f32(vmovl_u8(load_bytes<C>(p + t * C)));
+        acc = vaddq_f32(acc, vmulq_n_f32(v, w[t]));
+      }
+      r[i] = acc;
+    }
+    store_pixels4<C>(r[0], r[1], r[2], r[3], dst_planes, x);
+  }
+  for (; x < dst_w; ++x) resample_pixel(src, C, xofs, weights, ntaps, x, dst_planes);
+}
+
+void resample_row_u8(const std::uint8_t* src, int channels, const std::int32_t* xofs,
+                     const float* weights, int ntaps, int dst_w, float* const* dst_planes) {
+  switch (channels) {
+    case 1:
+      if (ntaps == 2) return resample_c1t2(src, xofs, weights, dst_w, dst_planes[0]);
+      return resample_c1(src, xofs, weights, ntaps, dst_w, dst_planes[0]);
+    case 2: return resample_cn<2>(src, xofs, weights, ntaps, dst_w, dst_planes);
+    case 3:
+      if (ntaps == 2) return resample_c3t2(src, xofs, weights, dst_w, dst_planes);
+      return resample_cn<3>(src, xofs, weights, ntaps, dst_w, dst_planes);
+    case 4: return resample_cn<4>(src, xofs, weights, ntaps, dst_w, dst_planes);
+    default:
+      for (int x = 0; x < dst_w; ++x) {
+        resample_pixel(src, channels, xofs, weights, ntaps, x, dst_planes);
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// blend_rows_f32
+
+void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, int n,
+                    float* out) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < ntaps; ++t) {
+      const float* r = rows[t] + i;
+      const float w = weights[t];
+      a0 = vaddq_f32(a0, vmulq_n_f32(vld1q_f32(r), w));
+      a1 = vaddq_f32(a1, vmulq_n_f32(vld1q_f32(r + 4), w));
+      a2 = vaddq_f32(a2, vmulq_n_f32(vld1q_f32(r + 8), w));
+      a3 = vaddq_f32(a3, vmulq_n_f32(vld1q_f32(r + 12), w));
+    }
+    vst1q_f32(out + i, a0);
+    vst1q_f32(out + i + 4, a1);
+    vst1q_f32(out + i + 8, a2);
+    vst1q_f32(out + i + 12, a3);
+  }
+  for (; i + 4 <= n; i += 4) {
+    float32x4_t a = vdupq_n_f32(0.0f);
+    for (int t = 0; t < ntaps; ++t) {
+      a = vaddq_f32(a, vmulq_n_f32(vld1q_f32(rows[t] + i), weights[t]));
+    }
+    vst1q_f32(out + i, a);
+  }
+  for (; i < n; ++i) {
+    float acc = 0.0f;
+    for (int t = 0; t < ntaps; ++t) acc += weights[t] * rows[t][i];
+    out[i] = acc;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pack_row
+
+// Reference quantisation of one value, for the scalar tails.
+inline std::int8_t quantize_scalar(float v, const PackParams& p) {
+  float q = std::nearbyint(v * p.inv_scale) + static_cast<float>(p.zero_point);
+  if (!(q >= -128.0f)) q = -128.0f;
+  if (q > 127.0f) q = 127.0f;
+  return static_cast<std::int8_t>(q);
+}
+
+// Quantises 4 values exactly as the reference: round half to even in float (FRINTN), add
+// the zero point in float, clamp in float, then convert the integral value. vmaxnm returns
+// the number when the other operand is NaN, so NaN becomes -128 as in the reference.
+inline int32x4_t quantize4(float32x4_t v, float32x4_t inv_scale, float32x4_t zero_point) {
+  float32x4_t q = vaddq_f32(vrndnq_f32(vmulq_f32(v, inv_scale)), zero_point);
+  q = vminq_f32(vmaxnmq_f32(q, vdupq_n_f32(-128.0f)), vdupq_n_f32(127.0f));
+  return vcvtq_s32_f32(q);
+}
+
+inline int8x8_t narrow8(int32x4_t lo, int32x4_t hi) {
+  return vqmovn_s16(vcombine_s16(vqmovn_s32(lo), vqmovn_s32(hi)));
+}
+
+// Channel transform of 4 pixels: out[c] = bias[c] + m[c][0]*in0 + m[c][1]*in1 + ..., in
+// the reference's order. Channel counts are template arguments so the coefficients stay in
+// registers.
+template <int IC, int OC>
+struct PackTransform {
+  float32x4_t m[OC][IC];
+  float32x4_t bias[OC];
+
+  explicit PackTransform(const PackParams& p) {
+    for (int c = 0; c < OC; ++c) {
+      bias[c] = vdupq_n_f32(p.bias[c]);
+      for (int k = 0; k < IC; ++k) m[c][k] = vdupq_n_f32(p.matrix[c][k]);
+    }
+  }
+
+  inline void apply(const float* const* in, int i, float32x4_t out[OC]) const {
+    float32x4_t x[IC];
+    for (int k = 0; k < IC; ++k) x[k] = vld1q_f32(in[k] + i);
+    for (int c = 0; c < OC; ++c) {
+      float32x4_t v = bias[c];
+      for (int k = 0; k < IC; ++k) v = vaddq_f32(v, vmulq_f32(m[c][k], x[k]));
+      out[c] = v;
+    }
+  }
+};
+
+void pack_pixel(const float* const* in, int i, const PackParams& p, void* out) {
+  for (int c = 0; c < p.out_channels; ++c) {
+    float v = p.bias[c];
+    for (int k = 0; k < p.in_channels; ++k) v += p.matrix[c][k] * in[k][i];
+    const std::ptrdiff_t at = i * p.pixel_stride + c * p.channel_stride;
+    if (p.to_int8) {
+      static_cast<std::int8_t*>(out)[at] = quantize_scalar(v, p);
+    } else {
+      static_cast<float*>(out)[at] = v;
+    }
+  }
+}
+
+// Vector part of pack_row for planar (NCHW: pixel_stride 1) or, with OC == 3, interleaved
+// (NHWC: pixel_stride 3, channel_stride 1) destinations. Returns the pixels done.
+template <int IC, int OC>
+int pack_fast(const float* const* in, int n, const PackParams& p, void* out) {
+  const bool planar = p.pixel_stride == 1;
+  const std::ptrdiff_t cs = p.channel_stride;
+  const PackTransform<IC, OC> tf(p);
+  int i = 0;
+  if (!p.to_int8) {
+    float* o = static_cast<float*>(out);
+    for (; i + 4 <= n; i += 4) {
+      float32x4_t v[OC];
+      tf.apply(in, i, v);
+      if constexpr (OC == 3) {
+        if (!planar) {
+          vst3q_f32(o + 3 * i, (float32x4x3_t{{v[0], v[1], v[2]}}));
+          continue;
+        }
+      }
+      for (int c = 0; c < OC; ++c) vst1q_f32(o + c * cs + i, v[c]);
+    }
+  } else {
+    std::int8_t* o = static_cast<std::int8_t*>(out);
+    const float32x4_t inv_scale = vdupq_n_f32(p.inv_scale);
+    const float32x4_t zero_point = vdupq_n_f32(static_cast<float>(p.zero_point));
+    for (; i + 8 <= n; i += 8) {
+      float32x4_t lo[OC], hi[OC];
+      tf.apply(in, i, lo);
+      tf.apply(in, i + 4, hi);
+      int8x8_t q[OC];
+      for (int c = 0; c < OC; ++c) {
+        q[c] = narrow8(quantize4(lo[c], inv_scale, zero_point),
+                       quantize4(hi[c], inv_scale, zero_point));
+      }
+      if constexpr (OC == 3) {
+        if (!planar) {
+          vst3_s8(o + 3 * i, (int8x8x3_t{{q[0], q[1], q[2]}}));
+          continue;
+        }
+      }
+      for (int c = 0; c < OC; ++c) vst1_s8(o + c * cs + i, q[c]);
+    }
+  }
+  return i;
+}
+
+void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
+  // Other stride combinations (and invalid channel counts) take the reference path.
+  const bool planar = p.pixel_stride == 1;
+  const bool interleaved3 = p.out_channels == 3 && p.pixel_stride == 3 && p.channel_stride == 1;
+  int i = 0;
+  if (planar || interleaved3) {
+    const int key = p.in_channels * 10 + p.out_channels;
+    switch (key) {
+      case 11: i = pack_fast<1, 1>(in, n, p, out); break;
+      case 13: i = pack_fast<1, 3>(in, n, p, out); break;
+      case 31: i = pack_fast<3, 1>(in, n, p, out); break;
+      case 33: i = pack_fast<3, 3>(in, n, p, out); break;
+      default: break;
+    }
+  }
+  for (; i < n; ++i) pack_pixel(in, i, p, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// warp_affine_u8
+
+// One output pixel of the reference from its source coordinates (tails and border pixels).
+inline void warp_pixel(const WarpParams& p, float sx, float sy, std::uint8_t* d) {
+  const bool far = !(sx > -2.0f && sx < p.src_w + 1.0f && sy > -2.0f && sy < p.src_h + 1.0f);
+  const int x0 = far ? -2 : static_cast<int>(std::floor(sx));
+  const int y0 = far ? -2 : static_cast<int>(std::floor(sy));
+  const float fx = far ? 0.0f : sx - x0;
+  const float fy = far ? 0.0f : sy - y0;
+  const float w[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
+  const int tx[4] = {x0, x0 + 1, x0, x0 + 1};
+  const int ty[4] = {y0, y0, y0 + 1, y0 + 1};
+  for (int c = 0; c < p.channels; ++c) {
+    float acc = 0.0f;
+    for (int t = 0; t < 4; ++t) {
+      const bool inside = tx[t] >= 0 && tx[t] < p.src_w && ty[t] >= 0 && ty[t] < p.src_h;
+      const float v = inside ? p.src[static_cast<std::ptrdiff_t>(ty[t]) * p.src_stride +
+                                     tx[t] * p.channels + c]
+                             : p.border[c];
+      acc += w[t] * v;
+    }
+    const int r = static_cast<int>(acc + 0.5f);
+    d[c] = static_cast<std::uint8_t>(r > 255 ? 255 : r);
+  }
+}
+
+// Source coordinates, integer corners and bilinear weights of four consecutive outputs.
+struct WarpQuad {
+  float32x4_t sx, sy;
+  int32x4_t x0, y0;
+  float32x4_t w[4];
+  bool all_inside;  // every tap of every lane lies inside the source
+};
+
+inline WarpQuad warp_quad(const WarpParams& p, float32x4_t xs, float32x4_t row_x,
+                          float32x4_t row_y) {
+  WarpQuad q;
+  // Same operations and order as the reference: (m0*x + m1*y) + m2, no fused multiply-add.
+  q.sx = vaddq_f32(vaddq_f32(vmulq_n_f32(xs, p.m[0]), row_x), vdupq_n_f32(p.m[2]));
+  q.sy = vaddq_f32(vaddq_f32(vmulq_n_f32(xs, p.m[3]), row_y), vdupq_n_f32(p.m[5]));
+  const float32x4_t fx0 = vrndmq_f32(q.sx);
+  const float32x4_t fy0 = vrndmq_f32(q.sy);
+  q.x0 = vcvtq_s32_f32(fx0);
+  q.y0 = vcvtq_s32_f32(fy0);
+  // Tested on the float corners so that huge or NaN coordinates (whose int conversion
+  // saturates or gives 0) can never pass: sx >= 0 and floor(sx) + 1 < src_w.
+  const uint32x4_t ok_x =
+      vandq_u32(vcgeq_f32(q.sx, vdupq_n_f32(0.0f)),
+                vcltq_f32(fx0, vdupq_n_f32(static_cast<float>(p.src_w - 1))));
+  const uint32x4_t ok_y =
+      vandq_u32(vcgeq_f32(q.sy, vdupq_n_f32(0.0f)),
+                vcltq_f32(fy0, vdupq_n_f32(static_cast<float>(p.src_h - 1))));
+  // Such a lane is never "far" in the reference's sense either.
+  q.all_inside = vminvq_u32(vandq_u32(ok_x, ok_y)) != 0;
+  const float32x4_t fx = vsubq_f32(q.sx, fx0);
+  const float32x4_t fy = vsubq_f32(q.sy, fy0);
+  const float32x4_t one = vdupq_n_f32(1.0f);
+  const float32x4_t gx = vsubq_f32(one, fx), gy = vsubq_f32(one, fy);
+  q.w[0] = vmulq_f32(gx, gy);
+  q.w[1] = vmulq_f32(fx, gy);
+  q.w[2] = vmulq_f32(gx, fy);
+  q.w[3] = vmulq_f32(fx, fy);
+  return q;
+}
+
+// Rounds four accumulators as the reference (trunc(acc + 0.5), saturate to 255; acc >= 0).
+inline uint16x4_t round_u16(float32x4_t acc) {
+  return vqmovn_u32(vcvtq_u32_f32(vaddq_f32(acc, vdupq_n_f32(0.5f))));
+}
+
+// channels == 1: lanes are pixels; each pixel's two taps per row are one u16 load.
+inline void warp_quad_c1(const WarpParams& p, const WarpQuad& q, std::uint8_t* d) {
+  std::uint16_t top[4], bottom[4];
+  for (int i = 0; i < 4; ++i) {
+    const std::uint8_t* s = p.src + static_cast<std::ptrdiff_t>(q.y0[i]) * p.src_stride + q.x0[i];
+    std::memcpy(&top[i], s, 2);
+    std::memcpy(&bottom[i], s + p.src_stride, 2);
+  }
+  const uint8x8x2_t t = vuzp_u8(vreinterpret_u8_u16(vld1_u16(top)),
+                                vreinterpret_u8_u16(vld1_u16(bottom)));
+  // t.val[0]: left taps (top 4, bottom 4); t.val[1]: right taps.
+  const uint16x8_t left = vmovl_u8(t.val[0]), right = vmovl_u8(t.val[1]);
+  float32x4_t acc = vaddq_f32(vdupq_n_f32(0.0f), vmulq_f32(q.w[0], u16_low_to_f32(left)));
+  acc = vaddq_f32(acc, vmulq_f32(q.w[1], u16_low_to_f32(right)));
+  acc = vaddq_f32(acc, vmulq_f32(q.w[2], u16_high_to_f32(left)));
+  acc = vaddq_f32(acc, vmulq_f32(q.w[3], u16_high_to_f32(right)));
+  const uint8x8_t out = vqmovn_u16(vcombine_u16(round_u16(acc), vdup_n_u16(0)));
+  const std::uint32_t bytes = vget_lane_u32(vreinterpret_u32_u8(out), 0);
+  std::memcpy(d, &bytes, 4);
+}
+
+// channels == C (2..4): lanes are channels of one pixel; both taps of a row are one load of
+// 2*C bytes.
+template <int C>
+inline void warp_quad_cn(const WarpParams& p, const WarpQuad& q, std::uint8_t* d) {
+  const float32x4_t zero = vdupq_n_f32(0.0f);
+  uint16x4_t px[4];
+  for (int i = 0; i < 4; ++i) {
+    const std::uint8_t* s =
+        p.src + static_cast<std::ptrdiff_t>(q.y0[i]) * p.src_stride + q.x0[i] * C;
+    const uint16x8_t top = vmovl_u8(load_bytes<2 * C>(s));
+    const uint16x8_t bottom = vmovl_u8(load_bytes<2 * C>(s + p.src_stride));
+    float32x4_t acc = vaddq_f32(zero, vmulq_n_f32(u16_low_to_f32(top), q.w[0][i]));
+    acc = vaddq_f32(acc, vmulq_n_f32(u16_low_to_f32(vextq_u16(top, top, C)), q.w[1][i]));
+    acc = vaddq_f32(acc, vmulq_n_f32(u16_low_to_f32(bottom), q.w[2][i]));
+    acc = vaddq_f32(acc, vmulq_n_f32(u16_low_to_f32(vextq_u16(bottom, bottom, C)), q.w[3][i]));
+    px[i] = round_u16(acc);
+  }
+  // Bytes 4*i + c hold channel c of pixel i; drop the unused lanes and store 4*C bytes.
+  const uint8x16_t all = vcombine_u8(vqmovn_u16(vcombine_u16(px[0], px[1])),
+                                     vqmovn_u16(vcombine_u16(px[2], px[3])));
+  if constexpr (C == 4) {
+    vst1q_u8(d, all);
+  } else if constexpr (C == 3) {
+    static const std::uint8_t kIdx[16] = {0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 0, 0, 0, 0};
+    const uint8x16_t packed = vqtbl1q_u8(all, vld1q_u8(kIdx));
+    vst1_u8(d, vget_low_u8(packed));
+    const std::uint32_t tail = vgetq_lane_u32(vreinterpretq_u32_u8(packed), 2);
+    std::memcpy(d + 8, &tail, 4);
+  } else {
+    static const std::uint8_t kIdx[8] = {0, 1, 4, 5, 8, 9, 12, 13};
+    vst1_u8(d, vqtbl1_u8(all, vld1_u8(kIdx)));
+  }
+}
+
+void warp_affine_u8(const WarpParams& p) {
+  const bool vector = p.channels >= 1 && p.channels <= 4;
+  const float32x4_t step = vdupq_n_f32(4.0f);
+  for (int y = 0; y < p.dst_h; ++y) {
+    std::uint8_t* d = p.dst + static_cast<std::ptrdiff_t>(y) * p.dst_stride;
+    const float yf = static_cast<float>(y);
+    const float row_x = p.m[1] * yf, row_y = p.m[4] * yf;
+    int x = 0;
+    if (vector) {
+      const float32x4_t rx = vdupq_n_f32(row_x), ry = vdupq_n_f32(row_y);
+      const float first[4] = {0.0f, 1.0f, 2.0f, 3.0f};
+      float32x4_t xs = vld1q_f32(first);
+      for (; x + 4 <= p.dst_w; x += 4, xs = vaddq_f32(xs, step)) {
+        const WarpQuad q = warp_quad(p, xs, rx, ry);
+        std::uint8_t* o = d + static_cast<std::ptrdiff_t>(x) * p.channels;
+        if (!q.all_inside) {
+          for (int i = 0; i < 4; ++i) warp_pixel(p, q.sx[i], q.sy[i], o + i * p.channels);
+          continue;
+        }
+        switch (p.channels) {
+          case 1: warp_quad_c1(p, q, o); break;
+          case 2: warp_quad_cn<2>(p, q, o); break;
+          case 3: warp_quad_cn<3>(p, q, o); break;
+          default: warp_quad_cn<4>(p, q, o); break;
+        }
+      }
+    }
+    for (; x < p.dst_w; ++x) {
+      const float xf = static_cast<float>(x);
+      const float sx = p.m[0] * xf + row_x + p.m[2];
+      const float sy = p.m[3] * xf + row_y + p.m[5];
+      warp_pixel(p, sx, sy, d + static_cast<std::ptrdiff_t>(x) * p.channels);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dot products
+
+float dot_f32(const float* a, const float* b, std::size_t n) {
+  // Four independent accumulators hide the FMA latency; the reassociation is the documented
+  // difference from the reference's double accumulation.
+  float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+    s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+  }
+  for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+  float sum = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
+  // A product of two int8 fits int16 but the sum of two (up to 2 * 16384) does not, so each
+  // widening multiply is pairwise-added into int32 straight away.
+  int32x4_t s0 = vdupq_n_s32(0), s1 = s0;
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const int8x16_t a0 = vld1q_s8(a + i), b0 = vld1q_s8(b + i);
+    const int8x16_t a1 = vld1q_s8(a + i + 16), b1 = vld1q_s8(b + i + 16);
+    s0 = vpadalq_s16(s0, vmull_s8(vget_low_s8(a0), vget_low_s8(b0)));
+    s1 = vpadalq_s16(s1, vmull_high_s8(a0, b0));
+    s0 = vpadalq_s16(s0, vmull_s8(vget_low_s8(a1), vget_low_s8(b1)));
+    s1 = vpadalq_s16(s1, vmull_high_s8(a1, b1));
+  }
+  for (; i + 8 <= n; i += 8) s0 = vpadalq_s16(s0, vmull_s8(vld1_s8(a + i), vld1_s8(b + i)));
+  std::int32_t sum = vaddvq_s32(vaddq_s32(s0, s1));
+  for (; i < n; ++i) sum += static_cast<std::int32_t>(a[i]) * b[i];
+  return sum;
+}
+
+}  // namespace
+
+void fill_neon(KernelTable* t) {
+  t->resample_row_u8 = resample_row_u8;
+  t->blend_rows_f32 = blend_rows_f32;
+  t->pack_row = pack_row;
+  t->warp_affine_u8 = warp_affine_u8;
+  t->dot_f32 = dot_f32;
+  t->dot_s8 = dot_s8;
+}
 
 }  // namespace picoface

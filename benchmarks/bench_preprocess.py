@@ -1,0 +1,517 @@
+"""Preprocessing and alignment speed of picoface against OpenCV, single-threaded.
+
+Cases (the issue's target is picoface >= 1.5x OpenCV on each):
+  * resize + BGR->RGB + (x - 127.5) / 128 + NCHW float32, 1280x720 -> 320x180 and
+    640x480 -> 320x240, bilinear and area: one ``_core.preprocess`` call against the fastest
+    of several equivalent OpenCV/numpy pipelines (picked per case in a short calibration run);
+  * one 112x112 bilinear crop under a similarity map: ``_core.kernel_warp_affine`` against
+    ``cv2.warpAffine(..., WARP_INVERSE_MAP)``;
+  * 8 aligned crops from 5-point landmarks: ``_core.align`` (and the public ``picoface.align``)
+    against 8 x (``cv2.estimateAffinePartial2D`` + ``cv2.warpAffine``).
+
+Each contender is timed once per iteration, in rotating order, after a warm-up; the table
+gives median and p90 in microseconds, the ratio OpenCV median / picoface median, and the
+largest output difference (in uint8 levels) checked before timing.
+
+Usage:
+  python benchmarks/bench_preprocess.py [--runs N] [--isa best|all|NAME[,NAME]]
+                                        [--markdown FILE] [--cases ID[,ID]]
+"""
+
+import os
+
+# Pin every thread pool to one thread before numpy (and its BLAS) is imported.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import math  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Callable, Optional  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+cv2.setNumThreads(1)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "wider" / "test183" / "images"
+
+MEAN = 127.5
+STD = 128.0
+TARGET_RATIO = 1.5
+
+
+def import_picoface(attempts: int = 10):
+    """Imports picoface, retrying briefly: the package may be reinstalled while we start."""
+    for i in range(attempts):
+        try:
+            import picoface
+            from picoface import _core
+            return picoface, _core
+        except ImportError:
+            if i == attempts - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+picoface, _core = import_picoface()
+
+
+# ----------------------------------------------------------------------------- inputs
+
+@dataclass
+class Source:
+    kind: str  # "real" or "noise"
+    description: str
+    base: Optional[np.ndarray]  # the real frame, full size; None for noise
+    seed: int
+
+    def image(self, w: int, h: int) -> np.ndarray:
+        """uint8 HxWx3 BGR of the given size (resized once, outside any timing)."""
+        if self.base is None:
+            rng = np.random.default_rng(self.seed + 7919 * w + h)
+            return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        bh, bw = self.base.shape[:2]
+        interp = cv2.INTER_AREA if (w < bw and h < bh) else cv2.INTER_CUBIC
+        return np.ascontiguousarray(cv2.resize(self.base, (w, h), interpolation=interp))
+
+
+def load_source(data_dir: pathlib.Path, seed: int) -> Source:
+    files = sorted(data_dir.glob("*.jpg")) if data_dir.is_dir() else []
+    # The largest file (by bytes, so only one decode): detailed content, close to a camera frame.
+    best, name = None, None
+    for f in sorted(files, key=lambda f: (-f.stat().st_size, f.name)):
+        best = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if best is not None:
+            name = f.name
+            break
+    if best is None:
+        return Source("noise", f"seeded uniform noise (seed {seed}); no readable .jpg in "
+                      f"{data_dir}", None, seed)
+    h, w = best.shape[:2]
+    return Source("real", f"WIDER FACE test frame {name} ({w}x{h}), resized with cv2 per case",
+                  best, seed)
+
+
+# ----------------------------------------------------------------------------- timing
+
+@dataclass
+class Contender:
+    name: str
+    fn: Callable[[], object]
+    setup: Callable[[], None] = lambda: None  # runs before the timer starts
+    times_ns: list = field(default_factory=list)
+
+    def stats_us(self) -> tuple:
+        t = np.asarray(self.times_ns, dtype=np.float64) / 1e3
+        return float(np.median(t)), float(np.percentile(t, 90)), len(t)
+
+
+def measure(contenders: list, runs: int, warmup: int, budget_s: float, min_runs: int) -> None:
+    """Times each contender once per iteration, rotating the order so no one always goes
+    first (caches, turbo) ; stops after `runs` iterations or `budget_s` seconds."""
+    for c in contenders:
+        c.times_ns.clear()
+        c.setup()
+        for _ in range(warmup):
+            c.fn()
+    n = len(contenders)
+    clock = time.perf_counter_ns
+    deadline = time.perf_counter() + budget_s
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(runs):
+            for k in range(n):
+                c = contenders[(i + k) % n]
+                c.setup()
+                t0 = clock()
+                c.fn()
+                c.times_ns.append(clock() - t0)
+            if i + 1 >= min_runs and time.perf_counter() > deadline:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+# ----------------------------------------------------------------------------- cases
+
+@dataclass
+class Row:
+    case: str
+    isa: str
+    pico: tuple  # (median, p90, n)
+    cv: tuple
+    cv_name: str
+    max_diff: float  # uint8 levels
+    mean_diff: float
+
+    @property
+    def ratio(self) -> float:
+        return self.cv[0] / self.pico[0]
+
+
+@dataclass
+class Case:
+    id: str
+    title: str
+    picoface_fn: Callable[[], object]
+    baselines: dict
+    to_levels: float  # multiplies an output difference into uint8 levels
+    isa_arg: bool = False  # picoface fn takes the ISA name (kernel_*), else set_isa is used
+    pico_isa_fn: Optional[Callable[[str], Callable[[], object]]] = None
+    note: str = ""
+
+
+def opencv_resize_pipelines(img: np.ndarray, dw: int, dh: int, interp: int) -> dict:
+    """Equivalent OpenCV/numpy pipelines producing 1x3xHxW float32 RGB (x - 127.5) / 128."""
+    dsize = (dw, dh)
+    scale = np.float32(1.0 / STD)
+    mean = np.float32(MEAN)
+
+    def cvt_resize_numpy():
+        # The textbook order: colour first, then resize, normalise, transpose.
+        x = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        x = cv2.resize(x, dsize, interpolation=interp)
+        x = (x.astype(np.float32) - mean) * scale
+        return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
+
+    def resize_cvt_u8chw():
+        # Resize first (fewer pixels to swap), transpose while still uint8 (4x fewer bytes),
+        # then convert and normalise in place.
+        x = cv2.resize(img, dsize, interpolation=interp)
+        x = cv2.cvtColor(x, cv2.COLOR_BGR2RGB)
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)).astype(np.float32)
+        x -= mean
+        x *= scale
+        return x[None]
+
+    def resize_blob():
+        # OpenCV's own fused swapRB + mean + scale + NCHW (what OpenCV DNN users call).
+        x = cv2.resize(img, dsize, interpolation=interp)
+        return cv2.dnn.blobFromImage(x, scalefactor=1.0 / STD, size=dsize,
+                                     mean=(MEAN, MEAN, MEAN), swapRB=True, crop=False)
+
+    out = {
+        "cvtColor+resize+numpy": cvt_resize_numpy,
+        "resize+cvtColor+u8 CHW+numpy": resize_cvt_u8chw,
+        "resize+dnn.blobFromImage": resize_blob,
+    }
+    if interp == cv2.INTER_LINEAR:
+        def blob_resizes():
+            return cv2.dnn.blobFromImage(img, scalefactor=1.0 / STD, size=dsize,
+                                         mean=(MEAN, MEAN, MEAN), swapRB=True, crop=False)
+        out["dnn.blobFromImage(resize)"] = blob_resizes
+    return out
+
+
+def resize_case(source: Source, sw: int, sh: int, dw: int, dh: int, interp: str) -> Case:
+    img = source.image(sw, sh)
+    box = _core.letterbox(sw, sh, dw, dh, "stretch")
+    mean3, std3, pad3 = [MEAN] * 3, [STD] * 3, [0.0] * 3
+
+    def pico():
+        return _core.preprocess(img, box, "bgr", "rgb", mean3, std3, "nchw", "float32", 1.0, 0,
+                                interp, pad3)
+
+    cv_interp = cv2.INTER_LINEAR if interp == "bilinear" else cv2.INTER_AREA
+    return Case(
+        id=f"resize{sh}_{interp}",
+        title=f"{sw}x{sh} BGR -> {dw}x{dh} RGB f32 NCHW, {interp}",
+        picoface_fn=pico,
+        baselines=opencv_resize_pipelines(img, dw, dh, cv_interp),
+        to_levels=STD,
+    )
+
+
+def similarity(angle_deg: float, scale: float, centre_src, centre_dst) -> np.ndarray:
+    """Forward (source -> crop) 2x3 similarity mapping centre_src to centre_dst."""
+    a = math.radians(angle_deg)
+    c, s = scale * math.cos(a), scale * math.sin(a)
+    m = np.array([[c, -s, 0.0], [s, c, 0.0]])
+    m[:, 2] = np.asarray(centre_dst) - m[:, :2] @ np.asarray(centre_src)
+    return m
+
+
+def warp_case(source: Source, isas: list) -> Case:
+    img = source.image(640, 480)
+    fwd = similarity(10.0, 0.5, (300.0, 220.0), (56.0, 56.0))
+    inv = cv2.invertAffineTransform(fwd).astype(np.float32)  # crop -> source
+    inv64 = inv.astype(np.float64)  # cv2 gets the very same (float32) coefficients
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+
+    def cv_warp():
+        return cv2.warpAffine(img, inv64, (112, 112), flags=flags,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def pico_for(isa):
+        return lambda: _core.kernel_warp_affine(img, inv, 112, 112, 0, isa)
+
+    return Case(
+        id="warp1",
+        title="warp 640x480 -> one 112x112 crop (rot 10 deg, scale 0.5)",
+        picoface_fn=pico_for(isas[0]),
+        baselines={"warpAffine(INVERSE_MAP)": cv_warp},
+        to_levels=1.0,
+        isa_arg=True,
+        pico_isa_fn=pico_for,
+        note="map given to both sides (no estimation)",
+    )
+
+
+def align_landmarks(seed: int) -> np.ndarray:
+    """8 faces' 5-point landmarks in a 640x480 frame: the ArcFace template placed with
+    varied rotation/scale/position, plus +-0.5 px noise so the fit is a real least squares."""
+    tmpl = np.asarray(_core.ARCFACE_TEMPLATE_112, dtype=np.float64).reshape(5, 2)
+    rng = np.random.default_rng(seed)
+    faces = []
+    for k in range(8):
+        angle = -25.0 + 50.0 * k / 7
+        scale = 0.35 + 0.05 * (k % 4)  # source -> crop
+        centre = (90.0 + 150.0 * (k % 4), 140.0 + 200.0 * (k // 4))
+        inv = cv2.invertAffineTransform(similarity(angle, scale, centre, (56.0, 56.0)))
+        pts = tmpl @ inv[:, :2].T + inv[:, 2]
+        faces.append(pts + rng.uniform(-0.5, 0.5, size=pts.shape))
+    return np.ascontiguousarray(np.stack(faces), dtype=np.float32)
+
+
+def align_cases(source: Source, seed: int) -> list:
+    img = source.image(640, 480)
+    lms = align_landmarks(seed)
+    tmpl = np.ascontiguousarray(np.asarray(_core.ARCFACE_TEMPLATE_112, np.float32).reshape(5, 2))
+    lms64 = [np.ascontiguousarray(l, dtype=np.float64) for l in lms]
+    tmpl64 = tmpl.astype(np.float64)
+    out = np.empty((8, 112, 112, 3), np.uint8)
+
+    def cv_batch(method):
+        def run():
+            for i in range(8):
+                m, _ = cv2.estimateAffinePartial2D(lms64[i], tmpl64, method=method)
+                cv2.warpAffine(img, m, (112, 112), dst=out[i], flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            return out.copy()
+        return run
+
+    baselines = {
+        "8x(estimateAffinePartial2D(LMEDS)+warpAffine)": cv_batch(cv2.LMEDS),
+        "8x(estimateAffinePartial2D(RANSAC)+warpAffine)": cv_batch(cv2.RANSAC),
+    }
+    note = ("both sides fit the similarity from 5 points and warp 8 crops into one batch; "
+            "OpenCV inverts the map inside warpAffine, picoface before its warp")
+    core = Case(
+        id="align8",
+        title="align 8 faces, 640x480 -> 8x112x112 (_core.align)",
+        picoface_fn=lambda: _core.align(img, lms, tmpl, 112, 112, 112, 112, 0),
+        baselines=baselines,
+        to_levels=1.0,
+        note=note,
+    )
+    api = Case(
+        id="align8_api",
+        title="align 8 faces, public picoface.align (adds input validation)",
+        picoface_fn=lambda: picoface.align(img, lms, 112),
+        baselines=baselines,
+        to_levels=1.0,
+        note=note,
+    )
+    return [core, api]
+
+
+# ----------------------------------------------------------------------------- running
+
+def as_array(x) -> np.ndarray:
+    return np.asarray(x).reshape(-1).astype(np.float64)
+
+
+def pick_baseline(case: Case, runs: int, warmup: int) -> tuple:
+    """Checks all baselines agree with each other, then returns the fastest one's name."""
+    names = list(case.baselines)
+    ref = as_array(case.baselines[names[0]]())
+    for n in names[1:]:
+        d = np.abs(as_array(case.baselines[n]()) - ref).max() * case.to_levels
+        if d > 1.0:
+            raise RuntimeError(f"{case.id}: OpenCV variants disagree: '{n}' differs from "
+                               f"'{names[0]}' by {d:.3f} levels")
+    if len(names) == 1:
+        return names[0]
+    cs = [Contender(n, case.baselines[n]) for n in names]
+    measure(cs, runs=runs, warmup=warmup, budget_s=3.0, min_runs=10)
+    return min(cs, key=lambda c: c.stats_us()[0]).name
+
+
+def run_case(case: Case, isas: list, args) -> list:
+    cv_name = pick_baseline(case, max(10, args.runs // 10), args.warmup)
+    cv_fn = case.baselines[cv_name]
+    cv_out = as_array(cv_fn())
+
+    contenders = [Contender("opencv", cv_fn)]
+    diffs = {}
+    for isa in isas:
+        if case.isa_arg:
+            fn, setup = case.pico_isa_fn(isa), (lambda: None)
+        else:
+            fn, setup = case.picoface_fn, (lambda isa=isa: _core.set_isa(isa))
+        setup()
+        d = np.abs(as_array(fn()) - cv_out) * case.to_levels
+        diffs[isa] = (float(d.max()), float(d.mean()))
+        contenders.append(Contender(isa, fn, setup))
+
+    measure(contenders, runs=args.runs, warmup=args.warmup, budget_s=args.budget,
+            min_runs=min(args.runs, 30))
+    cv_stats = contenders[0].stats_us()
+    return [Row(case.title, c.name, c.stats_us(), cv_stats, cv_name, *diffs[c.name])
+            for c in contenders[1:]]
+
+
+def cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def opencv_simd() -> str:
+    info = cv2.getBuildInformation().splitlines()
+    get = lambda key: next((l.split(":", 1)[1].strip() for l in info if key in l), "?")
+    return f"baseline {get('Baseline:')}; dispatched {get('Dispatched code generation:')}"
+
+
+def header(source: Source, isas: list, args) -> list:
+    bi = picoface.build_info()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"## Preprocessing: picoface vs OpenCV ({now})",
+        "",
+        f"- CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); all timings single-threaded "
+        f"(cv2.setNumThreads(1), OMP/OPENBLAS/MKL = 1)",
+        f"- picoface {bi.get('version', '?')} ({bi['compiler']}): ISA selected "
+        f"{bi['isa_selected']}, supported {', '.join(bi['isa_supported'])}, compiled "
+        f"{', '.join(bi['isa_compiled'])}; timed: {', '.join(isas)}",
+        f"- OpenCV {cv2.__version__} ({opencv_simd()}), numpy {np.__version__}, "
+        f"Python {platform.python_version()}",
+        f"- input: {source.description}",
+        f"- method: {args.warmup} warm-up calls, then up to {args.runs} iterations (at most "
+        f"{args.budget:g} s per case) timing each contender once per iteration in rotating "
+        "order; median / p90 in microseconds; ratio = OpenCV median / picoface median "
+        f"(target >= {TARGET_RATIO}x); max/mean |diff| = picoface vs OpenCV output in uint8 "
+        "levels (normalised outputs x 128), checked before timing. The OpenCV side is the "
+        "fastest of the listed equivalent pipelines, picked per case in a calibration run.",
+        "",
+    ]
+
+
+def table(rows: list) -> list:
+    out = [
+        "| case | picoface ISA | picoface median µs | p90 | OpenCV median µs | p90 | "
+        "ratio | max \\|diff\\| | mean \\|diff\\| | OpenCV pipeline | runs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        flag = "" if r.ratio >= TARGET_RATIO else " ⚠"
+        out.append(
+            f"| {r.case} | {r.isa} | {r.pico[0]:.1f} | {r.pico[1]:.1f} | {r.cv[0]:.1f} | "
+            f"{r.cv[1]:.1f} | **{r.ratio:.2f}x**{flag} | {r.max_diff:.2f} | {r.mean_diff:.3f} | "
+            f"{r.cv_name} | {r.pico[2]} |")
+    return out
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=500, help="timed iterations per case (default 500)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls per contender first")
+    p.add_argument("--budget", type=float, default=10.0,
+                   help="seconds per case after which timing stops early (default 10)")
+    p.add_argument("--isa", default="best",
+                   help="'best' (the selected ISA), 'all' (every supported one) or a "
+                        "comma-separated list such as scalar,avx2")
+    p.add_argument("--cases", default="",
+                   help="comma-separated case ids (default all): resize720_bilinear, "
+                        "resize720_area, resize240_bilinear, resize240_area, warp1, align8, "
+                        "align8_api")
+    p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA,
+                   help="folder of .jpg frames (default ../shared/data/wider/test183/images); "
+                        "seeded noise when it has none")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown", type=pathlib.Path, help="also write the section to this file")
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0 or args.budget <= 0:
+        p.error("--runs must be >= 1, --warmup >= 0 and --budget > 0")
+    return args
+
+
+def select_isas(spec: str) -> list:
+    supported = list(_core.supported_isas())
+    if spec == "best":
+        return [_core.get_isa()]
+    if spec == "all":
+        return supported
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in supported]
+    if bad or not wanted:
+        raise SystemExit(f"error: --isa {spec!r}: expected 'best', 'all' or names from "
+                         f"{', '.join(supported)}")
+    return wanted
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    original_isa = _core.get_isa()
+    isas = select_isas(args.isa)
+    source = load_source(args.data, args.seed)
+
+    cases = [
+        resize_case(source, 1280, 720, 320, 180, "bilinear"),
+        resize_case(source, 1280, 720, 320, 180, "area"),
+        resize_case(source, 640, 480, 320, 240, "bilinear"),
+        resize_case(source, 640, 480, 320, 240, "area"),
+        warp_case(source, isas),
+        *align_cases(source, args.seed),
+    ]
+    if args.cases:
+        wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
+        unknown = wanted - {c.id for c in cases}
+        if unknown:
+            raise SystemExit(f"error: unknown case ids {sorted(unknown)}; expected "
+                             f"{', '.join(c.id for c in cases)}")
+        cases = [c for c in cases if c.id in wanted]
+
+    rows, notes = [], []
+    t0 = time.perf_counter()
+    try:
+        for case in cases:
+            print(f"[{time.perf_counter() - t0:5.1f} s] {case.id} ...", file=sys.stderr,
+                  flush=True)
+            rows += run_case(case, isas, args)
+            if case.note:
+                notes.append(f"- {case.title}: {case.note}.")
+    finally:
+        _core.set_isa(original_isa)
+
+    section = header(source, isas, args) + table(rows) + [""] + notes
+    below = [f"{r.case} [{r.isa}] {r.ratio:.2f}x" for r in rows if r.ratio < TARGET_RATIO]
+    section.append("")
+    section.append(f"Below the {TARGET_RATIO}x target: " + ("; ".join(below) if below else "none")
+                   + ".")
+    text = "\n".join(section) + "\n"
+    print(text)
+    print(f"total {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.markdown:
+        args.markdown.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

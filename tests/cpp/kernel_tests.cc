@@ -437,6 +437,9 @@ void test_dot(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
 
 int main(int argc, char** argv) {
   using namespace picoface;
+  // Line-buffered so the failures printed before a crash (an over-read hitting a guard page)
+  // survive it.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::vector<Isa> isas;
   try {
     for (int i = 1; i < argc; ++i) isas.push_back(isa_from_name(argv[i]));

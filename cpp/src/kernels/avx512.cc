@@ -28,7 +28,18 @@ inline __mmask16 tail_mask16(int count) {
 
 void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, int n,
                     float* out) {
-  for (int i = 0; i < n; i += 16) {
+  int i = 0;
+  if (ntaps == 2) {
+    const float* r0 = rows[0];
+    const float* r1 = rows[1];
+    const __m512 w0 = _mm512_set1_ps(weights[0]);
+    const __m512 w1 = _mm512_set1_ps(weights[1]);
+    for (; i + 16 <= n; i += 16) {
+      _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_mul_ps(w0, _mm512_loadu_ps(r0 + i)),
+                                              _mm512_mul_ps(w1, _mm512_loadu_ps(r1 + i))));
+    }
+  }
+  for (; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i < 16 ? n - i : 16);
     __m512 acc = _mm512_mul_ps(_mm512_set1_ps(weights[0]), _mm512_maskz_loadu_ps(m, rows[0] + i));
     for (int t = 1; t < ntaps; ++t) {

@@ -43,6 +43,14 @@ inline std::uint16_t load_u16(const std::uint8_t* p) {
   return v;
 }
 
+// Bytes 0..5 of p (two adjacent 3-channel pixels) in the low lanes, with one 4-byte and one
+// 2-byte load so nothing past them is read.
+inline __m128i load_six_u8(const std::uint8_t* p) {
+  std::uint32_t lo;
+  std::memcpy(&lo, p, 4);
+  return _mm_insert_epi16(_mm_cvtsi32_si128(static_cast<int>(lo)), load_u16(p + 4), 2);
+}
+
 // ---------------------------------------------------------------------------------------
 // resample_row_u8
 
@@ -52,10 +60,7 @@ inline __m128 resample_pixel(const std::uint8_t* src, int ch, const std::int32_t
   const std::uint8_t* p = src + static_cast<std::ptrdiff_t>(xofs[x]) * ch;
   const float* w = weights + static_cast<std::ptrdiff_t>(x) * ntaps;
   if (ch == 3 && ntaps == 2) {
-    // Both taps are six contiguous bytes: one 4-byte and one 2-byte load, no over-read.
-    std::uint32_t lo;
-    std::memcpy(&lo, p, 4);
-    const __m128i v = _mm_insert_epi16(_mm_cvtsi32_si128(static_cast<int>(lo)), load_u16(p + 4), 2);
+    const __m128i v = load_six_u8(p);  // both taps
     const __m128 a = _mm_mul_ps(_mm_set1_ps(w[0]), u8x4_to_ps(v));
     return _mm_add_ps(a, _mm_mul_ps(_mm_set1_ps(w[1]), u8x4_to_ps(_mm_srli_si128(v, 3))));
   }
@@ -282,8 +287,10 @@ inline __m128i round_saturate(__m128 acc) {
   return _mm_min_epi32(_mm_cvttps_epi32(_mm_add_ps(acc, _mm_set1_ps(0.5f))), _mm_set1_epi32(255));
 }
 
-void warp_affine_u8(const WarpParams& p) {
-  const int ch = p.channels;
+// kCh is the channel count as a constant so that the byte loads compile to fixed widths.
+template <int kCh>
+void warp_impl(const WarpParams& p) {
+  constexpr int ch = kCh;
   const __m128 m0 = _mm_set1_ps(p.m[0]), m3 = _mm_set1_ps(p.m[3]);
   const __m128 m2 = _mm_set1_ps(p.m[2]), m5 = _mm_set1_ps(p.m[5]);
   const __m128 one = _mm_set1_ps(1.0f), zero = _mm_setzero_ps();
@@ -324,7 +331,7 @@ void warp_affine_u8(const WarpParams& p) {
       _mm_store_si128(reinterpret_cast<__m128i*>(yi), _mm_cvtps_epi32(y0f));
       const std::uint8_t* top[4];
       for (int j = 0; j < 4; ++j) top[j] = p.src + yi[j] * p.src_stride + xi[j] * ch;
-      if (ch == 1) {
+      if (kCh == 1) {
         // Pixels in lanes; the two horizontal taps of a row are one 16-bit load.
         const __m128i t = _mm_setr_epi32(load_u16(top[0]), load_u16(top[1]), load_u16(top[2]),
                                          load_u16(top[3]));
@@ -351,10 +358,25 @@ void warp_affine_u8(const WarpParams& p) {
       for (int j = 0; j < 4; ++j) {
         const std::uint8_t* t = top[j];
         const std::uint8_t* b = t + p.src_stride;
-        __m128 acc = _mm_mul_ps(_mm_set1_ps(ws[0][j]), u8x4_to_ps(load_pixel_u8(t, ch)));
-        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[1][j]), u8x4_to_ps(load_pixel_u8(t + ch, ch))));
-        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[2][j]), u8x4_to_ps(load_pixel_u8(b, ch))));
-        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[3][j]), u8x4_to_ps(load_pixel_u8(b + ch, ch))));
+        __m128 tl, tr, bl, br;
+        if (kCh == 3) {
+          // The two taps of a row are six contiguous bytes.
+          const __m128i tv = load_six_u8(t);
+          const __m128i bv = load_six_u8(b);
+          tl = u8x4_to_ps(tv);
+          tr = u8x4_to_ps(_mm_srli_si128(tv, 3));
+          bl = u8x4_to_ps(bv);
+          br = u8x4_to_ps(_mm_srli_si128(bv, 3));
+        } else {
+          tl = u8x4_to_ps(load_pixel_u8(t, ch));
+          tr = u8x4_to_ps(load_pixel_u8(t + ch, ch));
+          bl = u8x4_to_ps(load_pixel_u8(b, ch));
+          br = u8x4_to_ps(load_pixel_u8(b + ch, ch));
+        }
+        __m128 acc = _mm_mul_ps(_mm_set1_ps(ws[0][j]), tl);
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[1][j]), tr));
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[2][j]), bl));
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[3][j]), br));
         const __m128i r = round_saturate(acc);
         const __m128i r8 = _mm_packus_epi16(_mm_packus_epi32(r, r), r);
         const std::uint32_t bytes = static_cast<std::uint32_t>(_mm_cvtsi128_si32(r8));
@@ -366,6 +388,15 @@ void warp_affine_u8(const WarpParams& p) {
       const float sy = p.m[3] * static_cast<float>(x) + p.m[4] * static_cast<float>(y) + p.m[5];
       warp_pixel_careful(p, sx, sy, d + x * ch);
     }
+  }
+}
+
+void warp_affine_u8(const WarpParams& p) {
+  switch (p.channels) {
+    case 1: warp_impl<1>(p); break;
+    case 2: warp_impl<2>(p); break;
+    case 3: warp_impl<3>(p); break;
+    default: warp_impl<4>(p); break;
   }
 }
 

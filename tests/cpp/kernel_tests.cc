@@ -322,7 +322,7 @@ void test_warp(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) 
     cases.push_back({"rotated", 41, 29, dst_w, dst_h,
                      {0.7071f, -0.7071f, 10.2f, 0.7071f, 0.7071f, -8.6f}});
     cases.push_back({"scaled_up", 37, 23, dst_w, dst_h,
-                     {0.3f * 37 / dst_w, 0.0f, -4.25f, 0.0f, 6.0f, -3.5f}});
+                     {0.3f * 37 / static_cast<float>(dst_w), 0.0f, -4.25f, 0.0f, 6.0f, -3.5f}});
     cases.push_back({"integer", 40, 9, dst_w, dst_h, {1.0f, 0.0f, -2.0f, 0.0f, 1.0f, -1.0f}});
   }
   cases.push_back({"outside", 32, 32, 33, 4, {1.0f, 0.0f, 1000.0f, 0.0f, 1.0f, 0.0f}});

@@ -1,7 +1,460 @@
+// SSE4.1 kernels. Preprocessing kernels (resample, blend, pack, warp) evaluate the reference's
+// float operations in the reference's order without FMA, so they are bit-exact with it and the
+// whole preprocessing pipeline gives identical tensors on every x86 level. Loads never touch
+// a byte the reference does not read: rows may end at the last tap.
+#include <smmintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
 #include "isa_fill.h"
 
 namespace picoface {
+namespace {
 
-void fill_sse41(KernelTable* /*table*/) {}
+// `ch` (1..4) bytes into the low lanes, reading exactly those bytes.
+inline __m128i load_pixel_u8(const std::uint8_t* p, int ch) {
+  std::uint32_t v = 0;
+  switch (ch) {
+    case 1: v = p[0]; break;
+    case 2: {
+      std::uint16_t s;
+      std::memcpy(&s, p, 2);
+      v = s;
+      break;
+    }
+    case 3: {
+      std::uint16_t s;
+      std::memcpy(&s, p, 2);
+      v = s | (static_cast<std::uint32_t>(p[2]) << 16);
+      break;
+    }
+    default: std::memcpy(&v, p, 4); break;
+  }
+  return _mm_cvtsi32_si128(static_cast<int>(v));
+}
+
+inline __m128 u8x4_to_ps(__m128i v) { return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(v)); }
+
+inline std::uint16_t load_u16(const std::uint8_t* p) {
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+// Bytes 0..5 of p (two adjacent 3-channel pixels) in the low lanes, with one 4-byte and one
+// 2-byte load so nothing past them is read.
+inline __m128i load_six_u8(const std::uint8_t* p) {
+  std::uint32_t lo;
+  std::memcpy(&lo, p, 4);
+  return _mm_insert_epi16(_mm_cvtsi32_si128(static_cast<int>(lo)), load_u16(p + 4), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// resample_row_u8
+
+// One destination pixel with its channels in lanes; lanes >= channels are don't-care.
+inline __m128 resample_pixel(const std::uint8_t* src, int ch, const std::int32_t* xofs,
+                             const float* weights, int ntaps, int x) {
+  const std::uint8_t* p = src + static_cast<std::ptrdiff_t>(xofs[x]) * ch;
+  const float* w = weights + static_cast<std::ptrdiff_t>(x) * ntaps;
+  if (ch == 3 && ntaps == 2) {
+    const __m128i v = load_six_u8(p);  // both taps
+    const __m128 a = _mm_mul_ps(_mm_set1_ps(w[0]), u8x4_to_ps(v));
+    return _mm_add_ps(a, _mm_mul_ps(_mm_set1_ps(w[1]), u8x4_to_ps(_mm_srli_si128(v, 3))));
+  }
+  __m128 acc = _mm_mul_ps(_mm_set1_ps(w[0]), u8x4_to_ps(load_pixel_u8(p, ch)));
+  for (int t = 1; t < ntaps; ++t) {
+    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(w[t]), u8x4_to_ps(load_pixel_u8(p + t * ch, ch))));
+  }
+  return acc;
+}
+
+// Single channel: four destination pixels per vector, taps gathered with scalar loads.
+void resample_row_c1(const std::uint8_t* src, const std::int32_t* xofs, const float* weights,
+                     int ntaps, int dst_w, float* dst) {
+  int x = 0;
+  if (ntaps == 2) {
+    const __m128i lo_mask = _mm_set1_epi32(0xFF);
+    for (; x + 4 <= dst_w; x += 4) {
+      const __m128i pairs =
+          _mm_setr_epi32(load_u16(src + xofs[x]), load_u16(src + xofs[x + 1]),
+                         load_u16(src + xofs[x + 2]), load_u16(src + xofs[x + 3]));
+      const __m128 v0 = _mm_cvtepi32_ps(_mm_and_si128(pairs, lo_mask));
+      const __m128 v1 = _mm_cvtepi32_ps(_mm_srli_epi32(pairs, 8));
+      const __m128 wa = _mm_loadu_ps(weights + 2 * x);
+      const __m128 wb = _mm_loadu_ps(weights + 2 * x + 4);
+      const __m128 w0 = _mm_shuffle_ps(wa, wb, _MM_SHUFFLE(2, 0, 2, 0));
+      const __m128 w1 = _mm_shuffle_ps(wa, wb, _MM_SHUFFLE(3, 1, 3, 1));
+      _mm_storeu_ps(dst + x, _mm_add_ps(_mm_mul_ps(w0, v0), _mm_mul_ps(w1, v1)));
+    }
+  } else {
+    for (; x + 4 <= dst_w; x += 4) {
+      const std::uint8_t* p0 = src + xofs[x];
+      const std::uint8_t* p1 = src + xofs[x + 1];
+      const std::uint8_t* p2 = src + xofs[x + 2];
+      const std::uint8_t* p3 = src + xofs[x + 3];
+      const float* w = weights + static_cast<std::ptrdiff_t>(x) * ntaps;
+      __m128 acc = _mm_setzero_ps();
+      for (int t = 0; t < ntaps; ++t) {
+        const __m128 v = _mm_cvtepi32_ps(_mm_setr_epi32(p0[t], p1[t], p2[t], p3[t]));
+        const __m128 wt = _mm_setr_ps(w[t], w[ntaps + t], w[2 * ntaps + t], w[3 * ntaps + t]);
+        const __m128 prod = _mm_mul_ps(wt, v);
+        acc = t == 0 ? prod : _mm_add_ps(acc, prod);
+      }
+      _mm_storeu_ps(dst + x, acc);
+    }
+  }
+  for (; x < dst_w; ++x) {
+    const std::uint8_t* p = src + xofs[x];
+    const float* w = weights + static_cast<std::ptrdiff_t>(x) * ntaps;
+    float acc = 0.0f;
+    for (int t = 0; t < ntaps; ++t) acc += w[t] * static_cast<float>(p[t]);
+    dst[x] = acc;
+  }
+}
+
+void resample_row_u8(const std::uint8_t* src, int channels, const std::int32_t* xofs,
+                     const float* weights, int ntaps, int dst_w, float* const* dst_planes) {
+  if (channels == 1) {
+    resample_row_c1(src, xofs, weights, ntaps, dst_w, dst_planes[0]);
+    return;
+  }
+  int x = 0;
+  for (; x + 4 <= dst_w; x += 4) {
+    __m128 r0 = resample_pixel(src, channels, xofs, weights, ntaps, x);
+    __m128 r1 = resample_pixel(src, channels, xofs, weights, ntaps, x + 1);
+    __m128 r2 = resample_pixel(src, channels, xofs, weights, ntaps, x + 2);
+    __m128 r3 = resample_pixel(src, channels, xofs, weights, ntaps, x + 3);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);  // pixels-in-lanes -> one vector per plane
+    _mm_storeu_ps(dst_planes[0] + x, r0);
+    _mm_storeu_ps(dst_planes[1] + x, r1);
+    if (channels > 2) _mm_storeu_ps(dst_planes[2] + x, r2);
+    if (channels > 3) _mm_storeu_ps(dst_planes[3] + x, r3);
+  }
+  for (; x < dst_w; ++x) {
+    alignas(16) float v[4];
+    _mm_store_ps(v, resample_pixel(src, channels, xofs, weights, ntaps, x));
+    for (int c = 0; c < channels; ++c) dst_planes[c][x] = v[c];
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// blend_rows_f32
+
+void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, int n,
+                    float* out) {
+  int i = 0;
+  if (ntaps == 2) {
+    const float* r0 = rows[0];
+    const float* r1 = rows[1];
+    const __m128 w0 = _mm_set1_ps(weights[0]);
+    const __m128 w1 = _mm_set1_ps(weights[1]);
+    for (; i + 8 <= n; i += 8) {
+      const __m128 a = _mm_add_ps(_mm_mul_ps(w0, _mm_loadu_ps(r0 + i)),
+                                  _mm_mul_ps(w1, _mm_loadu_ps(r1 + i)));
+      const __m128 b = _mm_add_ps(_mm_mul_ps(w0, _mm_loadu_ps(r0 + i + 4)),
+                                  _mm_mul_ps(w1, _mm_loadu_ps(r1 + i + 4)));
+      _mm_storeu_ps(out + i, a);
+      _mm_storeu_ps(out + i + 4, b);
+    }
+  } else {
+    for (; i + 4 <= n; i += 4) {
+      __m128 acc = _mm_mul_ps(_mm_set1_ps(weights[0]), _mm_loadu_ps(rows[0] + i));
+      for (int t = 1; t < ntaps; ++t) {
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(weights[t]), _mm_loadu_ps(rows[t] + i)));
+      }
+      _mm_storeu_ps(out + i, acc);
+    }
+  }
+  for (; i < n; ++i) {
+    float acc = 0.0f;
+    for (int t = 0; t < ntaps; ++t) acc += weights[t] * rows[t][i];
+    out[i] = acc;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// pack_row
+
+struct PackConsts {
+  __m128 m[3][3], bias[3], inv_scale, zero_point, lo, hi;
+  explicit PackConsts(const PackParams& p) {
+    for (int c = 0; c < 3; ++c) {
+      for (int k = 0; k < 3; ++k) m[c][k] = _mm_set1_ps(p.matrix[c][k]);
+      bias[c] = _mm_set1_ps(p.bias[c]);
+    }
+    inv_scale = _mm_set1_ps(p.inv_scale);
+    zero_point = _mm_set1_ps(static_cast<float>(p.zero_point));
+    lo = _mm_set1_ps(-128.0f);
+    hi = _mm_set1_ps(127.0f);
+  }
+};
+
+// Four pixels of every output channel; bias first, then inputs in order, as the reference.
+inline void transform4(const __m128* x, int in_ch, int out_ch, const PackConsts& k, __m128* v) {
+  for (int c = 0; c < out_ch; ++c) {
+    __m128 acc = k.bias[c];
+    for (int j = 0; j < in_ch; ++j) acc = _mm_add_ps(acc, _mm_mul_ps(k.m[c][j], x[j]));
+    v[c] = acc;
+  }
+}
+
+// Round half to even (the instruction's explicit mode, equal to nearbyint's default), add the
+// zero point as float, clamp. max_ps returns its second operand when either is NaN, which is
+// the reference's "NaN saturates low".
+inline __m128i quantize4(__m128 v, const PackConsts& k) {
+  __m128 q = _mm_round_ps(_mm_mul_ps(v, k.inv_scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  q = _mm_add_ps(q, k.zero_point);
+  q = _mm_min_ps(_mm_max_ps(q, k.lo), k.hi);
+  return _mm_cvtps_epi32(q);  // integral and in range: exact
+}
+
+void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
+  const PackConsts k(p);
+  const int ic = p.in_channels;
+  const int oc = p.out_channels;
+  const bool planar = p.pixel_stride == 1;
+  float* fout = static_cast<float*>(out);
+  std::int8_t* qout = static_cast<std::int8_t*>(out);
+  for (int i = 0; i < n; i += 4) {
+    const int count = n - i < 4 ? n - i : 4;
+    __m128 x[3];
+    for (int j = 0; j < ic; ++j) {
+      if (count == 4) {
+        x[j] = _mm_loadu_ps(in[j] + i);
+      } else {
+        alignas(16) float tail[4] = {0, 0, 0, 0};
+        std::memcpy(tail, in[j] + i, sizeof(float) * count);
+        x[j] = _mm_load_ps(tail);
+      }
+    }
+    __m128 v[3];
+    transform4(x, ic, oc, k, v);
+    for (int c = 0; c < oc; ++c) {
+      const std::ptrdiff_t base = i * p.pixel_stride + c * p.channel_stride;
+      if (p.to_int8) {
+        const __m128i q32 = quantize4(v[c], k);
+        const __m128i q8 = _mm_packs_epi16(_mm_packs_epi32(q32, q32), q32);
+        const std::uint32_t bytes = static_cast<std::uint32_t>(_mm_cvtsi128_si32(q8));
+        if (planar) {
+          std::memcpy(qout + base, &bytes, count);
+        } else {
+          for (int j = 0; j < count; ++j) {
+            qout[base + j * p.pixel_stride] = static_cast<std::int8_t>(bytes >> (8 * j));
+          }
+        }
+      } else if (planar && count == 4) {
+        _mm_storeu_ps(fout + base, v[c]);
+      } else {
+        alignas(16) float r[4];
+        _mm_store_ps(r, v[c]);
+        for (int j = 0; j < count; ++j) fout[base + j * p.pixel_stride] = r[j];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// warp_affine_u8
+
+// The reference's per-tap path for one pixel whose footprint touches the border (or is far
+// outside / NaN). sx, sy are the reference's coordinates, computed by the caller.
+void warp_pixel_careful(const WarpParams& p, float sx, float sy, std::uint8_t* d) {
+  const bool far = !(sx > -2.0f && sx < p.src_w + 1.0f && sy > -2.0f && sy < p.src_h + 1.0f);
+  const int x0 = far ? -2 : static_cast<int>(std::floor(sx));
+  const int y0 = far ? -2 : static_cast<int>(std::floor(sy));
+  const float fx = far ? 0.0f : sx - x0;
+  const float fy = far ? 0.0f : sy - y0;
+  const float w[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
+  const int tx[4] = {x0, x0 + 1, x0, x0 + 1};
+  const int ty[4] = {y0, y0, y0 + 1, y0 + 1};
+  for (int c = 0; c < p.channels; ++c) {
+    float acc = 0.0f;
+    for (int t = 0; t < 4; ++t) {
+      const bool inside = tx[t] >= 0 && tx[t] < p.src_w && ty[t] >= 0 && ty[t] < p.src_h;
+      const float v = inside ? p.src[ty[t] * p.src_stride + tx[t] * p.channels + c] : p.border[c];
+      acc += w[t] * v;
+    }
+    const int r = static_cast<int>(acc + 0.5f);
+    d[c] = static_cast<std::uint8_t>(r > 255 ? 255 : r);
+  }
+}
+
+// acc >= 0, so truncating after +0.5 is the reference's round-half-up; then saturate.
+inline __m128i round_saturate(__m128 acc) {
+  return _mm_min_epi32(_mm_cvttps_epi32(_mm_add_ps(acc, _mm_set1_ps(0.5f))), _mm_set1_epi32(255));
+}
+
+// kCh is the channel count as a constant so that the byte loads compile to fixed widths.
+template <int kCh>
+void warp_impl(const WarpParams& p) {
+  constexpr int ch = kCh;
+  const __m128 m0 = _mm_set1_ps(p.m[0]), m3 = _mm_set1_ps(p.m[3]);
+  const __m128 m2 = _mm_set1_ps(p.m[2]), m5 = _mm_set1_ps(p.m[5]);
+  const __m128 one = _mm_set1_ps(1.0f), zero = _mm_setzero_ps();
+  // Footprint fully inside <=> 0 <= sx < src_w - 1 and 0 <= sy < src_h - 1 (false for NaN).
+  const __m128 x_end = _mm_set1_ps(static_cast<float>(p.src_w - 1));
+  const __m128 y_end = _mm_set1_ps(static_cast<float>(p.src_h - 1));
+  const __m128 lane = _mm_setr_ps(0, 1, 2, 3);
+  for (int y = 0; y < p.dst_h; ++y) {
+    std::uint8_t* d = p.dst + y * p.dst_stride;
+    // Same operations as the reference: (m0*x + m1*y) + m2, each rounded, no FMA.
+    const __m128 row_x = _mm_set1_ps(p.m[1] * static_cast<float>(y));
+    const __m128 row_y = _mm_set1_ps(p.m[4] * static_cast<float>(y));
+    int x = 0;
+    for (; x + 4 <= p.dst_w; x += 4) {
+      const __m128 xs = _mm_add_ps(_mm_set1_ps(static_cast<float>(x)), lane);
+      const __m128 sx = _mm_add_ps(_mm_add_ps(_mm_mul_ps(m0, xs), row_x), m2);
+      const __m128 sy = _mm_add_ps(_mm_add_ps(_mm_mul_ps(m3, xs), row_y), m5);
+      const __m128 inside = _mm_and_ps(_mm_and_ps(_mm_cmpge_ps(sx, zero), _mm_cmplt_ps(sx, x_end)),
+                                       _mm_and_ps(_mm_cmpge_ps(sy, zero), _mm_cmplt_ps(sy, y_end)));
+      const int inside_bits = _mm_movemask_ps(inside);
+      if (inside_bits != 0xF) {
+        alignas(16) float sxs[4], sys[4];
+        _mm_store_ps(sxs, sx);
+        _mm_store_ps(sys, sy);
+        for (int j = 0; j < 4; ++j) warp_pixel_careful(p, sxs[j], sys[j], d + (x + j) * ch);
+        continue;
+      }
+      const __m128 x0f = _mm_floor_ps(sx);
+      const __m128 y0f = _mm_floor_ps(sy);
+      const __m128 fx = _mm_sub_ps(sx, x0f);
+      const __m128 fy = _mm_sub_ps(sy, y0f);
+      const __m128 gx = _mm_sub_ps(one, fx);
+      const __m128 gy = _mm_sub_ps(one, fy);
+      const __m128 w0 = _mm_mul_ps(gx, gy), w1 = _mm_mul_ps(fx, gy);
+      const __m128 w2 = _mm_mul_ps(gx, fy), w3 = _mm_mul_ps(fx, fy);
+      alignas(16) std::int32_t xi[4], yi[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(xi), _mm_cvtps_epi32(x0f));
+      _mm_store_si128(reinterpret_cast<__m128i*>(yi), _mm_cvtps_epi32(y0f));
+      const std::uint8_t* top[4];
+      for (int j = 0; j < 4; ++j) top[j] = p.src + yi[j] * p.src_stride + xi[j] * ch;
+      if (kCh == 1) {
+        // Pixels in lanes; the two horizontal taps of a row are one 16-bit load.
+        const __m128i t = _mm_setr_epi32(load_u16(top[0]), load_u16(top[1]), load_u16(top[2]),
+                                         load_u16(top[3]));
+        const __m128i b = _mm_setr_epi32(
+            load_u16(top[0] + p.src_stride), load_u16(top[1] + p.src_stride),
+            load_u16(top[2] + p.src_stride), load_u16(top[3] + p.src_stride));
+        const __m128i lo = _mm_set1_epi32(0xFF);
+        __m128 acc = _mm_mul_ps(w0, _mm_cvtepi32_ps(_mm_and_si128(t, lo)));
+        acc = _mm_add_ps(acc, _mm_mul_ps(w1, _mm_cvtepi32_ps(_mm_srli_epi32(t, 8))));
+        acc = _mm_add_ps(acc, _mm_mul_ps(w2, _mm_cvtepi32_ps(_mm_and_si128(b, lo))));
+        acc = _mm_add_ps(acc, _mm_mul_ps(w3, _mm_cvtepi32_ps(_mm_srli_epi32(b, 8))));
+        const __m128i r = round_saturate(acc);
+        const __m128i r8 = _mm_packus_epi16(_mm_packus_epi32(r, r), r);
+        const std::uint32_t bytes = static_cast<std::uint32_t>(_mm_cvtsi128_si32(r8));
+        std::memcpy(d + x, &bytes, 4);
+        continue;
+      }
+      // Channels in lanes, one pixel at a time.
+      alignas(16) float ws[4][4];
+      _mm_store_ps(ws[0], w0);
+      _mm_store_ps(ws[1], w1);
+      _mm_store_ps(ws[2], w2);
+      _mm_store_ps(ws[3], w3);
+      for (int j = 0; j < 4; ++j) {
+        const std::uint8_t* t = top[j];
+        const std::uint8_t* b = t + p.src_stride;
+        __m128 tl, tr, bl, br;
+        if (kCh == 3) {
+          // The two taps of a row are six contiguous bytes.
+          const __m128i tv = load_six_u8(t);
+          const __m128i bv = load_six_u8(b);
+          tl = u8x4_to_ps(tv);
+          tr = u8x4_to_ps(_mm_srli_si128(tv, 3));
+          bl = u8x4_to_ps(bv);
+          br = u8x4_to_ps(_mm_srli_si128(bv, 3));
+        } else {
+          tl = u8x4_to_ps(load_pixel_u8(t, ch));
+          tr = u8x4_to_ps(load_pixel_u8(t + ch, ch));
+          bl = u8x4_to_ps(load_pixel_u8(b, ch));
+          br = u8x4_to_ps(load_pixel_u8(b + ch, ch));
+        }
+        __m128 acc = _mm_mul_ps(_mm_set1_ps(ws[0][j]), tl);
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[1][j]), tr));
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[2][j]), bl));
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[3][j]), br));
+        const __m128i r = round_saturate(acc);
+        const __m128i r8 = _mm_packus_epi16(_mm_packus_epi32(r, r), r);
+        const std::uint32_t bytes = static_cast<std::uint32_t>(_mm_cvtsi128_si32(r8));
+        std::memcpy(d + (x + j) * ch, &bytes, ch);
+      }
+    }
+    for (; x < p.dst_w; ++x) {
+      const float sx = p.m[0] * static_cast<float>(x) + p.m[1] * static_cast<float>(y) + p.m[2];
+      const float sy = p.m[3] * static_cast<float>(x) + p.m[4] * static_cast<float>(y) + p.m[5];
+      warp_pixel_careful(p, sx, sy, d + x * ch);
+    }
+  }
+}
+
+void warp_affine_u8(const WarpParams& p) {
+  switch (p.channels) {
+    case 1: warp_impl<1>(p); break;
+    case 2: warp_impl<2>(p); break;
+    case 3: warp_impl<3>(p); break;
+    default: warp_impl<4>(p); break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Dot products
+
+inline float hsum(__m128 v) {
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
+  return _mm_cvtss_f32(v);
+}
+
+float dot_f32(const float* a, const float* b, std::size_t n) {
+  // Four accumulators hide the add latency and shorten each summation chain.
+  __m128 acc0 = _mm_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm_add_ps(acc0, _mm_mul_ps(_mm_loadu_ps(a + i), _mm_loadu_ps(b + i)));
+    acc1 = _mm_add_ps(acc1, _mm_mul_ps(_mm_loadu_ps(a + i + 4), _mm_loadu_ps(b + i + 4)));
+    acc2 = _mm_add_ps(acc2, _mm_mul_ps(_mm_loadu_ps(a + i + 8), _mm_loadu_ps(b + i + 8)));
+    acc3 = _mm_add_ps(acc3, _mm_mul_ps(_mm_loadu_ps(a + i + 12), _mm_loadu_ps(b + i + 12)));
+  }
+  for (; i + 4 <= n; i += 4) {
+    acc0 = _mm_add_ps(acc0, _mm_mul_ps(_mm_loadu_ps(a + i), _mm_loadu_ps(b + i)));
+  }
+  float sum = hsum(_mm_add_ps(_mm_add_ps(acc0, acc1), _mm_add_ps(acc2, acc3)));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
+  // Sign-extend to int16; pmaddwd sums pairs into int32 exactly (|pair| <= 2*128*128).
+  __m128i acc0 = _mm_setzero_si128(), acc1 = acc0;
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i));
+    const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i));
+    acc0 = _mm_add_epi32(acc0, _mm_madd_epi16(_mm_cvtepi8_epi16(va), _mm_cvtepi8_epi16(vb)));
+    acc1 = _mm_add_epi32(acc1, _mm_madd_epi16(_mm_cvtepi8_epi16(_mm_srli_si128(va, 8)),
+                                              _mm_cvtepi8_epi16(_mm_srli_si128(vb, 8))));
+  }
+  __m128i acc = _mm_add_epi32(acc0, acc1);
+  acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(1, 0, 3, 2)));
+  acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(2, 3, 0, 1)));
+  std::int32_t sum = _mm_cvtsi128_si32(acc);
+  for (; i < n; ++i) sum += static_cast<std::int32_t>(a[i]) * b[i];
+  return sum;
+}
+
+}  // namespace
+
+void fill_sse41(KernelTable* t) {
+  t->resample_row_u8 = resample_row_u8;
+  t->blend_rows_f32 = blend_rows_f32;
+  t->pack_row = pack_row;
+  t->warp_affine_u8 = warp_affine_u8;
+  t->dot_f32 = dot_f32;
+  t->dot_s8 = dot_s8;
+}
 
 }  // namespace picoface

@@ -1,0 +1,468 @@
+// Kernel test driver: every kernel of every ISA this machine runs, against the scalar
+// reference (the specification), on ragged sizes, odd channel counts, unaligned pointers
+// and hostile values. Uses only the public headers so it builds unchanged for x86 and ARM.
+//
+//   picoface_kernel_tests [isa ...]    # default: every ISA in supported_isas()
+//
+// Prints one line per failing case (kernel, ISA, parameters, first bad index) and a final
+// "N passed, M failed" line; exits non-zero if anything failed.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "picoface/cpu.h"
+#include "picoface/error.h"
+#include "picoface/kernels.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#define PICOFACE_TEST_GUARD_PAGES 1
+#endif
+
+namespace picoface {
+namespace {
+
+constexpr int kSizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000};
+constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+int g_passed = 0;
+int g_failed = 0;
+
+// Records one case; `what` is only built into a message when the case failed.
+void report(bool ok, const char* kernel, Isa isa, const std::string& params,
+            const std::string& detail) {
+  if (ok) {
+    ++g_passed;
+    return;
+  }
+  ++g_failed;
+  std::printf("FAIL %s [%s] %s: %s\n", kernel, isa_name(isa), params.c_str(), detail.c_str());
+}
+
+std::string fmt(const char* f, double a, double b, double c) {
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), f, a, b, c);
+  return buf;
+}
+
+// Bytes that end exactly at an inaccessible page (tail guard) or start exactly after one
+// (head guard), so a kernel that reads past what the reference reads faults instead of
+// passing by luck. Falls back to a plain vector where mmap is unavailable.
+class GuardedBytes {
+ public:
+  GuardedBytes(std::size_t size, bool guard_head) : size_(size) {
+#if defined(PICOFACE_TEST_GUARD_PAGES)
+    const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    const std::size_t data_pages = (size + page - 1) / page + 1;
+    map_size_ = (data_pages + 2) * page;
+    void* m = mmap(nullptr, map_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw Error(ErrorCode::kInternal, "mmap failed");
+    base_ = static_cast<std::uint8_t*>(m);
+    mprotect(base_, page, PROT_NONE);
+    mprotect(base_ + map_size_ - page, page, PROT_NONE);
+    data_ = guard_head ? base_ + page : base_ + map_size_ - page - size;
+#else
+    (void)guard_head;
+    fallback_.resize(size + 1);
+    data_ = fallback_.data();
+#endif
+  }
+  ~GuardedBytes() {
+#if defined(PICOFACE_TEST_GUARD_PAGES)
+    munmap(base_, map_size_);
+#endif
+  }
+  GuardedBytes(const GuardedBytes&) = delete;
+  GuardedBytes& operator=(const GuardedBytes&) = delete;
+  std::uint8_t* data() { return data_; }
+  std::size_t size() const { return size_; }
+
+ private:
+  std::size_t size_;
+  std::uint8_t* data_ = nullptr;
+#if defined(PICOFACE_TEST_GUARD_PAGES)
+  std::uint8_t* base_ = nullptr;
+  std::size_t map_size_ = 0;
+#else
+  std::vector<std::uint8_t> fallback_;
+#endif
+};
+
+bool same_float(float a, float b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  return a == b;
+}
+
+// |got - want| within `rel` of `scale` (the sum of absolute terms, so cancellation in the
+// reference does not make the tolerance vanish). Infinities and NaN must match exactly.
+bool close_float(float got, float want, double scale, double rel) {
+  if (!std::isfinite(want) || !std::isfinite(got)) return same_float(got, want);
+  return std::fabs(static_cast<double>(got) - want) <= rel * scale + 1e-30;
+}
+
+// ---------------------------------------------------------------------------------------
+void test_resample(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> wdist(-0.5f, 1.5f);
+  for (int ch = 1; ch <= 4; ++ch) {
+    for (int ntaps = 1; ntaps <= 5; ++ntaps) {
+      for (int dst_w : kSizes) {
+        for (int variant = 0; variant < 2; ++variant) {
+          // variant 0: downscale with increasing offsets; 1: upscale with repeated offsets.
+          const int src_w = variant == 0 ? dst_w * 3 + ntaps : dst_w / 2 + ntaps;
+          std::vector<std::int32_t> xofs(dst_w);
+          for (int x = 0; x < dst_w; ++x) {
+            xofs[x] = static_cast<std::int32_t>(
+                static_cast<long long>(x) * (src_w - ntaps) / (dst_w > 1 ? dst_w - 1 : 1));
+          }
+          xofs[dst_w - 1] = src_w - ntaps;  // the row ends exactly at the last tap
+          std::vector<float> weights(static_cast<std::size_t>(dst_w) * ntaps + 1);
+          for (auto& w : weights) w = wdist(rng);
+          for (int guard_head = 0; guard_head < 2; ++guard_head) {
+            GuardedBytes src(static_cast<std::size_t>(src_w) * ch, guard_head != 0);
+            for (std::size_t i = 0; i < src.size(); ++i) src.data()[i] = rng() & 0xFF;
+            const float* wptr = weights.data() + 1;  // unaligned by one float
+            std::vector<float> out_ref(static_cast<std::size_t>(ch) * (dst_w + 2), -7.0f);
+            std::vector<float> out_got = out_ref;
+            float* planes_ref[4];
+            float* planes_got[4];
+            for (int c = 0; c < ch; ++c) {
+              planes_ref[c] = out_ref.data() + c * (dst_w + 2) + 1;
+              planes_got[c] = out_got.data() + c * (dst_w + 2) + 1;
+            }
+            ref.resample_row_u8(src.data(), ch, xofs.data(), wptr, ntaps, dst_w, planes_ref);
+            k.resample_row_u8(src.data(), ch, xofs.data(), wptr, ntaps, dst_w, planes_got);
+            std::string detail;
+            for (std::size_t i = 0; i < out_ref.size() && detail.empty(); ++i) {
+              const int c = static_cast<int>(i) / (dst_w + 2);
+              const int x = static_cast<int>(i) % (dst_w + 2) - 1;
+              double scale = 0;
+              if (x >= 0 && x < dst_w) {
+                const std::uint8_t* p = src.data() + static_cast<std::size_t>(xofs[x]) * ch;
+                for (int t = 0; t < ntaps; ++t)
+                  scale += std::fabs(wptr[x * ntaps + t] * p[t * ch + c]);
+              }
+              const bool ok = (x >= 0 && x < dst_w)
+                                  ? close_float(out_got[i], out_ref[i], scale, 1e-5)
+                                  : same_float(out_got[i], out_ref[i]);
+              if (!ok) detail = fmt("plane %g x %g got %.9g", c, x, out_got[i]) +
+                                fmt(" want %.9g", out_ref[i], 0, 0);
+            }
+            report(detail.empty(), "resample_row_u8", k.isa,
+                   fmt("channels=%g ntaps=%g dst_w=%g", ch, ntaps, dst_w) +
+                       fmt(" src_w=%g guard_head=%g", src_w, guard_head, 0),
+                   detail);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+void test_blend(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> vdist(-300.0f, 300.0f);
+  std::uniform_real_distribution<float> wdist(-0.5f, 1.5f);
+  for (int ntaps = 1; ntaps <= 5; ++ntaps) {
+    for (int n : kSizes) {
+      for (int misalign = 0; misalign < 2; ++misalign) {
+        std::vector<std::vector<float>> storage(ntaps, std::vector<float>(n + 1));
+        std::vector<const float*> rows(ntaps);
+        for (int t = 0; t < ntaps; ++t) {
+          for (auto& v : storage[t]) v = vdist(rng);
+          rows[t] = storage[t].data() + misalign * ((t & 1) ^ 1);
+        }
+        float w[6];
+        for (float& v : w) v = wdist(rng);
+        const float* wptr = w + misalign;
+        std::vector<float> out_ref(n + 2, -7.0f), out_got(n + 2, -7.0f);
+        ref.blend_rows_f32(rows.data(), wptr, ntaps, n, out_ref.data() + misalign);
+        k.blend_rows_f32(rows.data(), wptr, ntaps, n, out_got.data() + misalign);
+        std::string detail;
+        for (int i = 0; i < n + 2 && detail.empty(); ++i) {
+          const int x = i - misalign;
+          double scale = 0;
+          if (x >= 0 && x < n) {
+            for (int t = 0; t < ntaps; ++t) scale += std::fabs(wptr[t] * rows[t][x]);
+          }
+          const bool ok = (x >= 0 && x < n) ? close_float(out_got[i], out_ref[i], scale, 1e-5)
+                                            : same_float(out_got[i], out_ref[i]);
+          if (!ok) detail = fmt("index %g got %.9g want %.9g", x, out_got[i], out_ref[i]);
+        }
+        report(detail.empty(), "blend_rows_f32", k.isa,
+               fmt("ntaps=%g n=%g misaligned=%g", ntaps, n, misalign), detail);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+void test_pack(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> vdist(-20.0f, 275.0f);
+  std::uniform_real_distribution<float> mdist(-2.0f, 2.0f);
+  std::uniform_int_distribution<int> tie_dist(-140, 140);
+  const float specials[] = {kNan, kInf, -kInf, 1e30f, -1e30f, 3e9f, -3e9f, 0.5f, -0.5f, 1.5f,
+                            2.5f, -2.5f, 127.5f, -128.5f, 126.5f, 8388609.0f, -0.0f};
+  for (int in_ch : {1, 3}) {
+    for (int out_ch : {1, 3}) {
+      for (int to_int8 = 0; to_int8 < 2; ++to_int8) {
+        for (int nhwc = 0; nhwc < 2; ++nhwc) {
+          // values 0: ordinary pixels; 1: exact .5 ties through an identity transform;
+          // 2: ordinary pixels with specials (NaN, inf, huge) sprinkled in.
+          for (int values = 0; values < 3; ++values) {
+            for (int n : kSizes) {
+              const int misalign = n & 1;
+              PackParams p;
+              p.in_channels = in_ch;
+              p.out_channels = out_ch;
+              p.to_int8 = to_int8 != 0;
+              if (values == 1) {
+                for (int c = 0; c < 3; ++c)
+                  for (int j = 0; j < 3; ++j) p.matrix[c][j] = (c == j || in_ch == 1) ? 1.0f : 0.0f;
+                p.inv_scale = 1.0f;
+              } else {
+                for (auto& row : p.matrix)
+                  for (float& v : row) v = mdist(rng);
+                for (float& b : p.bias) b = mdist(rng) * 50.0f;
+                p.inv_scale = 0.25f + static_cast<float>(rng() % 100) / 50.0f;
+              }
+              p.zero_point = static_cast<int>(rng() % 21) - 10;
+              if (nhwc) {
+                p.channel_stride = 1;
+                p.pixel_stride = out_ch;
+              } else {
+                p.channel_stride = n + 3;  // a gap between planes catches overruns
+                p.pixel_stride = 1;
+              }
+              std::vector<std::vector<float>> planes(in_ch, std::vector<float>(n + 1));
+              std::vector<const float*> in(in_ch);
+              for (int c = 0; c < in_ch; ++c) {
+                for (auto& v : planes[c]) {
+                  if (values == 1) {
+                    v = static_cast<float>(tie_dist(rng)) + ((rng() & 1) ? 0.5f : 0.0f);
+                  } else if (values == 2 && rng() % 4 == 0) {
+                    v = specials[rng() % (sizeof(specials) / sizeof(specials[0]))];
+                  } else {
+                    v = vdist(rng);
+                  }
+                }
+                in[c] = planes[c].data() + misalign;
+              }
+              const std::size_t extent =
+                  static_cast<std::size_t>(nhwc ? n * out_ch : out_ch * (n + 3)) + 2;
+              std::string detail;
+              if (p.to_int8) {
+                std::vector<std::int8_t> ref_out(extent, 99), got_out(extent, 99);
+                ref.pack_row(in.data(), n, p, ref_out.data() + misalign);
+                k.pack_row(in.data(), n, p, got_out.data() + misalign);
+                for (std::size_t i = 0; i < extent && detail.empty(); ++i) {
+                  if (ref_out[i] != got_out[i]) {
+                    detail = fmt("element %g got %g want %g", static_cast<double>(i) - misalign,
+                                 got_out[i], ref_out[i]);
+                  }
+                }
+              } else {
+                std::vector<float> ref_out(extent, -7.0f), got_out(extent, -7.0f);
+                ref.pack_row(in.data(), n, p, ref_out.data() + misalign);
+                k.pack_row(in.data(), n, p, got_out.data() + misalign);
+                for (std::size_t i = 0; i < extent && detail.empty(); ++i) {
+                  const std::ptrdiff_t e = static_cast<std::ptrdiff_t>(i) - misalign;
+                  // Recover (pixel, channel) of this element to bound the rounding error.
+                  double scale = 0;
+                  bool inside = false;
+                  if (e >= 0) {
+                    const int px = nhwc ? static_cast<int>(e / out_ch) : static_cast<int>(e % (n + 3));
+                    const int c = nhwc ? static_cast<int>(e % out_ch) : static_cast<int>(e / (n + 3));
+                    if (px < n && c < out_ch) {
+                      inside = true;
+                      scale = std::fabs(p.bias[c]);
+                      for (int j = 0; j < in_ch; ++j) scale += std::fabs(p.matrix[c][j] * in[j][px]);
+                    }
+                  }
+                  const bool ok = inside ? close_float(got_out[i], ref_out[i], scale, 1e-5)
+                                         : same_float(got_out[i], ref_out[i]);
+                  if (!ok) {
+                    detail = fmt("element %g got %.9g want %.9g", static_cast<double>(e),
+                                 got_out[i], ref_out[i]);
+                  }
+                }
+              }
+              report(detail.empty(), "pack_row", k.isa,
+                     fmt("in=%g out=%g int8=%g", in_ch, out_ch, to_int8) +
+                         (nhwc ? " NHWC" : " NCHW") + fmt(" values=%g n=%g", values, n, 0),
+                     detail);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+struct WarpCase {
+  const char* name;
+  int src_w, src_h, dst_w, dst_h;
+  float m[6];
+};
+
+void test_warp(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::vector<WarpCase> cases;
+  // Identity-ish and scaled maps that stay inside; rotations that cross every border;
+  // maps fully outside; NaN and huge coefficients; a 1x1 and 2x2 source.
+  for (int dst_w : kSizes) {
+    const int dst_h = dst_w >= 100 ? 3 : 5;
+    cases.push_back({"inside", 640, 48, dst_w, dst_h, {0.9f, 0.05f, 3.3f, -0.04f, 0.8f, 4.7f}});
+    cases.push_back({"rotated", 41, 29, dst_w, dst_h,
+                     {0.7071f, -0.7071f, 10.2f, 0.7071f, 0.7071f, -8.6f}});
+    cases.push_back({"scaled_up", 37, 23, dst_w, dst_h,
+                     {0.3f * 37 / static_cast<float>(dst_w), 0.0f, -4.25f, 0.0f, 6.0f, -3.5f}});
+    cases.push_back({"integer", 40, 9, dst_w, dst_h, {1.0f, 0.0f, -2.0f, 0.0f, 1.0f, -1.0f}});
+  }
+  cases.push_back({"outside", 32, 32, 33, 4, {1.0f, 0.0f, 1000.0f, 0.0f, 1.0f, 0.0f}});
+  cases.push_back({"outside_neg", 32, 32, 17, 4, {1.0f, 0.0f, -1.0f, 0.0f, 1.0f, -1e9f}});
+  cases.push_back({"nan", 32, 32, 17, 4, {kNan, 0.0f, 1.0f, 0.0f, 1.0f, 0.0f}});
+  cases.push_back({"nan_offset", 32, 32, 9, 3, {1.0f, 0.0f, 1.0f, 0.0f, 1.0f, kNan}});
+  cases.push_back({"inf", 32, 32, 9, 3, {kInf, 0.0f, 1.0f, 0.0f, 1.0f, 0.0f}});
+  cases.push_back({"src_1x1", 1, 1, 7, 5, {0.3f, 0.0f, -1.1f, 0.0f, 0.3f, -1.1f}});
+  cases.push_back({"src_2x2", 2, 2, 17, 9, {0.13f, 0.0f, -0.6f, 0.0f, 0.2f, -0.6f}});
+  cases.push_back({"edges", 16, 8, 65, 12, {0.25f, 0.0f, -0.5f, 0.0f, 0.75f, -0.9f}});
+
+  for (const WarpCase& wc : cases) {
+    for (int ch = 1; ch <= 4; ++ch) {
+      for (int layout = 0; layout < 2; ++layout) {
+        // layout 0: packed rows, source ends at a guard page; 1: padded rows, head guard,
+        // odd destination stride and offset.
+        const std::ptrdiff_t src_stride = static_cast<std::ptrdiff_t>(wc.src_w) * ch + layout * 5;
+        const std::size_t src_size =
+            static_cast<std::size_t>(src_stride) * (wc.src_h - 1) + static_cast<std::size_t>(wc.src_w) * ch;
+        GuardedBytes src(src_size, layout == 1);
+        for (std::size_t i = 0; i < src_size; ++i) src.data()[i] = rng() & 0xFF;
+        // Saturated neighbourhoods check the 255 clamp and the rounding at the top end.
+        if (wc.src_w > 4) std::memset(src.data(), 255, static_cast<std::size_t>(4) * ch);
+        const std::ptrdiff_t dst_stride = static_cast<std::ptrdiff_t>(wc.dst_w) * ch + layout * 3;
+        const std::size_t dst_size = static_cast<std::size_t>(dst_stride) * wc.dst_h + 2;
+        std::vector<std::uint8_t> dst_ref(dst_size, 0xA5), dst_got(dst_size, 0xA5);
+        WarpParams p;
+        p.src = src.data();
+        p.src_w = wc.src_w;
+        p.src_h = wc.src_h;
+        p.channels = ch;
+        p.src_stride = src_stride;
+        std::memcpy(p.m, wc.m, sizeof(p.m));
+        p.dst_w = wc.dst_w;
+        p.dst_h = wc.dst_h;
+        p.dst_stride = dst_stride;
+        for (auto& b : p.border) b = static_cast<std::uint8_t>(rng() & 0xFF);
+        p.dst = dst_ref.data() + layout;
+        ref.warp_affine_u8(p);
+        p.dst = dst_got.data() + layout;
+        k.warp_affine_u8(p);
+        std::string detail;
+        for (std::size_t i = 0; i < dst_size && detail.empty(); ++i) {
+          const std::ptrdiff_t e = static_cast<std::ptrdiff_t>(i) - layout;
+          const bool inside = e >= 0 && e / dst_stride < wc.dst_h && e % dst_stride < wc.dst_w * ch;
+          const int diff = std::abs(static_cast<int>(dst_got[i]) - dst_ref[i]);
+          if (diff > (inside ? 1 : 0)) {
+            detail = fmt("y %g x %g", static_cast<double>(e / dst_stride),
+                         static_cast<double>((e % dst_stride) / ch), 0) +
+                     fmt(" c %g got %g want %g", static_cast<double>((e % dst_stride) % ch),
+                         dst_got[i], dst_ref[i]);
+          }
+        }
+        report(detail.empty(), "warp_affine_u8", k.isa,
+               std::string(wc.name) + fmt(" src=%gx%g channels=%g", wc.src_w, wc.src_h, ch) +
+                   fmt(" dst=%gx%g layout=%g", wc.dst_w, wc.dst_h, layout),
+               detail);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+void test_dot(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
+  std::vector<int> sizes(std::begin(kSizes), std::end(kSizes));
+  sizes.insert(sizes.begin(), 0);
+  sizes.push_back(4099);
+  for (int n : sizes) {
+    for (int misalign = 0; misalign < 2; ++misalign) {
+      std::vector<float> a(n + 1), b(n + 1);
+      for (auto& v : a) v = fdist(rng);
+      for (auto& v : b) v = fdist(rng) * 100.0f;
+      const float* pa = a.data() + misalign;
+      const float* pb = b.data() + (misalign ^ (n & 1));
+      const float want = ref.dot_f32(pa, pb, n);
+      const float got = k.dot_f32(pa, pb, n);
+      double scale = 0;
+      for (int i = 0; i < n; ++i) scale += std::fabs(static_cast<double>(pa[i]) * pb[i]);
+      report(close_float(got, want, scale, 1e-5), "dot_f32", k.isa,
+             fmt("n=%g misaligned=%g", n, misalign, 0), fmt("got %.9g want %.9g", got, want, 0));
+
+      std::vector<std::int8_t> sa(n + 1), sb(n + 1);
+      for (auto& v : sa) v = static_cast<std::int8_t>(rng() & 0xFF);
+      for (auto& v : sb) v = static_cast<std::int8_t>(rng() & 0xFF);
+      const std::int8_t* qa = sa.data() + misalign;
+      const std::int8_t* qb = sb.data() + (misalign ^ (n & 1));
+      const std::int32_t swant = ref.dot_s8(qa, qb, n);
+      const std::int32_t sgot = k.dot_s8(qa, qb, n);
+      report(sgot == swant, "dot_s8", k.isa, fmt("n=%g misaligned=%g", n, misalign, 0),
+             fmt("got %g want %g", sgot, swant, 0));
+    }
+  }
+  // Extremes near the documented limit n*128*128 < 2^31: all -128 (largest products, and the
+  // worst case for any unsigned-bias trick) and mixed signs.
+  const std::size_t big = (1u << 31) / (128 * 128) - 7;
+  for (int pattern = 0; pattern < 3; ++pattern) {
+    std::vector<std::int8_t> a(big), b(big);
+    for (std::size_t i = 0; i < big; ++i) {
+      a[i] = pattern == 0 ? -128 : pattern == 1 ? 127 : static_cast<std::int8_t>(rng() & 0xFF);
+      b[i] = pattern == 0 ? -128 : pattern == 1 ? -128 : (i & 1 ? -128 : 127);
+    }
+    const std::int32_t want = ref.dot_s8(a.data(), b.data(), big);
+    const std::int32_t got = k.dot_s8(a.data(), b.data(), big);
+    report(got == want, "dot_s8", k.isa, fmt("n=%g pattern=%g", static_cast<double>(big), pattern, 0),
+           fmt("got %g want %g", got, want, 0));
+  }
+}
+
+}  // namespace
+}  // namespace picoface
+
+int main(int argc, char** argv) {
+  using namespace picoface;
+  // Line-buffered so the failures printed before a crash (an over-read hitting a guard page)
+  // survive it.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  std::vector<Isa> isas;
+  try {
+    for (int i = 1; i < argc; ++i) isas.push_back(isa_from_name(argv[i]));
+    if (isas.empty()) isas = supported_isas();
+    const KernelTable& ref = kernels_for(Isa::kScalar);
+    for (Isa isa : isas) {
+      const KernelTable& k = kernels_for(isa);
+      const int failed_before = g_failed;
+      const int passed_before = g_passed;
+      // The same seed for every ISA, so a failure reproduces with one ISA named on the command line.
+      std::mt19937 rng(20240611u);
+      test_resample(k, ref, rng);
+      test_blend(k, ref, rng);
+      test_pack(k, ref, rng);
+      test_warp(k, ref, rng);
+      test_dot(k, ref, rng);
+      std::printf("%s: %d passed, %d failed\n", isa_name(isa), g_passed - passed_before,
+                  g_failed - failed_before);
+    }
+  } catch (const Error& e) {
+    std::printf("error: %s\n", e.what());
+    return 2;
+  }
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}

@@ -472,6 +472,7 @@ PYBIND11_MODULE(_core, m) {
     feats["avx2"] = f.avx2;
     feats["fma"] = f.fma;
     feats["avx512f"] = f.avx512f;
+    feats["avx512dq"] = f.avx512dq;
     feats["avx512bw"] = f.avx512bw;
     feats["avx512vl"] = f.avx512vl;
     feats["avx512vnni"] = f.avx512vnni;

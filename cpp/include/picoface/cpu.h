@@ -11,14 +11,14 @@ enum class Isa : int {
   kScalar = 0,
   kSse41,    // x86: SSE4.1
   kAvx2,     // x86: AVX2 + FMA
-  kAvx512,   // x86: AVX-512 F/BW/VL/VNNI
+  kAvx512,   // x86: AVX-512 F/DQ/BW/VL/VNNI
   kNeon,     // ARM: Advanced SIMD (baseline on AArch64)
   kNeonDot,  // ARM: Advanced SIMD + dot-product extension (SDOT/UDOT)
 };
 
 struct CpuFeatures {
   bool sse41 = false, avx2 = false, fma = false;
-  bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false;
+  bool avx512f = false, avx512dq = false, avx512bw = false, avx512vl = false, avx512vnni = false;
   bool neon = false, dotprod = false;
 };
 

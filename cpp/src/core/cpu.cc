@@ -60,6 +60,7 @@ CpuFeatures detect() {
     f.avx2 = os_avx && ((r[1] >> 5) & 1);
     f.fma = f.fma && os_avx;
     f.avx512f = os_avx512 && ((r[1] >> 16) & 1);
+    f.avx512dq = os_avx512 && ((r[1] >> 17) & 1);
     f.avx512bw = os_avx512 && ((r[1] >> 30) & 1);
     f.avx512vl = os_avx512 && ((r[1] >> 31) & 1);
     f.avx512vnni = os_avx512 && ((r[2] >> 11) & 1);
@@ -79,7 +80,7 @@ bool runnable(Isa isa, const CpuFeatures& f) {
     case Isa::kScalar: return true;
     case Isa::kSse41: return f.sse41;
     case Isa::kAvx2: return f.avx2 && f.fma;
-    case Isa::kAvx512: return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
+    case Isa::kAvx512: return f.avx512f && f.avx512dq && f.avx512bw && f.avx512vl && f.avx512vnni;
     case Isa::kNeon: return f.neon;
     case Isa::kNeonDot: return f.neon && f.dotprod;
   }

@@ -8,6 +8,24 @@ import numpy as np
 from picoface.backends.base import Backend
 
 
+def _image_input_only(source) -> bytes:
+    """The model with every graph input but the first removed.
+
+    Some public models (the OpenCV zoo's block-quantised ones) also list as graph inputs the
+    weights their DequantizeLinear nodes produce; onnxruntime then demands them as feeds.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("this model lists its weights as inputs; loading it needs the onnx "
+                          "package: pip install 'picoface[onnx]'") from None
+    proto = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
+    keep = proto.graph.input[0]
+    del proto.graph.input[:]
+    proto.graph.input.append(keep)
+    return proto.SerializeToString()
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -25,9 +43,11 @@ class OnnxRuntimeBackend(Backend):
         try:
             self._session = ort.InferenceSession(source, sess_options=opts,
                                                  providers=["CPUExecutionProvider"])
+            if len(self._session.get_inputs()) > 1:
+                self._session = ort.InferenceSession(_image_input_only(source), sess_options=opts,
+                                                     providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for corrupt files
             raise ValueError(f"onnxruntime could not load the model: {e}") from None
-        # Public models sometimes list their weights as graph inputs; the image is the first.
         first = self._session.get_inputs()[0]
         self._input_name = first.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in first.shape)

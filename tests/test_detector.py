@@ -1,0 +1,156 @@
+"""End to end on a real public detector (YuNet-s through onnxruntime) and real images."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+import picoface
+
+from conftest import FULLRES12, SFACE, YUNET_S_320, need, need_module
+
+
+def box_iou(a, b):
+    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
+    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter)
+
+
+def test_recall_on_wider_fullres12(yunet_model):
+    # Measured on this set (12 images, 131 faces): recall 131/131 at IoU 0.5 with 137
+    # detections, 131 of them on a ground-truth face (the rest are mostly unannotated
+    # faces). Gates keep an honest margin: recall >= 0.95, matched fraction >= 0.9.
+    cv2 = need_module("cv2")
+    det = picoface.FaceDetector(yunet_model, head="yunet")
+    gts = found = dets = matched = 0
+    for line in need(FULLRES12 / "gt.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        faces = det(cv2.imread(str(FULLRES12 / rec["image"])))
+        gt = np.float32(rec["boxes_xywh"])
+        gt[:, 2:] += gt[:, :2]
+        hit = np.zeros(len(faces), bool)
+        for g in gt:
+            ious = box_iou(g, faces.boxes) if len(faces) else np.zeros(0)
+            found += bool(len(ious) and ious.max() >= 0.5)
+            hit |= ious >= 0.5
+        gts += len(gt)
+        dets += len(faces)
+        matched += int(hit.sum())
+    assert gts == 131
+    assert found / gts >= 0.95, f"recall {found}/{gts}"
+    assert matched / dets >= 0.9, f"{matched}/{dets} detections on a face"
+
+
+def test_same_detections_as_opencv_face_detector_yn(yunet_model, wider_image):
+    cv2 = need_module("cv2")
+    if not hasattr(cv2, "FaceDetectorYN"):
+        pytest.skip("this OpenCV has no FaceDetectorYN")
+    h, w = wider_image.shape[:2]
+    ref = cv2.FaceDetectorYN.create(str(yunet_model), "", (w, h), 0.5, 0.4, 5000)
+    _, out = ref.detect(wider_image)
+    out = out[np.argsort(-out[:, 14], kind="stable")]
+    faces = picoface.FaceDetector(yunet_model, head="yunet")(wider_image)
+    assert len(faces) == len(out) > 10
+    ref_boxes = np.concatenate([out[:, :2], out[:, :2] + out[:, 2:4]], 1)
+    np.testing.assert_allclose(faces.boxes, ref_boxes, atol=0.05)
+    np.testing.assert_allclose(faces.landmarks, out[:, 4:14].reshape(-1, 5, 2), atol=0.05)
+    np.testing.assert_allclose(faces.scores, out[:, 14], atol=1e-4)
+
+
+def test_result_types_and_views(yunet_model, wider_image):
+    faces = picoface.FaceDetector(yunet_model, head="yunet", max_faces=3)(wider_image)
+    assert len(faces) == 3
+    assert faces.boxes.dtype == faces.scores.dtype == faces.landmarks.dtype == np.float32
+    assert faces.boxes.shape == (3, 4) and faces.landmarks.shape == (3, 5, 2)
+    assert list(faces.scores) == sorted(faces.scores, reverse=True)
+    first = next(iter(faces))
+    assert first.score == float(faces.scores[0]) and first.box.shape == (4,)
+    with pytest.raises(Exception):
+        faces.boxes = None  # frozen
+
+
+def test_every_isa_gives_the_same_faces(yunet_model, wider_image, isa):
+    det = picoface.FaceDetector(yunet_model, head="yunet")
+    faces = det(wider_image)
+    picoface.set_isa("scalar")
+    ref = det(wider_image)
+    assert len(faces) == len(ref)
+    np.testing.assert_allclose(faces.boxes, ref.boxes, atol=1e-2)
+
+
+def test_rgb_and_gray_inputs(yunet_model, wider_image):
+    cv2 = need_module("cv2")
+    det = picoface.FaceDetector(yunet_model, head="yunet")
+    bgr = det(wider_image)
+    rgb = det(np.ascontiguousarray(wider_image[:, :, ::-1]), color="rgb")
+    np.testing.assert_allclose(rgb.boxes, bgr.boxes, atol=1e-3)
+    gray = det(cv2.cvtColor(wider_image, cv2.COLOR_BGR2GRAY), color="gray")
+    assert len(gray) >= 0.8 * len(bgr)
+
+
+def test_input_size_letterbox_and_fixed_model(yunet_model, wider_image):
+    full = picoface.FaceDetector(yunet_model, head="yunet")(wider_image)
+    small = picoface.FaceDetector(yunet_model, head="yunet", input_size=(640, 640))(wider_image)
+    # The big faces of this group photo survive a 1.6x downscale at the same places.
+    assert len(small) >= 10
+    for b in small.boxes:
+        assert box_iou(b, full.boxes).max() >= 0.5
+    fixed = picoface.FaceDetector(need(YUNET_S_320), head="yunet")
+    assert len(fixed(wider_image)) >= 5
+    with pytest.raises(ValueError, match="fixed-size model"):
+        picoface.FaceDetector(YUNET_S_320, head="yunet", input_size=(640, 480))
+
+
+def test_model_from_bytes(yunet_model, wider_image):
+    a = picoface.FaceDetector(yunet_model.read_bytes(), head="yunet")(wider_image)
+    b = picoface.FaceDetector(yunet_model, head="yunet")(wider_image)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+
+
+def test_two_threads_match_serial(yunet_model):
+    cv2 = need_module("cv2")
+    paths = sorted((need(FULLRES12) / "images").glob("*.jpg"))[:6]
+    images = [cv2.imread(str(p)) for p in paths]
+    det = picoface.FaceDetector(yunet_model, head="yunet")
+    serial = [det(im) for im in images]
+    results = [[None] * len(images) for _ in range(2)]
+
+    def work(k):
+        for _ in range(3):
+            for i, im in enumerate(images):
+                results[k][i] = det(im)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):
+        for got, want in zip(results[k], serial):
+            np.testing.assert_array_equal(got.boxes, want.boxes)
+            np.testing.assert_array_equal(got.landmarks, want.landmarks)
+
+
+def test_tiny_images_give_no_crash(yunet_model):
+    det = picoface.FaceDetector(yunet_model, head="yunet")
+    for shape in ((1, 1, 3), (2, 5, 3), (33, 1, 3)):
+        faces = det(np.zeros(shape, np.uint8))
+        assert len(faces) == 0
+
+
+def test_analyzer_embeds_each_face(yunet_model, wider_image):
+    need_module("onnxruntime")
+    emb = picoface.FaceEmbedder(need(SFACE), preset="sface")
+    det = picoface.FaceDetector(yunet_model, head="yunet", max_faces=4)
+    faces = picoface.FaceAnalyzer(det, emb)(wider_image)
+    assert faces.embeddings.shape == (4, 128)
+    np.testing.assert_allclose(np.linalg.norm(faces.embeddings, axis=1), 1.0, rtol=1e-5)
+    sim = picoface.cosine(faces.embeddings, faces.embeddings)
+    off = sim[~np.eye(4, dtype=bool)]
+    # Different people in one photo: clearly below SFace's published 0.363 match threshold;
+    # the same crop twice: identical.
+    assert off.max() < 0.363 and np.allclose(np.diag(sim), 1.0, atol=1e-5)
+    again = emb(picoface.align(wider_image, faces))
+    np.testing.assert_allclose(again, faces.embeddings, atol=1e-5)

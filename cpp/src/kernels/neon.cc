@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "isa_fill.h"
+#include "scalar_pixels.h"
 
 namespace picoface {
 namespace {
@@ -216,14 +217,6 @@ void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, i
 // ---------------------------------------------------------------------------------------------
 // pack_row
 
-// Reference quantisation of one value, for the scalar tails.
-inline std::int8_t quantize_scalar(float v, const PackParams& p) {
-  float q = std::nearbyint(v * p.inv_scale) + static_cast<float>(p.zero_point);
-  if (!(q >= -128.0f)) q = -128.0f;
-  if (q > 127.0f) q = 127.0f;
-  return static_cast<std::int8_t>(q);
-}
-
 // Quantises 4 values exactly as the reference: round half to even in float (FRINTN), add
 // the zero point in float, clamp in float, then convert the integral value. vmaxnm returns
 // the number when the other operand is NaN, so NaN becomes -128 as in the reference.
@@ -262,19 +255,6 @@ struct PackTransform {
     }
   }
 };
-
-void pack_pixel(const float* const* in, int i, const PackParams& p, void* out) {
-  for (int c = 0; c < p.out_channels; ++c) {
-    float v = p.bias[c];
-    for (int k = 0; k < p.in_channels; ++k) v += p.matrix[c][k] * in[k][i];
-    const std::ptrdiff_t at = i * p.pixel_stride + c * p.channel_stride;
-    if (p.to_int8) {
-      static_cast<std::int8_t*>(out)[at] = quantize_scalar(v, p);
-    } else {
-      static_cast<float*>(out)[at] = v;
-    }
-  }
-}
 
 // Vector part of pack_row for planar (NCHW: pixel_stride 1) or, with OC == 3, interleaved
 // (NHWC: pixel_stride 3, channel_stride 1) destinations. Returns the pixels done.
@@ -342,30 +322,6 @@ void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
 
 // ---------------------------------------------------------------------------------------------
 // warp_affine_u8
-
-// One output pixel of the reference from its source coordinates (tails and border pixels).
-inline void warp_pixel(const WarpParams& p, float sx, float sy, std::uint8_t* d) {
-  const bool far = !(sx > -2.0f && sx < p.src_w + 1.0f && sy > -2.0f && sy < p.src_h + 1.0f);
-  const int x0 = far ? -2 : static_cast<int>(std::floor(sx));
-  const int y0 = far ? -2 : static_cast<int>(std::floor(sy));
-  const float fx = far ? 0.0f : sx - x0;
-  const float fy = far ? 0.0f : sy - y0;
-  const float w[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
-  const int tx[4] = {x0, x0 + 1, x0, x0 + 1};
-  const int ty[4] = {y0, y0, y0 + 1, y0 + 1};
-  for (int c = 0; c < p.channels; ++c) {
-    float acc = 0.0f;
-    for (int t = 0; t < 4; ++t) {
-      const bool inside = tx[t] >= 0 && tx[t] < p.src_w && ty[t] >= 0 && ty[t] < p.src_h;
-      const float v = inside ? p.src[static_cast<std::ptrdiff_t>(ty[t]) * p.src_stride +
-                                     tx[t] * p.channels + c]
-                             : p.border[c];
-      acc += w[t] * v;
-    }
-    const int r = static_cast<int>(acc + 0.5f);
-    d[c] = static_cast<std::uint8_t>(r > 255 ? 255 : r);
-  }
-}
 
 // Source coordinates, integer corners and bilinear weights of four consecutive outputs.
 struct WarpQuad {

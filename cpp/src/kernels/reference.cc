@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "isa_fill.h"
+#include "scalar_pixels.h"
 
 namespace picoface {
 namespace {
@@ -30,28 +31,8 @@ void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, i
   }
 }
 
-inline std::int8_t quantize(float v, const PackParams& p) {
-  // nearbyint rounds half to even in the default floating-point environment, matching
-  // the SIMD float->int conversions.
-  float q = std::nearbyint(v * p.inv_scale) + static_cast<float>(p.zero_point);
-  if (!(q >= -128.0f)) q = -128.0f;  // NaN saturates low
-  if (q > 127.0f) q = 127.0f;
-  return static_cast<std::int8_t>(q);
-}
-
 void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
-  for (int i = 0; i < n; ++i) {
-    for (int c = 0; c < p.out_channels; ++c) {
-      float v = p.bias[c];
-      for (int k = 0; k < p.in_channels; ++k) v += p.matrix[c][k] * in[k][i];
-      const std::ptrdiff_t at = i * p.pixel_stride + c * p.channel_stride;
-      if (p.to_int8) {
-        static_cast<std::int8_t*>(out)[at] = quantize(v, p);
-      } else {
-        static_cast<float*>(out)[at] = v;
-      }
-    }
-  }
+  for (int i = 0; i < n; ++i) pack_pixel(in, i, p, out);
 }
 
 void warp_affine_u8(const WarpParams& p) {
@@ -60,26 +41,7 @@ void warp_affine_u8(const WarpParams& p) {
     for (int x = 0; x < p.dst_w; ++x) {
       const float sx = p.m[0] * x + p.m[1] * y + p.m[2];
       const float sy = p.m[3] * x + p.m[4] * y + p.m[5];
-      // Far outside (or NaN): every tap is border. Also keeps the int conversion defined.
-      const bool far = !(sx > -2.0f && sx < p.src_w + 1.0f && sy > -2.0f && sy < p.src_h + 1.0f);
-      const int x0 = far ? -2 : static_cast<int>(std::floor(sx));
-      const int y0 = far ? -2 : static_cast<int>(std::floor(sy));
-      const float fx = far ? 0.0f : sx - x0;
-      const float fy = far ? 0.0f : sy - y0;
-      const float w[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
-      const int tx[4] = {x0, x0 + 1, x0, x0 + 1};
-      const int ty[4] = {y0, y0, y0 + 1, y0 + 1};
-      for (int c = 0; c < p.channels; ++c) {
-        float acc = 0.0f;
-        for (int t = 0; t < 4; ++t) {
-          const bool inside = tx[t] >= 0 && tx[t] < p.src_w && ty[t] >= 0 && ty[t] < p.src_h;
-          const float v = inside ? p.src[ty[t] * p.src_stride + tx[t] * p.channels + c]
-                                 : p.border[c];
-          acc += w[t] * v;
-        }
-        int r = static_cast<int>(acc + 0.5f);  // acc >= 0: truncation after +0.5 rounds
-        d[x * p.channels + c] = static_cast<std::uint8_t>(r > 255 ? 255 : r);
-      }
+      warp_pixel(p, sx, sy, d + x * p.channels);
     }
   }
 }

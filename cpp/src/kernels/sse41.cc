@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "isa_fill.h"
+#include "scalar_pixels.h"
 
 namespace picoface {
 namespace {
@@ -259,29 +260,6 @@ void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
 // ---------------------------------------------------------------------------------------
 // warp_affine_u8
 
-// The reference's per-tap path for one pixel whose footprint touches the border (or is far
-// outside / NaN). sx, sy are the reference's coordinates, computed by the caller.
-void warp_pixel_careful(const WarpParams& p, float sx, float sy, std::uint8_t* d) {
-  const bool far = !(sx > -2.0f && sx < p.src_w + 1.0f && sy > -2.0f && sy < p.src_h + 1.0f);
-  const int x0 = far ? -2 : static_cast<int>(std::floor(sx));
-  const int y0 = far ? -2 : static_cast<int>(std::floor(sy));
-  const float fx = far ? 0.0f : sx - x0;
-  const float fy = far ? 0.0f : sy - y0;
-  const float w[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
-  const int tx[4] = {x0, x0 + 1, x0, x0 + 1};
-  const int ty[4] = {y0, y0, y0 + 1, y0 + 1};
-  for (int c = 0; c < p.channels; ++c) {
-    float acc = 0.0f;
-    for (int t = 0; t < 4; ++t) {
-      const bool inside = tx[t] >= 0 && tx[t] < p.src_w && ty[t] >= 0 && ty[t] < p.src_h;
-      const float v = inside ? p.src[ty[t] * p.src_stride + tx[t] * p.channels + c] : p.border[c];
-      acc += w[t] * v;
-    }
-    const int r = static_cast<int>(acc + 0.5f);
-    d[c] = static_cast<std::uint8_t>(r > 255 ? 255 : r);
-  }
-}
-
 // acc >= 0, so truncating after +0.5 is the reference's round-half-up; then saturate.
 inline __m128i round_saturate(__m128 acc) {
   return _mm_min_epi32(_mm_cvttps_epi32(_mm_add_ps(acc, _mm_set1_ps(0.5f))), _mm_set1_epi32(255));
@@ -315,7 +293,7 @@ void warp_impl(const WarpParams& p) {
         alignas(16) float sxs[4], sys[4];
         _mm_store_ps(sxs, sx);
         _mm_store_ps(sys, sy);
-        for (int j = 0; j < 4; ++j) warp_pixel_careful(p, sxs[j], sys[j], d + (x + j) * ch);
+        for (int j = 0; j < 4; ++j) warp_pixel(p, sxs[j], sys[j], d + (x + j) * ch);
         continue;
       }
       const __m128 x0f = _mm_floor_ps(sx);
@@ -386,7 +364,7 @@ void warp_impl(const WarpParams& p) {
     for (; x < p.dst_w; ++x) {
       const float sx = p.m[0] * static_cast<float>(x) + p.m[1] * static_cast<float>(y) + p.m[2];
       const float sy = p.m[3] * static_cast<float>(x) + p.m[4] * static_cast<float>(y) + p.m[5];
-      warp_pixel_careful(p, sx, sy, d + x * ch);
+      warp_pixel(p, sx, sy, d + x * ch);
     }
   }
 }

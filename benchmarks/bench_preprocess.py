@@ -255,7 +255,7 @@ def resize_case(source: Source, sw: int, sh: int, dw: int, dh: int, interp: str)
     cv_interp = cv2.INTER_LINEAR if interp == "bilinear" else cv2.INTER_AREA
     return Case(
         id=f"resize{sh}_{interp}",
-        title=f"{sw}x{sh} BGR -> {dw}x{dh} RGB f32 NCHW, {interp}",
+        title=f"{sw}x{sh} -> {dw}x{dh} {interp}",
         picoface_fn=pico,
         baselines=opencv_resize_pipelines(img, dw, dh, cv_interp),
         to_levels=STD,
@@ -290,14 +290,15 @@ def warp_case(source: Source) -> Case:
 
     return Case(
         id="warp1",
-        title="warp 640x480 -> one 112x112 crop (rot 10 deg, scale 0.5)",
+        title="warp 640x480 -> 112x112 crop",
         picoface_fn=pico_for(_core.get_isa()),
         baselines={"warpAffine(INVERSE_MAP)": cv_warp},
         to_levels=1.0,
         # OpenCV quantises source coordinates to 1/32 pixel and weights to 1/1024.
         tolerance=2.0,
         pico_isa_fn=pico_for,
-        note="the crop->source map is given to both sides (no estimation); both allocate the crop",
+        note="one bilinear crop, rotation 10 deg, scale 0.5, crop->source map given to both "
+             "sides (no estimation); both allocate the crop",
     )
 
 
@@ -345,10 +346,10 @@ def align_cases(source: Source, seed: int) -> list:
     # Slightly different fits of noisy points move the crops by a fraction of a pixel.
     common = dict(baselines=baselines, to_levels=1.0, tolerance=3.0)
     return [
-        Case(id="align8", title="align 8 faces, 640x480 -> 8x112x112 (_core.align)",
+        Case(id="align8", title="align 8 faces (_core.align)",
              picoface_fn=lambda: _core.align(img, lms, tmpl, 112, 112, 112, 112, 0), note=note,
              **common),
-        Case(id="align8_api", title="align 8 faces, public picoface.align",
+        Case(id="align8_api", title="align 8 faces (picoface.align)",
              picoface_fn=lambda: picoface.align(img, lms, 112),
              note="as above, plus the public API's input validation", **common),
     ]
@@ -433,7 +434,7 @@ def header(source: Source, isas: list, args) -> list:
         f"- malloc: {'GLIBC_TUNABLES=' + tunables if tunables else 'glibc defaults'}",
         f"- input: {source.description}",
         "- resize cases: BGR uint8 in, RGB float32 NCHW (x - 127.5) / 128 out, stretched to the "
-        "output size; picoface `_core.preprocess` (one pass) vs the fastest of equivalent "
+        "output size; bilinear = cv2.INTER_LINEAR, area = cv2.INTER_AREA; picoface `_core.preprocess` (one pass) vs the fastest of equivalent "
         "OpenCV/numpy pipelines, picked per case in a short calibration run",
         f"- method: {args.warmup} warm-up calls, then up to {args.runs} iterations (at most "
         f"{args.budget:g} s per case), each contender timed once per iteration in rotating "
@@ -461,16 +462,20 @@ def table(rows: list) -> list:
 
 
 def summary(rows: list, cases: list, selected_isa: str) -> list:
-    lines = [f"- {c.title}: {c.note}." for c in cases if c.note]
+    by_note = {}
+    for c in cases:
+        if c.note:
+            by_note.setdefault(c.note, []).append(c.title)
+    lines = [f"- {'; '.join(titles)}: {note}." for note, titles in by_note.items()]
     headline = [r for r in rows if r.isa == selected_isa] or rows
-    below = [f"{r.case.id} [{r.isa}] {r.ratio:.2f}x" for r in headline if r.ratio < TARGET_RATIO]
+    below = [f"{r.case.title} [{r.isa}] {r.ratio:.2f}x" for r in headline if r.ratio < TARGET_RATIO]
     lines.append(f"- below the {TARGET_RATIO}x target: {', '.join(below) if below else 'none'}")
-    bad = [f"{r.case.id} [{r.isa}] {r.max_diff:.2f} > {r.case.tolerance:g}"
+    bad = [f"{r.case.title} [{r.isa}] {r.max_diff:.2f} > {r.case.tolerance:g}"
            for r in rows if not r.agrees]
     if bad:
         lines.append(f"- ✗ outputs differ beyond tolerance (not a like-for-like comparison): "
                      f"{', '.join(bad)}")
-    noisy = sorted({f"{r.case.id} ({100 * r.sys_share:.0f}%)" for r in rows if r.sys_share > 0.05})
+    noisy = sorted({f"{r.case.title} ({100 * r.sys_share:.0f}%)" for r in rows if r.sys_share > 0.05})
     if noisy:
         lines.append("- time spent in the OS kernel during timing (page faults?), numbers less "
                      f"reliable: {', '.join(noisy)}")

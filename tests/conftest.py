@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 YUNET_S = SHARED / "models/ShiqiYu__libfacedetection.train/onnx/yunet_s_dynamic.onnx"
 YUNET_S_320 = SHARED / "models/ShiqiYu__libfacedetection.train/onnx/yunet_s_320_320.onnx"
+SCRFD = SHARED / "models/hpc203__scrfd-opencv/weights"
 SFACE = SHARED / "models/opencv_zoo/face_recognition_sface_2021dec_int8bq.onnx"
 FULLRES12 = SHARED / "data/wider/fullres12"
 

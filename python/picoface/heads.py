@@ -58,8 +58,33 @@ class YuNetHead(HeadSpec):
         return _core.decode_yunet(points, cls, obj, bbox, kps, 5, score_threshold)
 
 
+@dataclass(frozen=True)
+class ScrfdHead(HeadSpec):
+    """SCRFD (Guo et al. 2021) with keypoints, as exported by insightface: anchor-free with
+    2 points per cell at strides 8/16/32, outputs in order scores (sigmoid applied) for each
+    stride, then box distances (l, t, r, b in stride units), then 5 keypoints."""
+
+    per_cell: int = 2
+
+    def decode(self, outputs, input_w, input_h, score_threshold):
+        outs = list(outputs.values())
+        n = len(self.strides)
+        if len(outs) != 3 * n:
+            raise ValueError(f"expected {3 * n} outputs for a {self.name} head, got {len(outs)}")
+        cat = lambda group, width: np.ascontiguousarray(np.concatenate(
+            [o.reshape(-1, width) for o in group]), dtype=np.float32)
+        points = _core.anchor_points(input_w, input_h, list(self.strides), self.per_cell, 0.0)
+        score, dist, kps = cat(outs[:n], 1), cat(outs[n:2 * n], 4), cat(outs[2 * n:], 10)
+        if score.shape[0] != points.shape[0]:
+            raise ValueError(f"model produced {score.shape[0]} anchors for a {input_w}x{input_h} "
+                             f"input, expected {points.shape[0]}")
+        return _core.decode_distance(points, score, dist, kps, 5, score_threshold)
+
+
 HEADS = {
     "yunet": YuNetHead("yunet", color="bgr", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                       strides=(8, 16, 32), size_multiple=32),
+    "scrfd": ScrfdHead("scrfd", color="rgb", mean=(127.5, 127.5, 127.5), std=(128.0, 128.0, 128.0),
                        strides=(8, 16, 32), size_multiple=32),
 }
 

@@ -63,6 +63,7 @@ def test_non_contiguous_images_are_copied_once(det, wider_image):
     (dict(backend="gpu"), r"expected backend one of"),
     (dict(backend="native"), r"issue #3"),
     (dict(head="nope"), r"expected head one of"),
+    (dict(nms_method="fast"), r"expected nms_method one of"),
 ])
 def test_bad_detector_options(yunet_model, kwargs, match):
     args = dict(head="yunet")

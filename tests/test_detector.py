@@ -158,3 +158,12 @@ def test_analyzer_embeds_each_face(yunet_model, wider_image):
     assert off.max() < 0.363 and np.allclose(np.diag(sim), 1.0, atol=1e-5)
     again = emb(picoface.align(wider_image, faces))
     np.testing.assert_allclose(again, faces.embeddings, atol=1e-5)
+
+
+def test_soft_nms_keeps_the_greedy_faces(yunet_model, wider_image):
+    greedy = picoface.FaceDetector(yunet_model, head="yunet")(wider_image)
+    soft = picoface.FaceDetector(yunet_model, head="yunet", nms_method="soft_gaussian")(wider_image)
+    assert len(soft) >= len(greedy)
+    for b in greedy.boxes:
+        assert box_iou(b, soft.boxes).max() > 0.99
+    assert (soft.scores >= 0.5).all()

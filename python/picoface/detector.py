@@ -14,6 +14,7 @@ from picoface.results import Faces
 # With input_size=None the network sees the image at its own resolution, downscaled only
 # when its longer side exceeds this (memory and time stay bounded on 4K frames).
 MAX_AUTO_SIDE = 1920
+NMS_METHODS = ("greedy", "soft_linear", "soft_gaussian")
 
 
 class FaceDetector:
@@ -25,6 +26,9 @@ class FaceDetector:
         score_threshold: minimum score in [0, 1].
         nms_threshold: IoU in [0, 1] above which a lower-scored box is suppressed.
         max_faces: keep at most this many faces (0 = all).
+        nms_method: "greedy" (default), or soft-NMS (Bodla et al. 2017) "soft_linear" /
+            "soft_gaussian", which decay overlapping scores instead of dropping boxes (faces
+            whose decayed score falls below score_threshold are dropped).
         input_size: (width, height) of the network input; the image is resized into it
             keeping its aspect ratio (letterbox). None: the model's fixed size, or for a
             dynamic model the image's own size padded to the head's stride multiple
@@ -40,7 +44,8 @@ class FaceDetector:
     """
 
     def __init__(self, model=None, *, head: Optional[str] = None, score_threshold: float = 0.5,
-                 nms_threshold: float = 0.4, max_faces: int = 0, input_size=None,
+                 nms_threshold: float = 0.4, max_faces: int = 0, nms_method: str = "greedy",
+                 input_size=None,
                  backend: str = "auto", threads: int = 1):
         if model is None:
             raise ValueError("picoface ships no default detector yet (issue #5): pass an ONNX "
@@ -51,6 +56,9 @@ class FaceDetector:
         self.score_threshold = _validate.probability(score_threshold, "score_threshold")
         self.nms_threshold = _validate.probability(nms_threshold, "nms_threshold")
         self.max_faces = _validate.count(max_faces, "max_faces")
+        if nms_method not in NMS_METHODS:
+            raise ValueError(f"expected nms_method one of {NMS_METHODS}, got {nms_method!r}")
+        self.nms_method = nms_method
         self.input_size = _validate.size(input_size, "input_size")
         self.threads = _validate.count(threads, "threads")
         source = _validate.model_source(model, "detector model")
@@ -103,8 +111,8 @@ class FaceDetector:
         boxes, scores, landmarks = head.decode(outputs, box["dst_w"], box["dst_h"],
                                                self.score_threshold)
         boxes, scores, landmarks = _core.finish_detections(
-            boxes, scores, landmarks, box, self.nms_threshold, "greedy", 0.5, 0.0, 5000,
-            self.max_faces)
+            boxes, scores, landmarks, box, self.nms_threshold, self.nms_method, 0.5,
+            self.score_threshold, 5000, self.max_faces)
         t3 = time.perf_counter()
         ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
               "postprocess": (t3 - t2) * 1e3}

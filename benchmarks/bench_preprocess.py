@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 cv2.setNumThreads(1)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "wider" / "test183" / "images"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "wider" / "test183"
 
 MEAN = 127.5
 STD = 128.0
@@ -67,7 +67,7 @@ def import_picoface(attempts: int = 10):
             import picoface
             from picoface import _core
             return picoface, _core
-        except ImportError:
+        except (ImportError, OSError):  # OSError: a half-written extension module
             if i == attempts - 1:
                 raise
             time.sleep(1.0)
@@ -81,7 +81,6 @@ picoface, _core = import_picoface()
 
 @dataclass
 class Source:
-    kind: str  # "real" or "noise"
     description: str
     base: Optional[np.ndarray]  # the real frame, full size; None for noise
     seed: int
@@ -101,7 +100,7 @@ class Source:
 
 
 def load_source(data_dir: pathlib.Path, seed: int) -> Source:
-    files = sorted(data_dir.glob("*.jpg")) if data_dir.is_dir() else []
+    files = [f for d in (data_dir, data_dir / "images") if d.is_dir() for f in d.glob("*.jpg")]
     # The largest file (by bytes, so only one decode): detailed content, close to a camera frame.
     best, name = None, None
     for f in sorted(files, key=lambda f: (-f.stat().st_size, f.name)):
@@ -110,10 +109,10 @@ def load_source(data_dir: pathlib.Path, seed: int) -> Source:
             name = f.name
             break
     if best is None:
-        return Source("noise", f"seeded uniform noise (seed {seed}); no readable .jpg in "
+        return Source(f"seeded uniform noise (seed {seed}); no readable .jpg in "
                       f"{data_dir}", None, seed)
     h, w = best.shape[:2]
-    return Source("real", f"WIDER FACE test frame {name} ({w}x{h}), centre-cropped to each case's "
+    return Source(f"WIDER FACE test frame {name} ({w}x{h}), centre-cropped to each case's "
                   "aspect ratio and resized with cv2 (outside timing)",
                   best, seed)
 
@@ -434,8 +433,9 @@ def header(source: Source, isas: list, args) -> list:
         f"- malloc: {'GLIBC_TUNABLES=' + tunables if tunables else 'glibc defaults'}",
         f"- input: {source.description}",
         "- resize cases: BGR uint8 in, RGB float32 NCHW (x - 127.5) / 128 out, stretched to the "
-        "output size; bilinear = cv2.INTER_LINEAR, area = cv2.INTER_AREA; picoface `_core.preprocess` (one pass) vs the fastest of equivalent "
-        "OpenCV/numpy pipelines, picked per case in a short calibration run",
+        "output size; bilinear = cv2.INTER_LINEAR, area = cv2.INTER_AREA; picoface "
+        "`_core.preprocess` (one pass) vs the fastest of equivalent OpenCV/numpy pipelines, "
+        "picked per case in a short calibration run",
         f"- method: {args.warmup} warm-up calls, then up to {args.runs} iterations (at most "
         f"{args.budget:g} s per case), each contender timed once per iteration in rotating "
         "order; median / p90 in µs; ratio = OpenCV median / picoface median (target >= "
@@ -457,7 +457,7 @@ def table(rows: list) -> list:
         out.append(
             f"| {r.case.title} | {r.isa} | {r.pico[0]:.1f} | {r.pico[1]:.1f} | {r.cv[0]:.1f} | "
             f"{r.cv[1]:.1f} | **{r.ratio:.2f}x**{slow} | {r.max_diff:.2f}{bad} | "
-            f"{r.mean_diff:.3f} | {r.cv_name} | {r.pico[2]} |")
+            f"{r.mean_diff:.4f} | {r.cv_name} | {r.pico[2]} |")
     return out
 
 
@@ -475,7 +475,8 @@ def summary(rows: list, cases: list, selected_isa: str) -> list:
     if bad:
         lines.append(f"- ✗ outputs differ beyond tolerance (not a like-for-like comparison): "
                      f"{', '.join(bad)}")
-    noisy = sorted({f"{r.case.title} ({100 * r.sys_share:.0f}%)" for r in rows if r.sys_share > 0.05})
+    noisy = sorted({f"{r.case.title} ({100 * r.sys_share:.0f}%)"
+                    for r in rows if r.sys_share > 0.05})
     if noisy:
         lines.append("- time spent in the OS kernel during timing (page faults?), numbers less "
                      f"reliable: {', '.join(noisy)}")
@@ -495,11 +496,11 @@ def parse_args(argv):
                         "comma-separated list such as scalar,avx2")
     p.add_argument("--cases", default="",
                    help="comma-separated case ids (default all): resize720_bilinear, "
-                        "resize720_area, resize240_bilinear, resize240_area, warp1, align8, "
+                        "resize720_area, resize480_bilinear, resize480_area, warp1, align8, "
                         "align8_api")
     p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA,
-                   help="folder of .jpg frames (default ../shared/data/wider/test183/images); "
-                        "seeded noise when it has none")
+                   help="folder of .jpg frames, or with them in images/ (default "
+                        "../shared/data/wider/test183); seeded noise when it has none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", type=pathlib.Path, help="also write the section to this file")
     p.add_argument("--no-pin-malloc", action="store_true",

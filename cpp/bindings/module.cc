@@ -13,6 +13,7 @@
 #include "picoface/detect.h"
 #include "picoface/error.h"
 #include "picoface/kernels.h"
+#include "picoface/model.h"
 #include "picoface/preprocess.h"
 #include "picoface/similarity.h"
 
@@ -438,6 +439,86 @@ void bind_pipeline(py::module_& m) {
   m.attr("ARCFACE_TEMPLATE_112") = tmpl;
 }
 
+py::object value_to_py(const Value& v) {
+  switch (v.type) {
+    case Value::Type::kInt: return py::int_(v.i);
+    case Value::Type::kFloat: return py::float_(v.f);
+    case Value::Type::kString: return py::str(v.s);
+    case Value::Type::kInts: return py::cast(v.ints);
+    case Value::Type::kFloats: return py::cast(v.floats);
+    case Value::Type::kStrings: return py::cast(v.strings);
+  }
+  return py::none();
+}
+
+py::dict attributes_to_py(const Attributes& a) {
+  py::dict d;
+  for (const auto& [k, v] : a.items) d[py::str(k)] = value_to_py(v);
+  return d;
+}
+
+// Everything the file declares, validated by the C++ loader (the only parser of the format).
+py::dict model_summary(const Model& m) {
+  py::dict d;
+  d["version"] = m.version();
+  d["metadata"] = attributes_to_py(m.metadata());
+  py::list tensors;
+  for (const Tensor& t : m.tensors()) {
+    py::dict td;
+    td["name"] = t.name;
+    td["dtype"] = dtype_name(t.dtype);
+    td["shape"] = t.shape;
+    td["constant"] = t.constant;
+    td["nbytes"] = t.nbytes;
+    if (t.quantized) {
+      td["scales"] = t.quant.scales;
+      td["zero_points"] = t.quant.zero_points;
+      td["axis"] = t.quant.axis;
+    }
+    tensors.append(td);
+  }
+  d["tensors"] = tensors;
+  py::list ops;
+  for (const Op& op : m.ops()) {
+    py::dict od;
+    od["type"] = op.type;
+    od["inputs"] = op.inputs;
+    od["outputs"] = op.outputs;
+    od["attrs"] = attributes_to_py(op.attrs);
+    ops.append(od);
+  }
+  d["ops"] = ops;
+  d["inputs"] = m.inputs();
+  d["outputs"] = m.outputs();
+  d["parameters"] = m.parameter_count();
+  return d;
+}
+
+void bind_model(py::module_& m) {
+  m.def("model_summary_from_bytes", [](const py::bytes& data) {
+    std::string s = data;
+    std::shared_ptr<const Model> model;
+    {
+      py::gil_scoped_release release;
+      model = Model::from_bytes(std::vector<std::uint8_t>(s.begin(), s.end()));
+    }
+    return model_summary(*model);
+  });
+  m.def("model_summary_from_file", [](const std::string& path) {
+    std::shared_ptr<const Model> model;
+    {
+      py::gil_scoped_release release;
+      model = Model::from_file(path);
+    }
+    return model_summary(*model);
+  });
+  m.def("crc32", [](const py::bytes& data) {
+    std::string s = data;
+    return crc32(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+  });
+  m.attr("MODEL_FORMAT_VERSION") = kModelFormatVersion;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -486,4 +567,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("supported_isas", [] { return isa_names(supported_isas()); });
   bind_kernels(m);
   bind_pipeline(m);
+  bind_model(m);
 }

@@ -59,6 +59,40 @@ def _cmd_detect(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from picoface import modelfile
+    from picoface.convert import convert_onnx
+
+    blob = convert_onnx(args.model, task=args.task, head=args.head, preset=args.preset)
+    out = modelfile.save(args.output, blob)
+    summary = modelfile.summary(out)  # re-read through the C++ loader: never ship a bad file
+    print(f"wrote {out} ({len(blob)} bytes, {len(summary['ops'])} ops, "
+          f"{summary['parameters']} parameters)")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from picoface import modelfile
+
+    s = modelfile.summary(args.model)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"{args.model}: picoface model format v{s['version']}, {s['parameters']} parameters, "
+          f"{len(s['ops'])} ops")
+    print("metadata:")
+    for k, v in s["metadata"].items():
+        print(f"  {k:20s} {v}")
+    counts = {}
+    for op in s["ops"]:
+        counts[op["type"]] = counts.get(op["type"], 0) + 1
+    print("ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    names = [t["name"] for t in s["tensors"]]
+    print("inputs: " + ", ".join(f"{names[i]} {s['tensors'][i]['shape']}" for i in s["inputs"]))
+    print("outputs: " + ", ".join(names[i] for i in s["outputs"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="picoface", description="Face detection and recognition on one CPU core.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -80,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--output", "-o", help="write an annotated copy of the image here")
     det.add_argument("--json", action="store_true", help="print JSON")
     det.set_defaults(run=_cmd_detect)
+
+    conv = sub.add_parser("convert", help="convert an ONNX model to the picoface format (.pface)")
+    conv.add_argument("model", help="ONNX file")
+    conv.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
+    conv.add_argument("--head", help="detector head, e.g. yunet, scrfd")
+    conv.add_argument("--preset", help="recogniser input convention, e.g. arcface, sface")
+    conv.add_argument("--output", "-o", required=True, help="output .pface file")
+    conv.set_defaults(run=_cmd_convert)
+
+    ins = sub.add_parser("inspect", help="metadata, ops and parameters of a .pface model")
+    ins.add_argument("model")
+    ins.add_argument("--json", action="store_true")
+    ins.set_defaults(run=_cmd_inspect)
     return p
 
 

@@ -1,0 +1,66 @@
+// The native inference engine: runs a validated Model (picoface/model.h) on the CPU.
+//
+// Op set. Ops carry ONNX names and ONNX semantics (opset 18) for the subset listed in
+// kEngineOps (engine_ops.cc), tensors are NCHW, batch as in the graph. One extension, made
+// by the importer's fusion pass: Conv may carry a fused activation applied after the bias,
+//   activation       string: relu | leaky_relu | sigmoid | hard_sigmoid | hard_swish |
+//                            tanh | clip | prelu
+//   activation_alpha float (leaky_relu slope, hard_sigmoid alpha, clip min)
+//   activation_beta  float (hard_sigmoid beta, clip max)
+// and, for prelu, the per-output-channel slope as a 4th input (a constant of C elements).
+//
+// Planning. Shapes are inferred when an input shape is first seen (and again when it
+// changes: a detector called at a new size is re-planned, not re-converted). Every op whose
+// inputs are all known at plan time (shape arithmetic: Shape, Gather, Concat, ... on int64)
+// is evaluated then, so run time only executes the float graph. Activations live in one
+// arena; buffers are reused once their last reader has run.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "picoface/model.h"
+
+namespace picoface {
+
+struct EngineOptions {
+  int threads = 1;  // 1: one core (the edge-device baseline)
+};
+
+// A dense tensor owned by the caller (inputs) or by the engine (outputs, valid until the
+// next run() of the same engine).
+struct TensorView {
+  DType dtype = DType::kF32;
+  std::vector<std::int64_t> shape;
+  const void* data = nullptr;
+};
+
+class Engine {
+ public:
+  // Throws Error(kUnsupported) listing every op type of the model the engine lacks.
+  Engine(std::shared_ptr<const Model> model, EngineOptions options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const Model& model() const;
+
+  // Runs the graph; inputs in the order of Model::inputs(). Not thread-safe: use one
+  // Engine per thread (they share the read-only Model). Throws Error(kInvalidArgument) on
+  // a dtype or shape the graph cannot take.
+  std::vector<TensorView> run(const std::vector<TensorView>& inputs);
+
+  // Multiply-accumulates of one run at the current plan (0 before the first run).
+  std::int64_t macs() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Op types the engine implements, for importer checks and error messages.
+const std::vector<std::string>& engine_op_types();
+
+}  // namespace picoface

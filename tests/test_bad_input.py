@@ -59,6 +59,7 @@ def test_non_contiguous_images_are_copied_once(det, wider_image):
     (dict(max_faces=1.5), r"max_faces"),
     (dict(input_size=(100, 64)), r"multiples of 32"),
     (dict(input_size=(0, 64)), r"input_size sides"),
+    (dict(input_size=(8192, 8192)), r"input_size sides <= 4096"),
     (dict(input_size="big"), r"input_size as \(width, height\)"),
     (dict(backend="gpu"), r"expected backend one of"),
     (dict(backend="native"), r"issue #3"),

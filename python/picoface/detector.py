@@ -14,6 +14,8 @@ from picoface.results import Faces
 # With input_size=None the network sees the image at its own resolution, downscaled only
 # when its longer side exceeds this (memory and time stay bounded on 4K frames).
 MAX_AUTO_SIDE = 1920
+# A larger network input is a mistake on an edge device (a 4096x4096 float input is 200 MB).
+MAX_INPUT_SIDE = 4096
 NMS_METHODS = ("greedy", "soft_linear", "soft_gaussian")
 
 
@@ -69,6 +71,8 @@ class FaceDetector:
         m = self.head.size_multiple
         if self.input_size is not None:
             w, h = self.input_size
+            if max(w, h) > MAX_INPUT_SIDE:
+                raise ValueError(f"expected input_size sides <= {MAX_INPUT_SIDE}, got {self.input_size}")
             if self._fixed and self.input_size != self._fixed:
                 raise ValueError(f"expected input_size {self._fixed} for this fixed-size model, "
                                  f"got {self.input_size}")

@@ -62,6 +62,110 @@ inline std::int32_t max_offset(const std::int32_t* xofs, int n) {
   return r;
 }
 
+// Pixel-major (w0, w1) pairs of eight pixels -> one vector per tap.
+inline void deinterleave_weights2(const float* w, __m256* w0, __m256* w1) {
+  const __m256 a = _mm256_loadu_ps(w), b = _mm256_loadu_ps(w + 8);
+  *w0 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+  *w1 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+inline __m128i load8(const std::uint8_t* p) {
+  return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+}
+inline __m128i load8_high(__m128i lo, const std::uint8_t* p) {
+  return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(p)));
+}
+
+// 3 channels, 2 taps: the two taps of a pixel are 6 contiguous bytes, fetched as one 8-byte
+// load (2 bytes past the right tap, the same window as two dword gathers): cheaper than
+// gathers on CPUs where a gather costs one load per lane plus a fixed overhead.
+inline void resample_block_c3t2(const std::uint8_t* src, const std::int32_t* o, const float* w,
+                                float* const* dst_planes, int x) {
+  auto at = [&](int j) { return src + 3 * static_cast<std::ptrdiff_t>(o[j]); };
+  // [p0 p1 | p4 p5] and [p2 p3 | p6 p7], 8 bytes each.
+  const __m256i y0 = _mm256_inserti128_si256(_mm256_castsi128_si256(load8_high(load8(at(0)), at(1))),
+                                             load8_high(load8(at(4)), at(5)), 1);
+  const __m256i y1 = _mm256_inserti128_si256(_mm256_castsi128_si256(load8_high(load8(at(2)), at(3))),
+                                             load8_high(load8(at(6)), at(7)), 1);
+  __m256 w0, w1;
+  deinterleave_weights2(w, &w0, &w1);
+  for (int c = 0; c < 3; ++c) {
+    // Per 128-bit lane: dwords (first pixel tap 0, second pixel tap 0, first tap 1, second tap 1).
+    const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u) + c),
+                                         _mm256_setr_epi32(0, 8, 3, 11, 0, 8, 3, 11));
+    const __m256i d0 = _mm256_shuffle_epi8(y0, sel), d1 = _mm256_shuffle_epi8(y1, sel);
+    const __m256 v0 = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(d0, d1));  // pixels 0..7, tap 0
+    const __m256 v1 = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(d0, d1));  // pixels 0..7, tap 1
+    const __m256 acc = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(w0, v0));
+    _mm256_storeu_ps(dst_planes[c] + x, _mm256_add_ps(acc, _mm256_mul_ps(w1, v1)));
+  }
+}
+
+// 4x4 transpose of 32-bit elements within each 128-bit lane.
+inline void transpose4_epi32(__m256i* r) {
+  const __m256i a = _mm256_unpacklo_epi32(r[0], r[1]), b = _mm256_unpacklo_epi32(r[2], r[3]);
+  const __m256i c = _mm256_unpackhi_epi32(r[0], r[1]), d = _mm256_unpackhi_epi32(r[2], r[3]);
+  r[0] = _mm256_unpacklo_epi64(a, b);
+  r[1] = _mm256_unpackhi_epi64(a, b);
+  r[2] = _mm256_unpacklo_epi64(c, d);
+  r[3] = _mm256_unpackhi_epi64(c, d);
+}
+
+// 3 channels, 4 taps (area 4:1): the 12 tap bytes of a pixel are one 16-byte load (4 bytes
+// past the right tap). Vectors hold pixels (k, k+4) in their two halves, so per channel one
+// pshufb and one in-lane transpose give every tap of pixels 0..7 in order.
+inline void resample_block_c3t4(const std::uint8_t* src, const std::int32_t* o, const float* w,
+                                float* const* dst_planes, int x) {
+  auto ld = [&](int j) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 3 * static_cast<std::ptrdiff_t>(o[j])));
+  };
+  __m256i px[4];
+  for (int k = 0; k < 4; ++k) px[k] = _mm256_inserti128_si256(_mm256_castsi128_si256(ld(k)), ld(k + 4), 1);
+  __m256 wt[4];
+  {
+    const __m256 a0 = _mm256_loadu_ps(w), a1 = _mm256_loadu_ps(w + 8);
+    const __m256 a2 = _mm256_loadu_ps(w + 16), a3 = _mm256_loadu_ps(w + 24);
+    __m256i q[4] = {_mm256_castps_si256(_mm256_permute2f128_ps(a0, a2, 0x20)),
+                    _mm256_castps_si256(_mm256_permute2f128_ps(a0, a2, 0x31)),
+                    _mm256_castps_si256(_mm256_permute2f128_ps(a1, a3, 0x20)),
+                    _mm256_castps_si256(_mm256_permute2f128_ps(a1, a3, 0x31))};
+    transpose4_epi32(q);
+    for (int t = 0; t < 4; ++t) wt[t] = _mm256_castsi256_ps(q[t]);
+  }
+  for (int c = 0; c < 3; ++c) {
+    const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u) + c),
+                                         _mm256_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9));
+    __m256i v[4];
+    for (int k = 0; k < 4; ++k) v[k] = _mm256_shuffle_epi8(px[k], sel);
+    transpose4_epi32(v);  // v[t] = tap t of pixels 0..7
+    __m256 acc = _mm256_setzero_ps();
+    for (int t = 0; t < 4; ++t) acc = _mm256_add_ps(acc, _mm256_mul_ps(wt[t], _mm256_cvtepi32_ps(v[t])));
+    _mm256_storeu_ps(dst_planes[c] + x, acc);
+  }
+}
+
+// 1 channel, 2 taps: one 4-byte load per pixel (2 bytes past the right tap).
+inline void resample_block_c1t2(const std::uint8_t* src, const std::int32_t* o, const float* w,
+                                float* dst) {
+  auto ld = [&](int j) {
+    std::int32_t v;
+    std::memcpy(&v, src + o[j], 4);
+    return _mm_cvtsi32_si128(v);
+  };
+  const __m128i q0 = _mm_unpacklo_epi64(_mm_unpacklo_epi32(ld(0), ld(1)), _mm_unpacklo_epi32(ld(2), ld(3)));
+  const __m128i q1 = _mm_unpacklo_epi64(_mm_unpacklo_epi32(ld(4), ld(5)), _mm_unpacklo_epi32(ld(6), ld(7)));
+  const __m256i pairs = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+  const __m256i lo = _mm256_set1_epi32(0xFF);
+  __m256 w0, w1;
+  deinterleave_weights2(w, &w0, &w1);
+  const __m256 v0 = _mm256_cvtepi32_ps(_mm256_and_si256(pairs, lo));
+  const __m256 v1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(pairs, 8), lo));
+  const __m256 acc = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(w0, v0));
+  _mm256_storeu_ps(dst, _mm256_add_ps(acc, _mm256_mul_ps(w1, v1)));
+}
+
 // Eight output pixels per block, planar directly: the taps' bytes of each pixel are fetched
 // with dword gathers at byte offsets channels*xofs (+4, +8, ...), so a block reads up to
 // 4*ceil(ntaps*channels/4) bytes from each pixel's first tap, i.e. up to 3 bytes past its
@@ -74,7 +178,8 @@ template <int kCh, int kTaps>
 void resample_gather(const std::uint8_t* src, const std::int32_t* xofs, const float* weights,
                      int ntaps_rt, int dst_w, float* const* dst_planes) {
   const int ntaps = kTaps != 0 ? kTaps : ntaps_rt;
-  const int window = 4 * ((ntaps * kCh + 3) / 4);
+  // Bytes read from each pixel's first tap (the 3-channel 4-tap block loads 16).
+  const int window = kCh == 3 && kTaps == 4 ? 16 : 4 * ((ntaps * kCh + 3) / 4);
   const long long room =
       (static_cast<long long>(max_offset(xofs, dst_w)) + ntaps) * kCh - window;
   int x = 0;
@@ -87,6 +192,18 @@ void resample_gather(const std::uint8_t* src, const std::int32_t* xofs, const fl
       const __m256i ofs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xofs + x));
       if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(ofs, limit)) != 0) {
         for (int j = 0; j < 8; ++j) resample_pixel(src, kCh, xofs, weights, ntaps, x + j, dst_planes);
+        continue;
+      }
+      if (kCh == 3 && kTaps == 2) {
+        resample_block_c3t2(src, xofs + x, weights + 2 * static_cast<std::ptrdiff_t>(x), dst_planes, x);
+        continue;
+      }
+      if (kCh == 3 && kTaps == 4) {
+        resample_block_c3t4(src, xofs + x, weights + 4 * static_cast<std::ptrdiff_t>(x), dst_planes, x);
+        continue;
+      }
+      if (kCh == 1 && kTaps == 2) {
+        resample_block_c1t2(src, xofs + x, weights + 2 * static_cast<std::ptrdiff_t>(x), dst_planes[0] + x);
         continue;
       }
       __m256i base;
@@ -137,6 +254,7 @@ void resample_row_u8(const std::uint8_t* src, int channels, const std::int32_t* 
     case 2: return resample_gather<2, 0>(src, xofs, weights, ntaps, dst_w, dst_planes);
     case 3:
       if (ntaps == 2) return resample_gather<3, 2>(src, xofs, weights, ntaps, dst_w, dst_planes);
+      if (ntaps == 4) return resample_gather<3, 4>(src, xofs, weights, ntaps, dst_w, dst_planes);
       return resample_gather<3, 0>(src, xofs, weights, ntaps, dst_w, dst_planes);
     default: return resample_gather<4, 0>(src, xofs, weights, ntaps, dst_w, dst_planes);
   }

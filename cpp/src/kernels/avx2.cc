@@ -355,12 +355,45 @@ void warp_impl(const WarpParams& p) {
       const __m256 gy = _mm256_sub_ps(one, fy);
       const __m256 w[4] = {_mm256_mul_ps(gx, gy), _mm256_mul_ps(fx, gy), _mm256_mul_ps(gx, fy),
                            _mm256_mul_ps(fx, fy)};
+      __m256i r[kCh];
+      if (kCh == 3) {
+        // One 8-byte load per pixel and row (the two dwords' window) instead of gathers.
+        alignas(32) std::int32_t o[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(o), ofs);
+        __m256i rows[2][2];  // [top, bottom][pixels (0 1 | 4 5), (2 3 | 6 7)]
+        for (int b = 0; b < 2; ++b) {
+          const std::uint8_t* base = b == 0 ? top_base : bottom_base;
+          for (int h = 0; h < 2; ++h) {
+            const int j = 2 * h;
+            rows[b][h] = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(load8_high(load8(base + o[j]), base + o[j + 1])),
+                load8_high(load8(base + o[j + 4]), base + o[j + 5]), 1);
+          }
+        }
+        for (int c = 0; c < kCh; ++c) {
+          const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u) + c),
+                                               _mm256_setr_epi32(0, 8, 3, 11, 0, 8, 3, 11));
+          __m256 v[4];
+          for (int b = 0; b < 2; ++b) {
+            const __m256i d0 = _mm256_shuffle_epi8(rows[b][0], sel);
+            const __m256i d1 = _mm256_shuffle_epi8(rows[b][1], sel);
+            v[2 * b] = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(d0, d1));      // left tap
+            v[2 * b + 1] = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(d0, d1));  // right tap
+          }
+          __m256 acc = _mm256_mul_ps(w[0], v[0]);
+          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[1], v[1]));
+          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[2], v[2]));
+          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[3], v[3]));
+          r[c] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(acc, half)), max_u8);
+        }
+        store_pixels8<kCh>(r, d + x * kCh);
+        continue;
+      }
       __m256i top[kWords], bottom[kWords];
       for (int k = 0; k < kWords; ++k) {
         top[k] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(top_base + 4 * k), ofs, 1);
         bottom[k] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(bottom_base + 4 * k), ofs, 1);
       }
-      __m256i r[kCh];
       for (int c = 0; c < kCh; ++c) {
         const int o[2] = {c, kCh + c};  // left and right tap
         const __m256 v0 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(top[o[0] >> 2], bw.sel[o[0] & 3]));

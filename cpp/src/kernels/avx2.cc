@@ -1,8 +1,11 @@
-// AVX2 + FMA kernels: the streaming kernels (blend, pack, dots) at 8 lanes. resample_row_u8
-// and warp_affine_u8 are inherited from SSE4.1: they are bound by per-pixel byte loads, which
-// wider registers do not speed up. As in SSE4.1, preprocessing kernels keep the reference's
-// operation order and use no FMA, so their output is bit-identical on every x86 level; only
-// dot_f32, which is not exact anyway, fuses.
+// AVX2 + FMA kernels: the streaming kernels (blend, pack, dots) at 8 lanes, and
+// resample_row_u8 / warp_affine_u8 at 8 output pixels per block, computed planar (one vector
+// per channel) from per-pixel byte windows: plain 8- or 16-byte loads plus shuffles for the
+// common shapes (3 channels; 2 or 4 taps), dword gathers for the rest (gathers cost about a
+// load per lane plus overhead on current AMD cores, so loads win where the shape is known).
+// As in SSE4.1, preprocessing kernels keep the reference's operation order and use no FMA,
+// so their output is bit-identical on every x86 level; only dot_f32, which is not exact
+// anyway, fuses.
 #include <immintrin.h>
 
 #include <cstdint>

@@ -333,6 +333,9 @@ void test_warp(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) 
   cases.push_back({"src_1x1", 1, 1, 7, 5, {0.3f, 0.0f, -1.1f, 0.0f, 0.3f, -1.1f}});
   cases.push_back({"src_2x2", 2, 2, 17, 9, {0.13f, 0.0f, -0.6f, 0.0f, 0.2f, -0.6f}});
   cases.push_back({"edges", 16, 8, 65, 12, {0.25f, 0.0f, -0.5f, 0.0f, 0.75f, -0.9f}});
+  // Every footprint inside, the last ones on the bottom-right source pixel: SIMD blocks must
+  // not read past the image there.
+  cases.push_back({"corner", 24, 12, 17, 4, {0.5f, 0.0f, 14.2f, 0.0f, 0.5f, 9.3f}});
 
   for (const WarpCase& wc : cases) {
     for (int ch = 1; ch <= 4; ++ch) {

@@ -1,17 +1,433 @@
-// AVX2 + FMA kernels: the streaming kernels (blend, pack, dots) at 8 lanes. resample_row_u8
-// and warp_affine_u8 are inherited from SSE4.1: they are bound by per-pixel byte loads, which
-// wider registers do not speed up. As in SSE4.1, preprocessing kernels keep the reference's
-// operation order and use no FMA, so their output is bit-identical on every x86 level; only
-// dot_f32, which is not exact anyway, fuses.
+// AVX2 + FMA kernels: the streaming kernels (blend, pack, dots) at 8 lanes, and
+// resample_row_u8 / warp_affine_u8 at 8 output pixels per block, computed planar (one vector
+// per channel) from per-pixel byte windows: plain 8- or 16-byte loads plus shuffles for the
+// common shapes (3 channels; 2 or 4 taps), dword gathers for the rest (gathers cost about a
+// load per lane plus overhead on current AMD cores, so loads win where the shape is known).
+// As in SSE4.1, preprocessing kernels keep the reference's operation order and use no FMA,
+// so their output is bit-identical on every x86 level; only dot_f32, which is not exact
+// anyway, fuses.
 #include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
 
 #include "isa_fill.h"
+#include "scalar_pixels.h"
 
 namespace picoface {
 namespace {
+
+// ---------------------------------------------------------------------------------------
+// Byte gathers shared by resample_row_u8 and warp_affine_u8
+
+// pshufb control that moves byte `b` (0..3) of every 32-bit lane to its low byte and zeroes
+// the rest: a zero-extended u8 per lane, ready for cvtepi32_ps.
+inline __m256i byte_select(int b) {
+  return _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u | static_cast<unsigned>(b))),
+                          _mm256_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12));
+}
+
+// Four dword gathers at byte offsets `ofs` + 4*k (k = 0..3) cover the first 16 bytes at each
+// lane's offset; byte o of that window is bytes[o >> 2] shuffled by sel[o & 3].
+struct ByteWindow {
+  __m256i sel[4];
+  ByteWindow() {
+    for (int b = 0; b < 4; ++b) sel[b] = byte_select(b);
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// resample_row_u8
+
+// The reference's loop for one output pixel (the SIMD blocks' tails and unsafe blocks).
+inline void resample_pixel(const std::uint8_t* src, int ch, const std::int32_t* xofs,
+                           const float* weights, int ntaps, int x, float* const* dst_planes) {
+  const std::uint8_t* p = src + static_cast<std::ptrdiff_t>(xofs[x]) * ch;
+  const float* w = weights + static_cast<std::ptrdiff_t>(x) * ntaps;
+  for (int c = 0; c < ch; ++c) {
+    float acc = 0.0f;
+    for (int t = 0; t < ntaps; ++t) acc += w[t] * static_cast<float>(p[t * ch + c]);
+    dst_planes[c][x] = acc;
+  }
+}
+
+inline std::int32_t max_offset(const std::int32_t* xofs, int n) {
+  __m256i m = _mm256_set1_epi32(0);
+  int x = 0;
+  for (; x + 8 <= n; x += 8) {
+    m = _mm256_max_epi32(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xofs + x)));
+  }
+  __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+  h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+  h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+  std::int32_t r = _mm_cvtsi128_si32(h);
+  for (; x < n; ++x) r = xofs[x] > r ? xofs[x] : r;
+  return r;
+}
+
+// Pixel-major (w0, w1) pairs of eight pixels -> one vector per tap.
+inline void deinterleave_weights2(const float* w, __m256* w0, __m256* w1) {
+  const __m256 a = _mm256_loadu_ps(w), b = _mm256_loadu_ps(w + 8);
+  *w0 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+  *w1 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+inline __m128i load8(const std::uint8_t* p) {
+  return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+}
+inline __m128i load8_high(__m128i lo, const std::uint8_t* p) {
+  return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(p)));
+}
+
+// 3 channels, 2 taps: the two taps of a pixel are 6 contiguous bytes, fetched as one 8-byte
+// load (2 bytes past the right tap, the same window as two dword gathers): cheaper than
+// gathers on CPUs where a gather costs one load per lane plus a fixed overhead.
+inline void resample_block_c3t2(const std::uint8_t* src, const std::int32_t* o, const float* w,
+                                float* const* dst_planes, int x) {
+  auto at = [&](int j) { return src + 3 * static_cast<std::ptrdiff_t>(o[j]); };
+  // [p0 p1 | p4 p5] and [p2 p3 | p6 p7], 8 bytes each.
+  const __m256i y0 = _mm256_inserti128_si256(_mm256_castsi128_si256(load8_high(load8(at(0)), at(1))),
+                                             load8_high(load8(at(4)), at(5)), 1);
+  const __m256i y1 = _mm256_inserti128_si256(_mm256_castsi128_si256(load8_high(load8(at(2)), at(3))),
+                                             load8_high(load8(at(6)), at(7)), 1);
+  __m256 w0, w1;
+  deinterleave_weights2(w, &w0, &w1);
+  for (int c = 0; c < 3; ++c) {
+    // Per 128-bit lane: dwords (first pixel tap 0, second pixel tap 0, first tap 1, second tap 1).
+    const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u) + c),
+                                         _mm256_setr_epi32(0, 8, 3, 11, 0, 8, 3, 11));
+    const __m256i d0 = _mm256_shuffle_epi8(y0, sel), d1 = _mm256_shuffle_epi8(y1, sel);
+    const __m256 v0 = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(d0, d1));  // pixels 0..7, tap 0
+    const __m256 v1 = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(d0, d1));  // pixels 0..7, tap 1
+    const __m256 acc = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(w0, v0));
+    _mm256_storeu_ps(dst_planes[c] + x, _mm256_add_ps(acc, _mm256_mul_ps(w1, v1)));
+  }
+}
+
+// 4x4 transpose of 32-bit elements within each 128-bit lane.
+inline void transpose4_epi32(__m256i* r) {
+  const __m256i a = _mm256_unpacklo_epi32(r[0], r[1]), b = _mm256_unpacklo_epi32(r[2], r[3]);
+  const __m256i c = _mm256_unpackhi_epi32(r[0], r[1]), d = _mm256_unpackhi_epi32(r[2], r[3]);
+  r[0] = _mm256_unpacklo_epi64(a, b);
+  r[1] = _mm256_unpackhi_epi64(a, b);
+  r[2] = _mm256_unpacklo_epi64(c, d);
+  r[3] = _mm256_unpackhi_epi64(c, d);
+}
+
+// 3 channels, 4 taps (area 4:1): the 12 tap bytes of a pixel are one 16-byte load (4 bytes
+// past the right tap). Vectors hold pixels (k, k+4) in their two halves, so per channel one
+// pshufb and one in-lane transpose give every tap of pixels 0..7 in order.
+inline void resample_block_c3t4(const std::uint8_t* src, const std::int32_t* o, const float* w,
+                                float* const* dst_planes, int x) {
+  auto ld = [&](int j) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 3 * static_cast<std::ptrdiff_t>(o[j])));
+  };
+  __m256i px[4];
+  for (int k = 0; k < 4; ++k) px[k] = _mm256_inserti128_si256(_mm256_castsi128_si256(ld(k)), ld(k + 4), 1);
+  __m256 wt[4];
+  {
+    const __m256 a0 = _mm256_loadu_ps(w), a1 = _mm256_loadu_ps(w + 8);
+    const __m256 a2 = _mm256_loadu_ps(w + 16), a3 = _mm256_loadu_ps(w + 24);
+    __m256i q[4] = {_mm256_castps_si256(_mm256_permute2f128_ps(a0, a2, 0x20)),
+                    _mm256_castps_si256(_mm256_permute2f128_ps(a0, a2, 0x31)),
+                    _mm256_castps_si256(_mm256_permute2f128_ps(a1, a3, 0x20)),
+                    _mm256_castps_si256(_mm256_permute2f128_ps(a1, a3, 0x31))};
+    transpose4_epi32(q);
+    for (int t = 0; t < 4; ++t) wt[t] = _mm256_castsi256_ps(q[t]);
+  }
+  for (int c = 0; c < 3; ++c) {
+    const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u) + c),
+                                         _mm256_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9));
+    __m256i v[4];
+    for (int k = 0; k < 4; ++k) v[k] = _mm256_shuffle_epi8(px[k], sel);
+    transpose4_epi32(v);  // v[t] = tap t of pixels 0..7
+    __m256 acc = _mm256_setzero_ps();
+    for (int t = 0; t < 4; ++t) acc = _mm256_add_ps(acc, _mm256_mul_ps(wt[t], _mm256_cvtepi32_ps(v[t])));
+    _mm256_storeu_ps(dst_planes[c] + x, acc);
+  }
+}
+
+// 1 channel, 2 taps: one 4-byte load per pixel (2 bytes past the right tap).
+inline void resample_block_c1t2(const std::uint8_t* src, const std::int32_t* o, const float* w,
+                                float* dst) {
+  auto ld = [&](int j) {
+    std::int32_t v;
+    std::memcpy(&v, src + o[j], 4);
+    return _mm_cvtsi32_si128(v);
+  };
+  const __m128i q0 = _mm_unpacklo_epi64(_mm_unpacklo_epi32(ld(0), ld(1)), _mm_unpacklo_epi32(ld(2), ld(3)));
+  const __m128i q1 = _mm_unpacklo_epi64(_mm_unpacklo_epi32(ld(4), ld(5)), _mm_unpacklo_epi32(ld(6), ld(7)));
+  const __m256i pairs = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+  const __m256i lo = _mm256_set1_epi32(0xFF);
+  __m256 w0, w1;
+  deinterleave_weights2(w, &w0, &w1);
+  const __m256 v0 = _mm256_cvtepi32_ps(_mm256_and_si256(pairs, lo));
+  const __m256 v1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(pairs, 8), lo));
+  const __m256 acc = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(w0, v0));
+  _mm256_storeu_ps(dst, _mm256_add_ps(acc, _mm256_mul_ps(w1, v1)));
+}
+
+// Eight output pixels per block, planar directly: the taps' bytes of each pixel are fetched
+// with dword gathers at byte offsets channels*xofs (+4, +8, ...), so a block reads up to
+// 4*ceil(ntaps*channels/4) bytes from each pixel's first tap, i.e. up to 3 bytes past its
+// last tap. The kernel does not know the row length, but it knows that every tap of every
+// pixel is readable: a block runs in SIMD only if its largest offset leaves its window
+// inside the last tap of the row's largest offset; other blocks and the tail take the
+// reference's loop. Products and sums are the reference's, in its order, without FMA.
+// kTaps = 0: ntaps known only at run time.
+template <int kCh, int kTaps>
+void resample_gather(const std::uint8_t* src, const std::int32_t* xofs, const float* weights,
+                     int ntaps_rt, int dst_w, float* const* dst_planes) {
+  const int ntaps = kTaps != 0 ? kTaps : ntaps_rt;
+  // Bytes read from each pixel's first tap (the 3-channel 4-tap block loads 16).
+  const int window = kCh == 3 && kTaps == 4 ? 16 : 4 * ((ntaps * kCh + 3) / 4);
+  const long long room =
+      (static_cast<long long>(max_offset(xofs, dst_w)) + ntaps) * kCh - window;
+  int x = 0;
+  if (room >= 0 && room + window <= 0x7FFFFFFF) {  // gather offsets are int32
+    const ByteWindow bw;
+    const __m256i limit = _mm256_set1_epi32(static_cast<int>(room / kCh));
+    const __m256i widx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                            _mm256_set1_epi32(ntaps));
+    for (; x + 8 <= dst_w; x += 8) {
+      const __m256i ofs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xofs + x));
+      if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(ofs, limit)) != 0) {
+        for (int j = 0; j < 8; ++j) resample_pixel(src, kCh, xofs, weights, ntaps, x + j, dst_planes);
+        continue;
+      }
+      if (kCh == 3 && kTaps == 2) {
+        resample_block_c3t2(src, xofs + x, weights + 2 * static_cast<std::ptrdiff_t>(x), dst_planes, x);
+        continue;
+      }
+      if (kCh == 3 && kTaps == 4) {
+        resample_block_c3t4(src, xofs + x, weights + 4 * static_cast<std::ptrdiff_t>(x), dst_planes, x);
+        continue;
+      }
+      if (kCh == 1 && kTaps == 2) {
+        resample_block_c1t2(src, xofs + x, weights + 2 * static_cast<std::ptrdiff_t>(x), dst_planes[0] + x);
+        continue;
+      }
+      __m256i base;
+      switch (kCh) {
+        case 1: base = ofs; break;
+        case 2: base = _mm256_add_epi32(ofs, ofs); break;
+        case 3: base = _mm256_add_epi32(_mm256_add_epi32(ofs, ofs), ofs); break;
+        default: base = _mm256_slli_epi32(ofs, 2); break;
+      }
+      const float* w = weights + static_cast<std::ptrdiff_t>(x) * ntaps;
+      __m256 w2[2];
+      if (kTaps == 2) {
+        // Pixel-major pairs -> one vector per tap.
+        const __m256 a = _mm256_loadu_ps(w), b = _mm256_loadu_ps(w + 8);
+        w2[0] = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+        w2[1] = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+      }
+      __m256 acc[kCh];
+      for (int c = 0; c < kCh; ++c) acc[c] = _mm256_setzero_ps();
+      __m256i bytes = _mm256_setzero_si256();
+      int loaded = -1;
+      for (int t = 0; t < ntaps; ++t) {
+        const __m256 wt = kTaps == 2 ? w2[t] : _mm256_i32gather_ps(w + t, widx, 4);
+        for (int c = 0; c < kCh; ++c) {
+          const int o = t * kCh + c;
+          if (o >> 2 != loaded) {
+            loaded = o >> 2;
+            bytes = _mm256_i32gather_epi32(reinterpret_cast<const int*>(src + 4 * loaded), base, 1);
+          }
+          const __m256 v = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(bytes, bw.sel[o & 3]));
+          acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wt, v));
+        }
+      }
+      for (int c = 0; c < kCh; ++c) _mm256_storeu_ps(dst_planes[c] + x, acc[c]);
+    }
+  }
+  for (; x < dst_w; ++x) resample_pixel(src, kCh, xofs, weights, ntaps, x, dst_planes);
+}
+
+void resample_row_u8(const std::uint8_t* src, int channels, const std::int32_t* xofs,
+                     const float* weights, int ntaps, int dst_w, float* const* dst_planes) {
+  switch (channels) {
+    case 1:
+      if (ntaps == 2) return resample_gather<1, 2>(src, xofs, weights, ntaps, dst_w, dst_planes);
+      return resample_gather<1, 0>(src, xofs, weights, ntaps, dst_w, dst_planes);
+    case 2: return resample_gather<2, 0>(src, xofs, weights, ntaps, dst_w, dst_planes);
+    case 3:
+      if (ntaps == 2) return resample_gather<3, 2>(src, xofs, weights, ntaps, dst_w, dst_planes);
+      if (ntaps == 4) return resample_gather<3, 4>(src, xofs, weights, ntaps, dst_w, dst_planes);
+      return resample_gather<3, 0>(src, xofs, weights, ntaps, dst_w, dst_planes);
+    default: return resample_gather<4, 0>(src, xofs, weights, ntaps, dst_w, dst_planes);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// warp_affine_u8
+
+// Eight results (0..255 in 32-bit lanes per channel) stored as 8 interleaved pixels.
+template <int kCh>
+inline void store_pixels8(const __m256i* r, std::uint8_t* d) {
+  if (kCh == 1) {
+    const __m256i b = _mm256_shuffle_epi8(r[0], _mm256_set1_epi32(0x0C080400));
+    const __m256i q = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(q));
+    return;
+  }
+  __m256i px = r[0];
+  for (int c = 1; c < kCh; ++c) px = _mm256_or_si256(px, _mm256_slli_epi32(r[c], 8 * c));
+  if (kCh == 4) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), px);
+  } else if (kCh == 2) {
+    const __m256i b = _mm256_shuffle_epi8(
+        px, _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                             0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m256i q = _mm256_permute4x64_epi64(b, _MM_SHUFFLE(3, 1, 2, 0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(q));
+  } else {
+    // 12 bytes per 128-bit lane, zero above them; then 16 + 8 bytes, nothing past pixel 7.
+    const __m256i b = _mm256_shuffle_epi8(
+        px, _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+                             0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+    const __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_or_si128(lo, _mm_slli_si128(hi, 12)));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(d + 16), _mm_srli_si128(hi, 4));
+  }
+}
+
+// Eight output pixels per block. Coordinates, floor, fractions and weights are the
+// reference's operations in its order; a block whose eight footprints all lie inside the
+// source gathers each pixel's 2x2 neighbourhood with dword gathers (both taps of a row are
+// 2*channels contiguous bytes, read as ceil(2*channels/4) dwords, up to 2 bytes past the
+// right tap) and blends it as the reference; any other block takes warp_pixel. A lane also
+// needs its bottom-row window to end inside the image buffer, (h-1)*stride + w*channels
+// bytes, since the right tap may be the last pixel of the last row.
+template <int kCh>
+void warp_impl(const WarpParams& p) {
+  constexpr int kWords = (2 * kCh + 3) / 4;
+  const long long span = static_cast<long long>(p.src_h - 1) * p.src_stride +
+                         static_cast<long long>(p.src_w) * kCh;
+  const long long last = span - 4 * kWords - p.src_stride;  // largest top-left byte offset
+  const bool simd = p.src_w >= 2 && p.src_h >= 2 && p.src_stride >= p.src_w * kCh &&
+                    span <= 0x7FFFFFFF && last >= 0;
+  const __m256 m0 = _mm256_set1_ps(p.m[0]), m3 = _mm256_set1_ps(p.m[3]);
+  const __m256 m2 = _mm256_set1_ps(p.m[2]), m5 = _mm256_set1_ps(p.m[5]);
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps(), half = _mm256_set1_ps(0.5f);
+  // Footprint fully inside <=> 0 <= sx < src_w - 1 and 0 <= sy < src_h - 1 (false for NaN).
+  const __m256 x_end = _mm256_set1_ps(static_cast<float>(p.src_w - 1));
+  const __m256 y_end = _mm256_set1_ps(static_cast<float>(p.src_h - 1));
+  const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i stride = _mm256_set1_epi32(simd ? static_cast<int>(p.src_stride) : 0);
+  const __m256i last_ofs = _mm256_set1_epi32(simd ? static_cast<int>(last) : 0);
+  const __m256i max_u8 = _mm256_set1_epi32(255);
+  const ByteWindow bw;
+  const std::uint8_t* top_base = p.src;
+  const std::uint8_t* bottom_base = p.src + (simd ? p.src_stride : 0);
+  for (int y = 0; y < p.dst_h; ++y) {
+    std::uint8_t* d = p.dst + y * p.dst_stride;
+    // Same operations as the reference: (m0*x + m1*y) + m2, each rounded, no FMA.
+    const __m256 row_x = _mm256_set1_ps(p.m[1] * static_cast<float>(y));
+    const __m256 row_y = _mm256_set1_ps(p.m[4] * static_cast<float>(y));
+    int x = 0;
+    for (; simd && x + 8 <= p.dst_w; x += 8) {
+      const __m256 xs = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(x)), lane);
+      const __m256 sx = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(m0, xs), row_x), m2);
+      const __m256 sy = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(m3, xs), row_y), m5);
+      const __m256 inside =
+          _mm256_and_ps(_mm256_and_ps(_mm256_cmp_ps(sx, zero, _CMP_GE_OQ), _mm256_cmp_ps(sx, x_end, _CMP_LT_OQ)),
+                        _mm256_and_ps(_mm256_cmp_ps(sy, zero, _CMP_GE_OQ), _mm256_cmp_ps(sy, y_end, _CMP_LT_OQ)));
+      const __m256 x0f = _mm256_floor_ps(sx);
+      const __m256 y0f = _mm256_floor_ps(sy);
+      // Only used when every lane is inside, where the conversions are exact.
+      const __m256i xi = _mm256_cvtps_epi32(x0f);
+      const __m256i yi = _mm256_cvtps_epi32(y0f);
+      __m256i ofs = _mm256_mullo_epi32(yi, stride);
+      for (int c = 0; c < kCh; ++c) ofs = _mm256_add_epi32(ofs, xi);
+      const __m256 ok = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(ofs, last_ofs)), inside);
+      if (_mm256_movemask_ps(ok) != 0xFF) {
+        alignas(32) float sxs[8], sys[8];
+        _mm256_store_ps(sxs, sx);
+        _mm256_store_ps(sys, sy);
+        for (int j = 0; j < 8; ++j) warp_pixel(p, sxs[j], sys[j], d + (x + j) * kCh);
+        continue;
+      }
+      const __m256 fx = _mm256_sub_ps(sx, x0f);
+      const __m256 fy = _mm256_sub_ps(sy, y0f);
+      const __m256 gx = _mm256_sub_ps(one, fx);
+      const __m256 gy = _mm256_sub_ps(one, fy);
+      const __m256 w[4] = {_mm256_mul_ps(gx, gy), _mm256_mul_ps(fx, gy), _mm256_mul_ps(gx, fy),
+                           _mm256_mul_ps(fx, fy)};
+      __m256i r[kCh];
+      if (kCh == 3) {
+        // One 8-byte load per pixel and row (the two dwords' window) instead of gathers.
+        alignas(32) std::int32_t o[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(o), ofs);
+        __m256i rows[2][2];  // [top, bottom][pixels (0 1 | 4 5), (2 3 | 6 7)]
+        for (int b = 0; b < 2; ++b) {
+          const std::uint8_t* base = b == 0 ? top_base : bottom_base;
+          for (int h = 0; h < 2; ++h) {
+            const int j = 2 * h;
+            rows[b][h] = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(load8_high(load8(base + o[j]), base + o[j + 1])),
+                load8_high(load8(base + o[j + 4]), base + o[j + 5]), 1);
+          }
+        }
+        for (int c = 0; c < kCh; ++c) {
+          const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u) + c),
+                                               _mm256_setr_epi32(0, 8, 3, 11, 0, 8, 3, 11));
+          __m256 v[4];
+          for (int b = 0; b < 2; ++b) {
+            const __m256i d0 = _mm256_shuffle_epi8(rows[b][0], sel);
+            const __m256i d1 = _mm256_shuffle_epi8(rows[b][1], sel);
+            v[2 * b] = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(d0, d1));      // left tap
+            v[2 * b + 1] = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(d0, d1));  // right tap
+          }
+          __m256 acc = _mm256_mul_ps(w[0], v[0]);
+          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[1], v[1]));
+          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[2], v[2]));
+          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[3], v[3]));
+          r[c] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(acc, half)), max_u8);
+        }
+        store_pixels8<kCh>(r, d + x * kCh);
+        continue;
+      }
+      __m256i top[kWords], bottom[kWords];
+      for (int k = 0; k < kWords; ++k) {
+        top[k] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(top_base + 4 * k), ofs, 1);
+        bottom[k] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(bottom_base + 4 * k), ofs, 1);
+      }
+      for (int c = 0; c < kCh; ++c) {
+        const int o[2] = {c, kCh + c};  // left and right tap
+        const __m256 v0 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(top[o[0] >> 2], bw.sel[o[0] & 3]));
+        const __m256 v1 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(top[o[1] >> 2], bw.sel[o[1] & 3]));
+        const __m256 v2 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(bottom[o[0] >> 2], bw.sel[o[0] & 3]));
+        const __m256 v3 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(bottom[o[1] >> 2], bw.sel[o[1] & 3]));
+        __m256 acc = _mm256_mul_ps(w[0], v0);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(w[1], v1));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(w[2], v2));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(w[3], v3));
+        // acc >= 0: truncation after +0.5 is the reference's round half up.
+        r[c] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(acc, half)), max_u8);
+      }
+      store_pixels8<kCh>(r, d + x * kCh);
+    }
+    for (; x < p.dst_w; ++x) {
+      const float sx = p.m[0] * static_cast<float>(x) + p.m[1] * static_cast<float>(y) + p.m[2];
+      const float sy = p.m[3] * static_cast<float>(x) + p.m[4] * static_cast<float>(y) + p.m[5];
+      warp_pixel(p, sx, sy, d + x * kCh);
+    }
+  }
+}
+
+void warp_affine_u8(const WarpParams& p) {
+  switch (p.channels) {
+    case 1: warp_impl<1>(p); break;
+    case 2: warp_impl<2>(p); break;
+    case 3: warp_impl<3>(p); break;
+    default: warp_impl<4>(p); break;
+  }
+}
 
 // ---------------------------------------------------------------------------------------
 // blend_rows_f32
@@ -171,6 +587,8 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
 }  // namespace
 
 void fill_avx2(KernelTable* t) {
+  t->resample_row_u8 = resample_row_u8;
+  t->warp_affine_u8 = warp_affine_u8;
   t->blend_rows_f32 = blend_rows_f32;
   t->pack_row = pack_row;
   t->dot_f32 = dot_f32;

@@ -1,8 +1,9 @@
 // AVX-512 (F/BW/VL/VNNI) kernels: the streaming kernels at 16 lanes, with masked loads and
 // stores for tails (masked-off lanes never fault, so nothing is read past the end), and
-// dot_s8 on VNNI. resample_row_u8 and warp_affine_u8 are inherited: they are bound by
-// per-pixel byte loads. Preprocessing kernels keep the reference's operation order without
-// FMA so that every x86 level produces bit-identical tensors.
+// dot_s8 on VNNI. resample_row_u8 and warp_affine_u8 are inherited from AVX2: they are bound
+// by per-pixel byte loads and shuffles, which 16 lanes do not make cheaper. Preprocessing
+// kernels keep the reference's operation order without FMA so that every x86 level produces
+// bit-identical tensors.
 // GCC 12's AVX-512 headers seed some results with _mm512_undefined_*() and then warn about
 // that deliberately uninitialised value when inlined; a header false positive, so silence it.
 #if defined(__GNUC__) && !defined(__clang__)

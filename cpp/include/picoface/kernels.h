@@ -18,8 +18,9 @@ namespace picoface {
 struct PackParams {
   int in_channels = 3;   // 1 or 3 float planes in
   int out_channels = 3;  // 1 or 3 channels out
-  // out[c] = sum_k matrix[c][k] * in[k] + bias[c]; folds channel reordering, grey
-  // conversion, mean subtraction and division by std into one step.
+  // out[c] = bias[c] + sum_k matrix[c][k] * in[k], evaluated left to right, terms with a
+  // zero coefficient skipped; folds channel reordering, grey conversion, mean subtraction
+  // and division by std into one step.
   float matrix[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
   float bias[3] = {0, 0, 0};
   bool to_int8 = false;  // false: store float32; true: store int8

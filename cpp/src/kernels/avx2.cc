@@ -468,9 +468,13 @@ void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, i
 
 struct PackConsts {
   __m256 m[3][3], bias[3], inv_scale, zero_point, lo, hi;
+  bool nz[3][3];  // the reference skips zero coefficients
   explicit PackConsts(const PackParams& p) {
     for (int c = 0; c < 3; ++c) {
-      for (int k = 0; k < 3; ++k) m[c][k] = _mm256_set1_ps(p.matrix[c][k]);
+      for (int k = 0; k < 3; ++k) {
+        m[c][k] = _mm256_set1_ps(p.matrix[c][k]);
+        nz[c][k] = p.matrix[c][k] != 0.0f;
+      }
       bias[c] = _mm256_set1_ps(p.bias[c]);
     }
     inv_scale = _mm256_set1_ps(p.inv_scale);
@@ -513,7 +517,9 @@ void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
     }
     for (int c = 0; c < oc; ++c) {
       __m256 v = k.bias[c];
-      for (int j = 0; j < ic; ++j) v = _mm256_add_ps(v, _mm256_mul_ps(k.m[c][j], x[j]));
+      for (int j = 0; j < ic; ++j) {
+        if (k.nz[c][j]) v = _mm256_add_ps(v, _mm256_mul_ps(k.m[c][j], x[j]));
+      }
       const std::ptrdiff_t base = i * p.pixel_stride + c * p.channel_stride;
       if (p.to_int8) {
         alignas(16) std::int8_t q[16];

@@ -54,52 +54,69 @@ void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, i
 // ---------------------------------------------------------------------------------------
 // pack_row
 
+// One block of up to 16 pixels; `full` blocks use plain loads and stores because masked
+// stores are slow on some cores (AMD Zen 4 among them), masks serve only the row's tail.
+template <bool full>
+inline void pack_block(const float* const* in, int i, int count, const PackParams& p,
+                       const __m512 (&mat)[3][3], const __m512 (&bias)[3], void* out) {
+  const __mmask16 m = tail_mask16(count);
+  const int ic = p.in_channels, oc = p.out_channels;
+  __m512 x[3];
+  for (int j = 0; j < ic; ++j) {
+    x[j] = full ? _mm512_loadu_ps(in[j] + i) : _mm512_maskz_loadu_ps(m, in[j] + i);
+  }
+  for (int c = 0; c < oc; ++c) {
+    // Reference order: bias, then each input.
+    __m512 v = bias[c];
+    for (int j = 0; j < ic; ++j) {
+      if (p.matrix[c][j] != 0.0f) v = _mm512_add_ps(v, _mm512_mul_ps(mat[c][j], x[j]));
+    }
+    const std::ptrdiff_t base = i * p.pixel_stride + c * p.channel_stride;
+    if (p.to_int8) {
+      // See sse41.cc: half-to-even, zero point as float, max_ps sends NaN to -128.
+      __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(p.inv_scale)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm512_add_ps(q, _mm512_set1_ps(static_cast<float>(p.zero_point)));
+      q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
+      const __m128i q8 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q));
+      std::int8_t* qout = static_cast<std::int8_t*>(out) + base;
+      if (p.pixel_stride == 1) {
+        if (full) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(qout), q8);
+        } else {
+          _mm_mask_storeu_epi8(qout, m, q8);
+        }
+      } else {
+        alignas(16) std::int8_t r[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(r), q8);
+        for (int j = 0; j < count; ++j) qout[j * p.pixel_stride] = r[j];
+      }
+    } else {
+      float* fout = static_cast<float*>(out) + base;
+      if (p.pixel_stride == 1) {
+        if (full) {
+          _mm512_storeu_ps(fout, v);
+        } else {
+          _mm512_mask_storeu_ps(fout, m, v);
+        }
+      } else {
+        alignas(64) float r[16];
+        _mm512_store_ps(r, v);
+        for (int j = 0; j < count; ++j) fout[j * p.pixel_stride] = r[j];
+      }
+    }
+  }
+}
+
 void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
   __m512 mat[3][3], bias[3];
   for (int c = 0; c < 3; ++c) {
     for (int k = 0; k < 3; ++k) mat[c][k] = _mm512_set1_ps(p.matrix[c][k]);
     bias[c] = _mm512_set1_ps(p.bias[c]);
   }
-  const __m512 inv_scale = _mm512_set1_ps(p.inv_scale);
-  const __m512 zero_point = _mm512_set1_ps(static_cast<float>(p.zero_point));
-  const __m512 lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
-  const int ic = p.in_channels;
-  const int oc = p.out_channels;
-  const bool planar = p.pixel_stride == 1;
-  float* fout = static_cast<float*>(out);
-  std::int8_t* qout = static_cast<std::int8_t*>(out);
-  for (int i = 0; i < n; i += 16) {
-    const int count = n - i < 16 ? n - i : 16;
-    const __mmask16 m = tail_mask16(count);
-    __m512 x[3];
-    for (int j = 0; j < ic; ++j) x[j] = _mm512_maskz_loadu_ps(m, in[j] + i);
-    for (int c = 0; c < oc; ++c) {
-      // Reference order: bias, then each input.
-      __m512 v = bias[c];
-      for (int j = 0; j < ic; ++j) v = _mm512_add_ps(v, _mm512_mul_ps(mat[c][j], x[j]));
-      const std::ptrdiff_t base = i * p.pixel_stride + c * p.channel_stride;
-      if (p.to_int8) {
-        // See sse41.cc: half-to-even, zero point as float, max_ps sends NaN to -128.
-        __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(v, inv_scale),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, zero_point), lo), hi);
-        const __m128i q8 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q));
-        if (planar) {
-          _mm_mask_storeu_epi8(qout + base, m, q8);
-        } else {
-          alignas(16) std::int8_t r[16];
-          _mm_store_si128(reinterpret_cast<__m128i*>(r), q8);
-          for (int j = 0; j < count; ++j) qout[base + j * p.pixel_stride] = r[j];
-        }
-      } else if (planar) {
-        _mm512_mask_storeu_ps(fout + base, m, v);
-      } else {
-        alignas(64) float r[16];
-        _mm512_store_ps(r, v);
-        for (int j = 0; j < count; ++j) fout[base + j * p.pixel_stride] = r[j];
-      }
-    }
-  }
+  int i = 0;
+  for (; i + 16 <= n; i += 16) pack_block<true>(in, i, 16, p, mat, bias, out);
+  if (i < n) pack_block<false>(in, i, n - i, p, mat, bias, out);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -237,11 +237,15 @@ template <int IC, int OC>
 struct PackTransform {
   float32x4_t m[OC][IC];
   float32x4_t bias[OC];
+  bool nz[OC][IC];
 
   explicit PackTransform(const PackParams& p) {
     for (int c = 0; c < OC; ++c) {
       bias[c] = vdupq_n_f32(p.bias[c]);
-      for (int k = 0; k < IC; ++k) m[c][k] = vdupq_n_f32(p.matrix[c][k]);
+      for (int k = 0; k < IC; ++k) {
+        m[c][k] = vdupq_n_f32(p.matrix[c][k]);
+        nz[c][k] = p.matrix[c][k] != 0.0f;  // the reference skips zero coefficients
+      }
     }
   }
 
@@ -250,7 +254,9 @@ struct PackTransform {
     for (int k = 0; k < IC; ++k) x[k] = vld1q_f32(in[k] + i);
     for (int c = 0; c < OC; ++c) {
       float32x4_t v = bias[c];
-      for (int k = 0; k < IC; ++k) v = vaddq_f32(v, vmulq_f32(m[c][k], x[k]));
+      for (int k = 0; k < IC; ++k) {
+        if (nz[c][k]) v = vaddq_f32(v, vmulq_f32(m[c][k], x[k]));
+      }
       out[c] = v;
     }
   }

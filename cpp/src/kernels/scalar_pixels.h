@@ -24,11 +24,14 @@ inline std::int8_t quantize_s8(float v, const PackParams& p) {
   return static_cast<std::int8_t>(q);
 }
 
-// pack_row for pixel i.
+// pack_row for pixel i. Terms with a zero coefficient are skipped (not added as 0 * x): a
+// channel swap or per-channel normalisation then costs one multiply-add per channel.
 inline void pack_pixel(const float* const* in, int i, const PackParams& p, void* out) {
   for (int c = 0; c < p.out_channels; ++c) {
     float v = p.bias[c];
-    for (int k = 0; k < p.in_channels; ++k) v += p.matrix[c][k] * in[k][i];
+    for (int k = 0; k < p.in_channels; ++k) {
+      if (p.matrix[c][k] != 0.0f) v += p.matrix[c][k] * in[k][i];
+    }
     const std::ptrdiff_t at = i * p.pixel_stride + c * p.channel_stride;
     if (p.to_int8) {
       static_cast<std::int8_t*>(out)[at] = quantize_s8(v, p);

@@ -181,9 +181,13 @@ void blend_rows_f32(const float* const* rows, const float* weights, int ntaps, i
 
 struct PackConsts {
   __m128 m[3][3], bias[3], inv_scale, zero_point, lo, hi;
+  bool nz[3][3];  // the reference skips zero coefficients
   explicit PackConsts(const PackParams& p) {
     for (int c = 0; c < 3; ++c) {
-      for (int k = 0; k < 3; ++k) m[c][k] = _mm_set1_ps(p.matrix[c][k]);
+      for (int k = 0; k < 3; ++k) {
+        m[c][k] = _mm_set1_ps(p.matrix[c][k]);
+        nz[c][k] = p.matrix[c][k] != 0.0f;
+      }
       bias[c] = _mm_set1_ps(p.bias[c]);
     }
     inv_scale = _mm_set1_ps(p.inv_scale);
@@ -197,7 +201,9 @@ struct PackConsts {
 inline void transform4(const __m128* x, int in_ch, int out_ch, const PackConsts& k, __m128* v) {
   for (int c = 0; c < out_ch; ++c) {
     __m128 acc = k.bias[c];
-    for (int j = 0; j < in_ch; ++j) acc = _mm_add_ps(acc, _mm_mul_ps(k.m[c][j], x[j]));
+    for (int j = 0; j < in_ch; ++j) {
+      if (k.nz[c][j]) acc = _mm_add_ps(acc, _mm_mul_ps(k.m[c][j], x[j]));
+    }
     v[c] = acc;
   }
 }

@@ -7,8 +7,6 @@ the same input. Tolerance on every output: max |optimised - original| <= 1e-4 * 
 max |original|); folding a BatchNorm into the weights changes the rounding, not the function.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -182,39 +180,38 @@ def _scalar(name, v):
     return (name, np.array(v, np.float32))
 
 
+# test name: (fused activation, the node after the Conv, its constants, expected attributes)
 ACTIVATIONS = {
-    "relu": (lambda: helper.make_node("Relu", ["c"], ["y"]), [], {}),
-    "leaky_relu": (lambda: helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.3), [],
+    "relu": ("relu", lambda: helper.make_node("Relu", ["c"], ["y"]), [], {}),
+    "leaky_relu": ("leaky_relu", lambda: helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.3), [],
                    {"activation_alpha": 0.3}),
-    "leaky_relu_default": (lambda: helper.make_node("LeakyRelu", ["c"], ["y"]), [],
+    "leaky_relu_default": ("leaky_relu", lambda: helper.make_node("LeakyRelu", ["c"], ["y"]), [],
                            {"activation_alpha": 0.01}),
-    "sigmoid": (lambda: helper.make_node("Sigmoid", ["c"], ["y"]), [], {}),
-    "hard_sigmoid": (lambda: helper.make_node("HardSigmoid", ["c"], ["y"], alpha=0.3, beta=0.4), [],
+    "sigmoid": ("sigmoid", lambda: helper.make_node("Sigmoid", ["c"], ["y"]), [], {}),
+    "hard_sigmoid": ("hard_sigmoid", lambda: helper.make_node("HardSigmoid", ["c"], ["y"], alpha=0.3, beta=0.4), [],
                      {"activation_alpha": 0.3, "activation_beta": 0.4}),
-    "hard_swish": (lambda: helper.make_node("HardSwish", ["c"], ["y"]), [], {}),
-    "tanh": (lambda: helper.make_node("Tanh", ["c"], ["y"]), [], {}),
-    "clip": (lambda: helper.make_node("Clip", ["c", "lo", "hi"], ["y"]),
+    "hard_swish": ("hard_swish", lambda: helper.make_node("HardSwish", ["c"], ["y"]), [], {}),
+    "tanh": ("tanh", lambda: helper.make_node("Tanh", ["c"], ["y"]), [], {}),
+    "clip": ("clip", lambda: helper.make_node("Clip", ["c", "lo", "hi"], ["y"]),
              [_scalar("lo", -1.5), _scalar("hi", 2.5)], {"activation_alpha": -1.5, "activation_beta": 2.5}),
-    "clip_max_only": (lambda: helper.make_node("Clip", ["c", "", "hi"], ["y"]), [_scalar("hi", 6.0)],
+    "clip_max_only": ("clip", lambda: helper.make_node("Clip", ["c", "", "hi"], ["y"]), [_scalar("hi", 6.0)],
                       {"activation_beta": 6.0}),
-    "prelu_per_channel": (lambda: helper.make_node("PRelu", ["c", "slope"], ["y"]),
+    "prelu_per_channel": ("prelu", lambda: helper.make_node("PRelu", ["c", "slope"], ["y"]),
                           [("slope", np.linspace(-0.5, 0.7, 13, dtype=np.float32).reshape(13, 1, 1))], {}),
-    "prelu_nchw": (lambda: helper.make_node("PRelu", ["c", "slope"], ["y"]),
+    "prelu_nchw": ("prelu", lambda: helper.make_node("PRelu", ["c", "slope"], ["y"]),
                    [("slope", np.linspace(0.1, 0.3, 13, dtype=np.float32).reshape(1, 13, 1, 1))], {}),
-    "prelu_scalar": (lambda: helper.make_node("PRelu", ["c", "slope"], ["y"]),
+    "prelu_scalar": ("prelu", lambda: helper.make_node("PRelu", ["c", "slope"], ["y"]),
                      [("slope", np.array([0.25], np.float32))], {}),
 }
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_fuses_into_conv(rng, name):
-    make, inits, attrs = ACTIVATIONS[name]
+    kind, make, inits, attrs = ACTIVATIONS[name]
     src = _conv_model(rng, [make()], extra_inits=inits)
     graph = importer.import_onnx(src).graph
     assert [n.type for n in graph.nodes] == ["Conv"], name
     conv = graph.nodes[0]
-    kind = name.split("_default")[0].split("_max_only")[0]
-    kind = "prelu" if kind.startswith("prelu") else kind
     assert conv.attrs["activation"] == kind and conv.outputs == ["y"]
     for k, v in attrs.items():
         assert conv.attrs[k] == pytest.approx(v)
@@ -225,7 +222,7 @@ def test_activation_fuses_into_conv(rng, name):
 
 
 def test_prelu_fuses_into_conv_without_bias(rng):
-    make, inits, _ = ACTIVATIONS["prelu_per_channel"]
+    _, make, inits, _ = ACTIVATIONS["prelu_per_channel"]
     src = _conv_model(rng, [make()], bias=False, extra_inits=inits)
     graph = importer.import_onnx(src).graph
     (conv,) = graph.nodes
@@ -347,14 +344,17 @@ def test_shapes_are_recorded(rng):
 def test_dead_nodes_and_constants_are_removed(rng):
     nodes = [helper.make_node("Relu", ["x"], ["y"]),
              helper.make_node("Mul", ["x", "unused_k"], ["dead1"]),
-             helper.make_node("Sigmoid", ["dead1"], ["dead2"])]
-    src = _model(nodes, [_vi("x", [1, 4])], [_vi("y", None)], [("unused_k", np.ones(4, np.float32))])
+             helper.make_node("Sigmoid", ["dead1"], ["dead2"]),
+             helper.make_node("Add", ["dead2", "x2"], ["dead3"])]
+    src = _model(nodes, [_vi("x", [1, 4]), _vi("x2", [1, 4])], [_vi("y", None)],
+                 [("unused_k", np.ones(4, np.float32))])
     imported = importer.import_onnx(src)
     graph = imported.graph
     assert [n.type for n in graph.nodes] == ["Relu"] and graph.constants == {}
+    assert graph.inputs == ["x"]
     assert set(graph.values) <= {"x", "y"}
     dead = next(s for s in imported.stats if s.name == "remove dead nodes")
-    assert (dead.ops_before, dead.ops_after) == (3, 1)
+    assert (dead.ops_before, dead.ops_after) == (4, 1)
 
 
 def test_identity_and_dropout_are_removed(rng):
@@ -414,6 +414,21 @@ def test_ops_outside_the_engine_set_are_fine_when_they_fold(rng):
     assert [n.type for n in imported.graph.nodes] == ["Add"]
     s = modelfile.summary(encode_imported(imported, task="detect", head="yunet"))
     assert [o["type"] for o in s["ops"]] == ["Add"]
+
+
+def test_cli_convert_reports_op_counts_per_pass(tmp_path):
+    import json
+    import subprocess
+    import sys
+    path = need(MODELS / "opencv_zoo/face_recognition_sface_2021dec_int8bq.onnx")
+    r = subprocess.run([sys.executable, "-m", "picoface", "convert", str(path), "--task", "embed",
+                        "--preset", "sface", "-o", str(tmp_path / "s.pface"), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    passes = {p["name"]: (p["ops_before"], p["ops_after"]) for p in out["passes"]}
+    assert passes["fold constants"][1] < passes["fold constants"][0]
+    assert out["passes"][0]["ops_before"] == 145 and out["ops"] == out["passes"][-1]["ops_after"] == 33
 
 
 def test_old_opset_is_upgraded_to_18(rng):

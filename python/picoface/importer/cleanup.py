@@ -44,7 +44,8 @@ def remove_passthrough(graph: Graph) -> None:
 
 
 def remove_dead(graph: Graph) -> None:
-    """Drops nodes no graph output depends on, then constants and value records nothing reads."""
+    """Drops nodes no graph output depends on, then the constants, inputs and value records
+    nothing left reads."""
     live = set(graph.outputs)
     kept = []
     for node in reversed(graph.nodes):
@@ -53,5 +54,6 @@ def remove_dead(graph: Graph) -> None:
             live.update(i for i in node.inputs if i)
     graph.nodes = kept[::-1]
     graph.constants = {k: v for k, v in graph.constants.items() if k in live}
+    graph.inputs = [i for i in graph.inputs if i in live]
     named = live | set(graph.inputs) | {o for n in graph.nodes for o in n.outputs}
     graph.values = {k: v for k, v in graph.values.items() if k in named}

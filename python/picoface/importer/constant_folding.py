@@ -2,7 +2,7 @@
 by the ONNX reference implementation (so folding has ONNX's semantics, not ours)."""
 
 import logging
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 
@@ -74,7 +74,12 @@ def _fold(graph: Graph, node: Node):
     if not names or not all(n in graph.constants for n in names):
         return None
     inputs = [graph.constants[n] for n in names]
-    outs = evaluate(node, inputs, graph.opset)
+    try:
+        outs = evaluate(node, inputs, graph.opset)
+    except Exception as e:  # no reference kernel, or inputs it rejects: the engine decides
+        log.warning("not folding %s %s: the ONNX reference evaluator failed (%s)", node.type,
+                    node.name or node.outputs[0], e)
+        return None
     size = sum(o.size for o in outs)
     if size > _SMALL and size > _MAX_GROWTH * sum(a.size for a in inputs):
         log.debug("not folding %s %s: %d elements from %d", node.type, node.name, size,

@@ -53,7 +53,7 @@ def fold_batchnorm(graph: Graph) -> None:
             continue
         params = _conv_params(graph, conv)
         stats = [graph.constants.get(n) for n in bn.inputs[1:5]]
-        if params is None or any(s is None for s in stats):
+        if params is None or any(s is None or s.size != params[0].shape[0] for s in stats):
             continue
         w, b = params
         gamma, beta, mean, var = (s.astype(np.float64).reshape(-1) for s in stats)
@@ -97,14 +97,12 @@ def _activation(graph: Graph, act: Node, weight: np.ndarray) -> Optional[dict]:
         return {"activation": "clip", "activation_alpha": bounds[0], "activation_beta": bounds[1]}
     if t == "PRelu":
         slope = graph.constants.get(act.inputs[1])
-        if slope is None or slope.dtype != np.float32 or weight.ndim != 4:
+        if slope is None or slope.dtype != np.float32 or weight.ndim != 4 or slope.ndim > 4:
             return None  # the per-channel reading below assumes a 2-D Conv's NCHW output
-        # Broadcast against NCHW (right-aligned): per channel only when every axis but C is 1.
-        dims = (1,) * (3 - slope.ndim) + slope.shape if slope.ndim <= 3 else slope.shape
-        if slope.ndim > 4 or (slope.ndim == 4 and dims[0] != 1):
-            return None
-        c, rest = (dims[-3], dims[-2:]) if len(dims) >= 3 else (1, dims)
-        if any(d != 1 for d in rest) or c not in (1, channels):
+        # The slope broadcasts against NCHW right-aligned: per channel only when its shape,
+        # padded to rank 4, is (1, C or 1, 1, 1). A (C,) slope would scale along W.
+        padded = (1,) * (4 - slope.ndim) + slope.shape
+        if padded[0] != 1 or padded[2:] != (1, 1) or padded[1] not in (1, channels):
             return None
         return {"activation": "prelu", "slope": np.broadcast_to(slope.reshape(-1), (channels,)).copy()}
     return None

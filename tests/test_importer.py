@@ -335,6 +335,18 @@ def test_shape_arithmetic_folds_for_static_shapes_only(rng):
     assert_same_function(dynamic, graph, _feeds(rng, (3, 3, 4, 5)))
 
 
+def test_folding_does_not_materialise_large_tensors(rng):
+    # ConstantOfShape/Expand of a small description stay for the engine: the file stays small.
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["z"],
+                              value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             helper.make_node("Add", ["x", "z"], ["y"])]
+    src = _model(nodes, [_vi("x", [1, 64, 64, 64])], [_vi("y", None)],
+                 [("shape", np.array([1, 64, 64, 64], np.int64))])
+    graph = importer.import_onnx(src).graph
+    assert [n.type for n in graph.nodes] == ["ConstantOfShape", "Add"]
+    assert_same_function(src, graph, _feeds(rng, (1, 64, 64, 64)))
+
+
 def test_shapes_are_recorded(rng):
     src = _conv_model(rng, [helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])])
     graph = importer.import_onnx(src).graph

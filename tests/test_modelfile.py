@@ -166,17 +166,18 @@ def test_save_is_atomic(tmp_path):
         mf.summary(tmp_path / "missing.pface")
 
 
-def test_convert_yunet_keeps_every_node_and_weight():
-    onnx = need_module("onnx")
+def test_convert_yunet_writes_the_optimised_graph():
+    need_module("onnx")
+    from picoface import importer
     from picoface.convert import convert_onnx
-    model = onnx.load(str(need(YUNET_S)))
+    graph = importer.import_onnx(need(YUNET_S)).graph
     s = mf.summary(convert_onnx(YUNET_S, task="detect", head="yunet"))
-    non_const = [n for n in model.graph.node if n.op_type != "Constant"]
-    assert [o["type"] for o in s["ops"]] == [n.op_type for n in non_const]
-    weights = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
-    consts = sum(int(np.prod(a.t.dims)) for n in model.graph.node if n.op_type == "Constant"
-                 for a in n.attribute if a.name == "value")
-    assert s["parameters"] == weights + consts
+    assert [o["type"] for o in s["ops"]] == [n.type for n in graph.nodes]
+    assert [o["attrs"] for o in s["ops"]] == [n.attrs for n in graph.nodes]
+    assert sum(o["attrs"].get("activation") == "relu" for o in s["ops"]) == 15  # every Relu fused
+    assert s["parameters"] == sum(a.size for a in graph.constants.values())
+    names = [t["name"] for t in s["tensors"]]
+    assert [names[i] for i in s["inputs"]] == ["input"] and s["tensors"][s["inputs"][0]]["shape"] == [-1, 3, -1, -1]
     md = s["metadata"]
     assert (md["head.type"], md["input.size_policy"], md["input.multiple"]) == ("yunet", "multiple", 32)
     assert md["provenance"].startswith("converted from yunet_s_dynamic.onnx (sha256 ")

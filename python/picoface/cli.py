@@ -1,10 +1,12 @@
 """The ``picoface`` command line."""
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 log = logging.getLogger("picoface")
 
@@ -60,12 +62,21 @@ def _cmd_detect(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from picoface import modelfile
-    from picoface.convert import convert_onnx
+    from picoface import importer, modelfile
+    from picoface.convert import encode_imported
 
-    blob = convert_onnx(args.model, task=args.task, head=args.head, preset=args.preset)
+    imported = importer.import_onnx(args.model)
+    blob = encode_imported(imported, task=args.task, head=args.head, preset=args.preset,
+                           source=Path(args.model).name)
     out = modelfile.save(args.output, blob)
     summary = modelfile.summary(out)  # re-read through the C++ loader: never ship a bad file
+    if args.json:
+        print(json.dumps({"output": str(out), "bytes": len(blob), "ops": len(summary["ops"]),
+                          "parameters": summary["parameters"],
+                          "passes": [dataclasses.asdict(s) for s in imported.stats]}, indent=2))
+        return 0
+    for s in imported.stats:
+        print(f"  {s.name:36s} {s.ops_before:5d} -> {s.ops_after:5d} ops")
     print(f"wrote {out} ({len(blob)} bytes, {len(summary['ops'])} ops, "
           f"{summary['parameters']} parameters)")
     return 0
@@ -121,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--head", help="detector head, e.g. yunet, scrfd")
     conv.add_argument("--preset", help="recogniser input convention, e.g. arcface, sface")
     conv.add_argument("--output", "-o", required=True, help="output .pface file")
+    conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")
     conv.set_defaults(run=_cmd_convert)
 
     ins = sub.add_parser("inspect", help="metadata, ops and parameters of a .pface model")

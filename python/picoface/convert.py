@@ -1,10 +1,10 @@
 """ONNX -> .pface import.
 
-This first importer maps the ONNX graph one to one: initializers and Constant nodes become
-constant tensors, every other node an op with its ONNX type and attributes; the detector or
-recogniser description the ONNX file lacks comes from the named head / task preset. Graph
-optimisation (constant folding, BatchNorm folding, activation fusion, dequantisation of
-int8 weight blocks) and the native engine that runs the result come with issue #3.
+The graph is read and optimised by :mod:`picoface.importer` (opset upgrade, shape inference,
+constant folding including int8 weight-block dequantisation, BatchNorm folding, activation
+fusion, dead-node removal), checked against the native engine's op set, then written with
+the detector or recogniser description the ONNX file lacks, taken from the named head / task
+preset.
 """
 
 import hashlib
@@ -13,7 +13,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from picoface import modelfile
+from picoface import importer, modelfile
 from picoface.embedder import PRESETS as EMBED_PRESETS
 from picoface.heads import HEADS
 
@@ -21,41 +21,24 @@ TASKS = ("detect", "landmarks", "embed")
 _SUPPORTED = {"float32", "int8", "uint8", "int32", "int64"}
 
 
-def _onnx():
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        raise ImportError("converting ONNX models needs the onnx package: pip install 'picoface[onnx]'") from None
-    return onnx, numpy_helper
-
-
-def _array(tensor, numpy_helper) -> np.ndarray:
-    arr = numpy_helper.to_array(tensor)
-    if arr.dtype == np.float64 or arr.dtype == np.float16:
+def _constant(name: str, arr: np.ndarray) -> np.ndarray:
+    # The file stores five dtypes; float64/float16 constants are weights or scales that fp32
+    # holds as well as the fp32 graph uses them, and bool is stored as 0/1 bytes.
+    if arr.dtype in (np.float64, np.float16):
         arr = arr.astype(np.float32)
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
     if str(arr.dtype) not in _SUPPORTED:
-        raise ValueError(f"tensor {tensor.name!r} has unsupported dtype {arr.dtype}")
+        raise ValueError(f"tensor {name!r} has unsupported dtype {arr.dtype}")
     return arr
 
 
-def _attr(a, onnx, numpy_helper):
-    t = onnx.AttributeProto
-    if a.type == t.FLOAT:
-        return float(a.f)
-    if a.type == t.INT:
-        return int(a.i)
-    if a.type == t.STRING:
-        return a.s.decode("utf-8", "replace")
-    if a.type == t.FLOATS:
-        return [float(x) for x in a.floats]
-    if a.type == t.INTS:
-        return [int(x) for x in a.ints]
-    if a.type == t.STRINGS:
-        return [s.decode("utf-8", "replace") for s in a.strings]
-    raise ValueError(f"attribute {a.name!r} of type {a.type} is not supported")
+def _activation_dtype(value) -> str:
+    if value is None or value.dtype in ("float64", "float16"):
+        return "float32"
+    if value.dtype == "bool":
+        return "uint8"
+    return value.dtype if value.dtype in _SUPPORTED else "float32"
 
 
 def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_shape,
@@ -92,45 +75,44 @@ def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_sh
     return meta
 
 
-def convert_onnx(path, *, task: str, head: Optional[str] = None, preset: Optional[str] = None) -> bytes:
-    """Returns the .pface bytes of an ONNX model. Raises ValueError / FileNotFoundError."""
-    onnx, numpy_helper = _onnx()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX model not found: {str(path)!r}")
-    raw = path.read_bytes()
-    try:
-        model = onnx.load_from_string(raw)
-    except Exception as e:  # protobuf raises its own errors for corrupt files
-        raise ValueError(f"not a readable ONNX model: {e}") from None
-    graph = model.graph
-    tensors, ops, names = [], [], set()
-    init_names = {t.name for t in graph.initializer}
-    for init in graph.initializer:
-        tensors.append(modelfile.Tensor(init.name, data=_array(init, numpy_helper)))
-        names.add(init.name)
-    real_inputs = [i for i in graph.input if i.name not in init_names]
-    if not real_inputs:
-        raise ValueError("the ONNX graph has no non-constant input")
-    first = real_inputs[0]
-    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in first.type.tensor_type.shape.dim]
-    tensors.append(modelfile.Tensor(first.name, dtype="float32", shape=dims))
-    names.add(first.name)
-    for node in graph.node:
-        if node.op_type == "Constant":
-            value = next((a for a in node.attribute if a.name == "value"), None)
-            if value is None:
-                raise ValueError(f"Constant node {node.name!r} without a tensor value is not supported")
-            tensors.append(modelfile.Tensor(node.output[0], data=_array(value.t, numpy_helper)))
-            names.add(node.output[0])
-            continue
-        for out in node.output:
-            if out and out not in names:
-                tensors.append(modelfile.Tensor(out, dtype="float32", shape=()))
-                names.add(out)
-        ops.append(modelfile.Op(node.op_type, [i if i else None for i in node.input],
-                                [o for o in node.output if o],
-                                {a.name: _attr(a, onnx, numpy_helper) for a in node.attribute}))
+def encode_imported(imported: "importer.Imported", *, task: str, head: Optional[str] = None,
+                    preset: Optional[str] = None, source: str = "model.onnx") -> bytes:
+    """The .pface bytes of an imported graph. Raises ValueError when ops outside the native
+    engine's set remain, when the graph has not exactly one input, or for a bad task/head."""
+    graph = imported.graph
+    missing = importer.unsupported_ops(graph)
+    if missing:
+        raise ValueError(f"the native engine does not support these ops: {', '.join(missing)} "
+                         "(the onnxruntime backend can still run the ONNX file)")
+    if len(graph.inputs) != 1:
+        raise ValueError(f"expected one image input, got {len(graph.inputs)}: {graph.inputs}")
+    first = graph.inputs[0]
+    value = graph.values.get(first)
+    dims = list(value.shape) if value is not None and value.shape is not None else []
+    tensors = [modelfile.Tensor(first, dtype="float32", shape=dims)]
+    tensors += [modelfile.Tensor(name, data=_constant(name, arr)) for name, arr in graph.constants.items()]
+    ops = []
+    for node in graph.nodes:
+        for out in node.outputs:
+            if out:
+                v = graph.values.get(out)
+                shape = v.shape if v is not None and v.shape is not None else ()
+                tensors.append(modelfile.Tensor(out, dtype=_activation_dtype(v), shape=shape))
+        ops.append(modelfile.Op(node.type, [i or None for i in node.inputs],
+                                [o for o in node.outputs if o], dict(node.attrs)))
     shape = [d if d > 0 else None for d in dims]
-    meta = metadata_for(task, head, preset, shape, path, hashlib.sha256(raw).hexdigest())
-    return modelfile.encode(meta, tensors, ops, [first.name], [o.name for o in graph.output])
+    meta = metadata_for(task, head, preset, shape, Path(source),
+                        hashlib.sha256(imported.source).hexdigest())
+    return modelfile.encode(meta, tensors, ops, [first], list(graph.outputs))
+
+
+def convert_onnx(path, *, task: str, head: Optional[str] = None, preset: Optional[str] = None) -> bytes:
+    """Returns the .pface bytes of an ONNX model. Raises ValueError / FileNotFoundError
+    (ImportError without the onnx package)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ImportError("converting ONNX models needs the onnx package: pip install 'picoface[onnx]'") from None
+    path = Path(path)
+    return encode_imported(importer.import_onnx(path), task=task, head=head, preset=preset,
+                           source=path.name)

@@ -1,5 +1,6 @@
 """Face detection: preprocess (C++) -> network (backend) -> decode + NMS (C++)."""
 
+import dataclasses
 import math
 import time
 from typing import Optional
@@ -52,9 +53,6 @@ class FaceDetector:
         if model is None:
             raise ValueError("picoface ships no default detector yet (issue #5): pass an ONNX "
                              "model path and head=, e.g. FaceDetector('yunet_s_dynamic.onnx', head='yunet')")
-        if head is None:
-            raise ValueError("expected head= for an ONNX model (e.g. head='yunet')")
-        self.head = get_head(head)
         self.score_threshold = _validate.probability(score_threshold, "score_threshold")
         self.nms_threshold = _validate.probability(nms_threshold, "nms_threshold")
         self.max_faces = _validate.count(max_faces, "max_faces")
@@ -66,6 +64,7 @@ class FaceDetector:
         source = _validate.model_source(model, "detector model")
         self.model_name = "<bytes>" if isinstance(source, bytes) else str(source)
         self._net = open_backend(source, backend, self.threads)
+        self.head = self._head_from(head)
         shape = self._net.input_shape
         self._fixed = (shape[3], shape[2]) if len(shape) == 4 and shape[2] and shape[3] else None
         m = self.head.size_multiple
@@ -79,6 +78,23 @@ class FaceDetector:
             if w % m or h % m:
                 raise ValueError(f"expected input_size sides that are multiples of {m} for a "
                                  f"{self.head.name} head, got {self.input_size}")
+
+    def _head_from(self, head):
+        """The head named by the caller, else the one the model file describes; the model
+        file's input convention (colour, mean/std) always wins over the head's defaults."""
+        meta = getattr(self._net, "metadata", None)
+        if meta is None:
+            if head is None:
+                raise ValueError("expected head= for an ONNX model (e.g. head='yunet')")
+            return get_head(head)
+        if meta.get("task") != "detect":
+            raise ValueError(f"expected a detector model, got task {meta.get('task')!r}")
+        spec = get_head(head if head is not None else meta.get("head.type"))
+        return dataclasses.replace(
+            spec, color=meta["input.color"], mean=tuple(meta["input.mean"]),
+            std=tuple(meta["input.std"]),
+            strides=tuple(meta.get("head.strides", spec.strides)),
+            size_multiple=int(meta.get("input.multiple", spec.size_multiple)))
 
     @property
     def backend(self) -> str:

@@ -5,6 +5,8 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from picoface import _core
+
 BACKENDS = ("auto", "onnxruntime", "native", "tflite")
 
 
@@ -20,14 +22,34 @@ class Backend:
         raise NotImplementedError
 
 
+def is_native_model(model: Union[Path, bytes]) -> bool:
+    """True for a .pface file (by its magic bytes, not its name)."""
+    if isinstance(model, bytes):
+        return model[:8] == b"PICOFACE"
+    with open(model, "rb") as f:
+        return f.read(8) == b"PICOFACE"
+
+
 def open_backend(model: Union[Path, bytes], backend: str, threads: int) -> Backend:
-    """Opens ``model`` with the named backend ("auto" picks by what the model is)."""
+    """Opens ``model`` with the named backend; "auto" runs .pface files natively and ONNX
+    files with onnxruntime."""
     if backend not in BACKENDS:
         raise ValueError(f"expected backend one of {BACKENDS}, got {backend!r}")
-    if backend in ("native", "tflite"):
-        raise ValueError(
-            f"backend {backend!r} is not available in this release: the native engine and "
-            "model format arrive with issue #3, TFLite with issue #7; use backend='onnxruntime'")
+    if backend == "tflite":
+        raise ValueError("backend 'tflite' arrives with issue #7; use 'native' or 'onnxruntime'")
+    native = is_native_model(model)
+    if backend == "native" or (backend == "auto" and native):
+        if not native:
+            raise ValueError("the native backend runs .pface models: convert the ONNX file first "
+                             "with `picoface convert MODEL.onnx --task ... -o MODEL.pface`")
+        if not hasattr(_core, "Engine"):
+            raise ValueError("this build has no native engine yet (issue #3); use an ONNX "
+                             "model with backend='onnxruntime'")
+        from picoface.backends.native import NativeBackend
+
+        return NativeBackend(model, threads=threads)
+    if native:
+        raise ValueError("onnxruntime cannot run a .pface model; use backend='native'")
     from picoface.backends.ort import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(model, threads=threads)

@@ -242,9 +242,10 @@ void resample_gather(const std::uint8_t* src, const std::int32_t* xofs, const fl
                                             _mm256_set1_epi32(ntaps));
     for (; x + 8 <= dst_w; x += 8) {
       const __m256i ofs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xofs + x));
-      if (kCh == 3 && kTaps == 2) {
-        // A run of blocks whose offsets step by 2. They read only bytes between a block's
-        // first and last tap, so they need no over-read check.
+      if (kCh == 3 && kTaps == 2 && xofs[x + 7] - xofs[x] == 14) {
+        // A run of blocks whose offsets step by 2 (the scalar test keeps other shrink
+        // factors off the vector unit). They read only bytes between a block's first and
+        // last tap, so they need no over-read check.
         __m256i want = _mm256_add_epi32(_mm256_set1_epi32(xofs[x]), step2);
         if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(ofs, want)) == -1) {
           const std::uint8_t* p = src + 3 * static_cast<std::ptrdiff_t>(xofs[x]);

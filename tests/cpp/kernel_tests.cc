@@ -113,11 +113,20 @@ void test_resample(const KernelTable& k, const KernelTable& ref, std::mt19937& r
   for (int ch = 1; ch <= 4; ++ch) {
     for (int ntaps = 1; ntaps <= 5; ++ntaps) {
       for (int dst_w : kSizes) {
-        for (int variant = 0; variant < 2; ++variant) {
-          // variant 0: downscale with increasing offsets; 1: upscale with repeated offsets.
-          const int src_w = variant == 0 ? dst_w * 3 + ntaps : dst_w / 2 + ntaps;
+        for (int variant = 0; variant < 4; ++variant) {
+          // variant 0: downscale with increasing offsets; 1: upscale with repeated offsets;
+          // 2: 2:1 shrink, offsets stepping by exactly 2 (SIMD stride-2 blocks up to the last
+          // tap of the row); 3: as 2 with every third offset moved by one, which breaks the
+          // stride inside some blocks and leaves whole stride-2 blocks between them.
+          const int src_w = variant == 0   ? dst_w * 3 + ntaps
+                            : variant == 1 ? dst_w / 2 + ntaps
+                                           : 2 * (dst_w - 1) + ntaps + (variant == 3 ? 1 : 0);
           std::vector<std::int32_t> xofs(dst_w);
           for (int x = 0; x < dst_w; ++x) {
+            if (variant >= 2) {
+              xofs[x] = 2 * x + (variant == 3 && x % 24 == 23 ? 1 : 0);
+              continue;
+            }
             xofs[x] = static_cast<std::int32_t>(
                 static_cast<long long>(x) * (src_w - ntaps) / (dst_w > 1 ? dst_w - 1 : 1));
           }

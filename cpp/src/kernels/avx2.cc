@@ -106,6 +106,53 @@ inline void resample_block_c3t2(const std::uint8_t* src, const std::int32_t* o, 
   }
 }
 
+// 3 channels, 2 taps, offsets stepping by 2 pixels (every 2:1 shrink): the block's taps are
+// 48 contiguous bytes, from the first tap of pixel 0 to the last tap of pixel 7, so two
+// 32-byte windows of four 16-byte loads fetch them without reading past the last tap.
+// Each 128-bit lane holds two whole pixels, and one pshufb per channel yields their taps in
+// the weights' own pixel-major order, so the weights need no deinterleaving: the products
+// are split into taps afterwards. (w0*v0 + w1*v1) + 0 equals the reference's
+// (0 + w0*v0) + w1*v1 bit for bit: the two differ only in the sign of a zero sum, which the
+// final + 0 makes positive in both.
+struct Stride2C3T2 {
+  __m256i sel0[3], sel1[3];
+  Stride2C3T2() {
+    for (int c = 0; c < 3; ++c) {
+      // Per lane: dwords (pixel a tap 0, a tap 1, b tap 0, b tap 1) of the lane's two pixels,
+      // which start at byte 0 of y0's lanes and at byte 4 of y1's.
+      sel0[c] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u) + c),
+                                 _mm256_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9));
+      sel1[c] = _mm256_add_epi32(sel0[c], _mm256_set1_epi32(4));
+    }
+  }
+};
+
+inline void resample_block_c3t2_s2(const Stride2C3T2& k, const std::uint8_t* p, const float* w,
+                                   float* d0, float* d1, float* d2) {
+  float* const dst[3] = {d0, d1, d2};
+  // Two 16-byte halves joined by a broadcast load and a blend rather than an insert, which
+  // would take a shuffle slot from the pshufbs below.
+  auto ld2 = [](const void* lo, const void* hi) {
+    const __m256i l = _mm256_castsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(lo)));
+    const __m256i h = _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(hi)));
+    return _mm256_blend_epi32(l, h, 0xF0);
+  };
+  // Pixels (0 1 | 4 5) at bytes 0 and 24, (2 3 | 6 7) at bytes 12 and 36 (loaded from 8, 32).
+  const __m256i y0 = ld2(p, p + 24);
+  const __m256i y1 = ld2(p + 8, p + 32);
+  // Weights of pixels (0 1 | 4 5) and (2 3 | 6 7), matching y0 and y1.
+  const __m256 wa = _mm256_castsi256_ps(ld2(w, w + 8));
+  const __m256 wb = _mm256_castsi256_ps(ld2(w + 4, w + 12));
+  const __m256 zero = _mm256_setzero_ps();
+  for (int c = 0; c < 3; ++c) {
+    const __m256 pa = _mm256_mul_ps(wa, _mm256_cvtepi32_ps(_mm256_shuffle_epi8(y0, k.sel0[c])));
+    const __m256 pb = _mm256_mul_ps(wb, _mm256_cvtepi32_ps(_mm256_shuffle_epi8(y1, k.sel1[c])));
+    const __m256 t0 = _mm256_shuffle_ps(pa, pb, _MM_SHUFFLE(2, 0, 2, 0));  // pixels 0..7, tap 0
+    const __m256 t1 = _mm256_shuffle_ps(pa, pb, _MM_SHUFFLE(3, 1, 3, 1));  // pixels 0..7, tap 1
+    _mm256_storeu_ps(dst[c], _mm256_add_ps(_mm256_add_ps(t0, t1), zero));
+  }
+}
+
 // 4x4 transpose of 32-bit elements within each 128-bit lane.
 inline void transpose4_epi32(__m256i* r) {
   const __m256i a = _mm256_unpacklo_epi32(r[0], r[1]), b = _mm256_unpacklo_epi32(r[2], r[3]);
@@ -188,11 +235,39 @@ void resample_gather(const std::uint8_t* src, const std::int32_t* xofs, const fl
   int x = 0;
   if (room >= 0 && room + window <= 0x7FFFFFFF) {  // gather offsets are int32
     const ByteWindow bw;
+    const Stride2C3T2 s2;
+    const __m256i step2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
     const __m256i limit = _mm256_set1_epi32(static_cast<int>(room / kCh));
     const __m256i widx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                             _mm256_set1_epi32(ntaps));
     for (; x + 8 <= dst_w; x += 8) {
       const __m256i ofs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xofs + x));
+      if (kCh == 3 && kTaps == 2 && xofs[x + 7] - xofs[x] == 14) {
+        // A run of blocks whose offsets step by 2 (the scalar test keeps other shrink
+        // factors off the vector unit). They read only bytes between a block's first and
+        // last tap, so they need no over-read check.
+        __m256i want = _mm256_add_epi32(_mm256_set1_epi32(xofs[x]), step2);
+        if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(ofs, want)) == -1) {
+          const std::uint8_t* p = src + 3 * static_cast<std::ptrdiff_t>(xofs[x]);
+          const float* w = weights + 2 * static_cast<std::ptrdiff_t>(x);
+          float* d0 = dst_planes[0] + x;
+          float* d1 = dst_planes[1] + x;
+          float* d2 = dst_planes[2] + x;
+          const int n = dst_w - x;
+          int i = 0;
+          do {
+            resample_block_c3t2_s2(s2, p, w, d0 + i, d1 + i, d2 + i);
+            p += 48;
+            w += 16;
+            i += 8;
+            want = _mm256_add_epi32(want, _mm256_set1_epi32(16));
+          } while (i + 8 <= n &&
+                   _mm256_movemask_epi8(_mm256_cmpeq_epi32(
+                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xofs + x + i)), want)) == -1);
+          x += i - 8;  // the loop's own += 8 moves past the last block done
+          continue;
+        }
+      }
       if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(ofs, limit)) != 0) {
         for (int j = 0; j < 8; ++j) resample_pixel(src, kCh, xofs, weights, ntaps, x + j, dst_planes);
         continue;

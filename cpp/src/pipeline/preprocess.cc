@@ -32,40 +32,49 @@ struct Taps {
   std::vector<float> w;
 };
 
+// Calls f(source index, weight) for every tap of output pixel i, indices clamped to the
+// source, in increasing index order.
+template <typename F>
+void for_each_tap(int i, int src_len, double ratio, bool area, F&& f) {
+  if (area) {
+    // Output pixel i covers [i*ratio, (i+1)*ratio) of the source; weight = overlap / ratio.
+    const double begin = i * ratio, end = std::min((i + 1) * ratio, double(src_len));
+    for (int s = static_cast<int>(std::floor(begin)); s < end; ++s) {
+      const double overlap = std::min(end, s + 1.0) - std::max(begin, double(s));
+      if (overlap > 1e-9) f(s, overlap / ratio);
+    }
+  } else {
+    const double pos = (i + 0.5) * ratio - 0.5;
+    const int s0 = static_cast<int>(std::floor(pos));
+    const double frac = pos - s0;
+    f(std::clamp(s0, 0, src_len - 1), 1.0 - frac);
+    f(std::clamp(s0 + 1, 0, src_len - 1), frac);
+  }
+}
+
+// Two passes over the same tap enumeration (window width, then weights): no per-pixel
+// allocation, which mattered at video rates.
 Taps make_taps(int src_len, int dst_len, bool area) {
   const double ratio = static_cast<double>(src_len) / dst_len;
-  std::vector<std::vector<std::pair<int, double>>> per_out(dst_len);
-  for (int i = 0; i < dst_len; ++i) {
-    auto& taps = per_out[i];
-    if (area) {
-      // Output pixel i covers [i*ratio, (i+1)*ratio) of the source; weight = overlap / ratio.
-      const double begin = i * ratio, end = std::min((i + 1) * ratio, double(src_len));
-      for (int s = static_cast<int>(std::floor(begin)); s < end; ++s) {
-        const double overlap = std::min(end, s + 1.0) - std::max(begin, double(s));
-        if (overlap > 1e-9) taps.emplace_back(s, overlap / ratio);
-      }
-    } else {
-      const double pos = (i + 0.5) * ratio - 0.5;
-      const int s0 = static_cast<int>(std::floor(pos));
-      const double f = pos - s0;
-      taps.emplace_back(std::clamp(s0, 0, src_len - 1), 1.0 - f);
-      taps.emplace_back(std::clamp(s0 + 1, 0, src_len - 1), f);
-    }
-  }
   Taps t;
-  for (const auto& taps : per_out) {
-    const int lo = taps.front().first, hi = taps.back().first;
+  t.ofs.resize(dst_len);
+  for (int i = 0; i < dst_len; ++i) {
+    int lo = src_len, hi = -1;
+    for_each_tap(i, src_len, ratio, area, [&](int s, double) {
+      lo = std::min(lo, s);
+      hi = std::max(hi, s);
+    });
+    t.ofs[i] = lo;
     t.ntaps = std::max(t.ntaps, hi - lo + 1);
   }
   t.ntaps = std::min(t.ntaps, src_len);
-  t.ofs.resize(dst_len);
   t.w.assign(static_cast<std::size_t>(dst_len) * t.ntaps, 0.0f);
   for (int i = 0; i < dst_len; ++i) {
-    const int start = std::clamp(per_out[i].front().first, 0, src_len - t.ntaps);
+    const int start = std::clamp(t.ofs[i], 0, src_len - t.ntaps);
     t.ofs[i] = start;
-    for (const auto& [s, weight] : per_out[i]) {
-      t.w[static_cast<std::size_t>(i) * t.ntaps + (s - start)] += static_cast<float>(weight);
-    }
+    float* w = t.w.data() + static_cast<std::size_t>(i) * t.ntaps;
+    for_each_tap(i, src_len, ratio, area,
+                 [&](int s, double weight) { w[s - start] += static_cast<float>(weight); });
   }
   return t;
 }

@@ -162,7 +162,8 @@ class Conv : public OpKernel {
     }
     const PlanInput none;
     const PlanInput& bias = in.size() > 2 ? in[2] : none;
-    if (bias.present()) {
+    has_bias_ = bias.present();
+    if (has_bias_) {
       need_f32(type_, bias, "B");
       if (elements(bias.desc->shape) != m_) fail(type_, "B must have " + std::to_string(m_) + " elements");
     }
@@ -194,7 +195,7 @@ class Conv : public OpKernel {
   void run(const void* const* in, void* const* out, void* scratch) override {
     const float* x = static_cast<const float*>(in[0]);
     const float* w = static_cast<const float*>(in[1]);
-    const float* bias = in[2] ? static_cast<const float*>(in[2]) : nullptr;
+    const float* bias = has_bias_ ? static_cast<const float*>(in[2]) : nullptr;
     const float* slope = act_.act == Act::kPrelu ? static_cast<const float*>(in[3]) : nullptr;
     float* y = static_cast<float*>(out[0]);
     const Geom& gy = geo_[0];
@@ -311,7 +312,7 @@ class Conv : public OpKernel {
   std::string type_;
   Spatial sp_;
   ActParams act_;
-  bool slope_one_ = false;
+  bool has_bias_ = false, slope_one_ = false;
   Geom geo_[2];
   std::int64_t n_ = 0, c_ = 0, m_ = 0, g_ = 1, kdim_ = 0;
   Path path_ = Path::kGeneric;
@@ -372,7 +373,8 @@ class ConvTranspose : public OpKernel {
       if (g.out <= 0) fail(type_, "empty output");
       r.push_back(g.out);
     }
-    if (in.size() > 2 && in[2].present()) {
+    has_bias_ = in.size() > 2 && in[2].present();
+    if (has_bias_) {
       need_f32(type_, in[2], "B");
       if (elements(in[2].desc->shape) != m_) fail(type_, "B must have " + std::to_string(m_) + " elements");
     }
@@ -390,7 +392,7 @@ class ConvTranspose : public OpKernel {
   void run(const void* const* in, void* const* out, void* scratch) override {
     const float* x = static_cast<const float*>(in[0]);
     const float* w = static_cast<const float*>(in[1]);
-    const float* bias = in[2] ? static_cast<const float*>(in[2]) : nullptr;
+    const float* bias = has_bias_ ? static_cast<const float*>(in[2]) : nullptr;
     float* y = static_cast<float*>(out[0]);
     const Geom& gy = geo_[0];
     const Geom& gx = geo_[1];
@@ -442,6 +444,7 @@ class ConvTranspose : public OpKernel {
   std::string type_;
   Spatial sp_;
   std::vector<std::int64_t> output_padding_, output_shape_;
+  bool has_bias_ = false;
   Geom geo_[2];
   std::int64_t n_ = 0, c_ = 0, m_ = 0, g_ = 1;
 };
@@ -488,7 +491,7 @@ class Gemm : public OpKernel {
   void run(const void* const* in, void* const* out, void* scratch) override {
     const float* a = static_cast<const float*>(in[0]);
     const float* b = static_cast<const float*>(in[1]);
-    const float* c = in[2] ? static_cast<const float*>(in[2]) : nullptr;
+    const float* c = c_rows_ > 0 ? static_cast<const float*>(in[2]) : nullptr;
     float* y = static_cast<float*>(out[0]);
     if (ta_) {
       float* at = static_cast<float*>(scratch);

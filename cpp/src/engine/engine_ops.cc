@@ -1533,6 +1533,7 @@ class LayerNorm : public Base {
     if ((ns != inner_ && ns != 1) || (nb != inner_ && nb != 1)) fail(type_, "Scale and B must cover the normalised dimensions");
     scale_one_ = ns == 1;
     bias_one_ = nb == 1;
+    has_bias_ = opt(in, 2).present();
     out[0] = *in[0].desc;
     Shape stat = s;
     for (std::size_t d = axis; d < s.size(); ++d) stat[d] = 1;
@@ -1541,7 +1542,7 @@ class LayerNorm : public Base {
   void run(const void* const* in, void* const* out, void*) override {
     const float* x = static_cast<const float*>(in[0]);
     const float* sc = static_cast<const float*>(in[1]);
-    const float* b = in[2] ? static_cast<const float*>(in[2]) : nullptr;
+    const float* b = has_bias_ ? static_cast<const float*>(in[2]) : nullptr;
     float* y = static_cast<float*>(out[0]);
     for (std::int64_t o = 0; o < outer_; ++o) {
       const float* src = x + o * inner_;
@@ -1566,7 +1567,7 @@ class LayerNorm : public Base {
   std::int64_t axis_;
   float eps_;
   std::int64_t outer_ = 1, inner_ = 1;
-  bool scale_one_ = false, bias_one_ = false;
+  bool scale_one_ = false, bias_one_ = false, has_bias_ = false;
   std::size_t n_out_ = 1;
 };
 

@@ -817,26 +817,30 @@ class Pad : public Base {
       const std::int64_t m = n + begin[d] + end[d];
       if (m < 0) fail(type_, "pads make a negative dimension");
       out_shape_[d] = m;
-      if ((mode_ == 1 || mode_ == 2 || mode_ == 3) && n == 0 && m > 0) fail(type_, "cannot pad an empty dimension in this mode");
-      if (mode_ == 1 && n == 1 && (begin[d] > 0 || end[d] > 0)) fail(type_, "reflect needs at least 2 elements");
+      // Negative pads crop first; the modes then pad the cropped range [lo, lo + kept).
+      const std::int64_t lo = std::max<std::int64_t>(0, -begin[d]);
+      const std::int64_t kept = n - lo - std::max<std::int64_t>(0, -end[d]);
+      const std::int64_t pb = std::max<std::int64_t>(0, begin[d]);
+      if (kept <= 0 && m > 0 && mode_ != 0) fail(type_, "pads crop a whole dimension");
       auto& map = maps_[d];
       map.resize(m);
       for (std::int64_t i = 0; i < m; ++i) {
-        std::int64_t j = i - begin[d];
-        if (j < 0 || j >= n) {
+        std::int64_t r = i - pb;
+        if (r < 0 || r >= kept) {
           switch (mode_) {
-            case 0: j = -1; break;
+            case 0: r = -1; break;
             case 1: {
-              const std::int64_t period = 2 * (n - 1);
-              j = ((j % period) + period) % period;
-              if (j >= n) j = period - j;
+              const std::int64_t period = 2 * (kept - 1);
+              if (period == 0) { r = 0; break; }  // one element reflects onto itself
+              r = ((r % period) + period) % period;
+              if (r >= kept) r = period - r;
               break;
             }
-            case 2: j = std::clamp<std::int64_t>(j, 0, n - 1); break;
-            case 3: j = ((j % n) + n) % n; break;
+            case 2: r = std::clamp<std::int64_t>(r, 0, kept - 1); break;
+            case 3: r = ((r % kept) + kept) % kept; break;
           }
         }
-        map[i] = j;
+        map[i] = r < 0 ? -1 : lo + r;
       }
     }
     dtype_ = in[0].desc->dtype;

@@ -382,7 +382,6 @@ std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs) {
   if (!same) m.plan(inputs);
 
   for (std::size_t k = 0; k < inputs.size(); ++k) m.input_ptrs[k] = inputs[k].data;
-  const auto& ops = m.model->ops();
   for (const Step& s : m.steps) {
     m.in_ptrs.resize(s.inputs.size());
     m.out_ptrs.resize(s.outputs.size());
@@ -393,7 +392,6 @@ std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs) {
       m.out_ptrs[j] = const_cast<void*>(m.resolve(s.outputs[j]));
     }
     void* scratch = s.scratch_buffer >= 0 ? m.arena.data() + m.buffers[s.scratch_buffer].offset : nullptr;
-    (void)ops;
     m.kernels[s.op]->run(m.in_ptrs.data(), m.out_ptrs.data(), scratch);
   }
   std::vector<TensorView> out;

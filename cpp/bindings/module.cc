@@ -5,12 +5,14 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "picoface/align.h"
 #include "picoface/cpu.h"
 #include "picoface/detect.h"
+#include "picoface/engine.h"
 #include "picoface/error.h"
 #include "picoface/kernels.h"
 #include "picoface/model.h"
@@ -519,6 +521,107 @@ void bind_model(py::module_& m) {
   m.attr("MODEL_FORMAT_VERSION") = kModelFormatVersion;
 }
 
+// An Engine with the lock that keeps two Python threads from running it at once (the GIL is
+// released during run()).
+struct PyEngine {
+  std::unique_ptr<Engine> engine;
+  std::mutex mutex;
+};
+
+DType dtype_of(const py::array& a) {
+  if (a.dtype().is(py::dtype::of<float>())) return DType::kF32;
+  if (a.dtype().is(py::dtype::of<std::int8_t>())) return DType::kI8;
+  if (a.dtype().is(py::dtype::of<std::uint8_t>())) return DType::kU8;
+  if (a.dtype().is(py::dtype::of<std::int32_t>())) return DType::kI32;
+  if (a.dtype().is(py::dtype::of<std::int64_t>())) return DType::kI64;
+  throw Error(ErrorCode::kInvalidArgument,
+              "engine inputs must be float32, int8, uint8, int32 or int64 arrays, got " +
+                  std::string(py::str(a.dtype())));
+}
+
+py::array array_of(const TensorView& v) {
+  std::vector<py::ssize_t> shape(v.shape.begin(), v.shape.end());
+  py::dtype dt;
+  switch (v.dtype) {
+    case DType::kF32: dt = py::dtype::of<float>(); break;
+    case DType::kI8: dt = py::dtype::of<std::int8_t>(); break;
+    case DType::kU8: dt = py::dtype::of<std::uint8_t>(); break;
+    case DType::kI32: dt = py::dtype::of<std::int32_t>(); break;
+    case DType::kI64: dt = py::dtype::of<std::int64_t>(); break;
+  }
+  py::array a(dt, shape);
+  if (a.nbytes() > 0) std::memcpy(a.mutable_data(), v.data, a.nbytes());
+  return a;
+}
+
+void bind_engine(py::module_& m) {
+  py::class_<PyEngine>(m, "Engine")
+      .def(py::init([](const py::object& model, int threads) {
+             std::shared_ptr<const Model> loaded;
+             if (py::isinstance<py::bytes>(model)) {
+               std::string s = model.cast<py::bytes>();
+               py::gil_scoped_release release;
+               loaded = Model::from_bytes(std::vector<std::uint8_t>(s.begin(), s.end()));
+             } else {
+               const std::string path = py::str(model);
+               py::gil_scoped_release release;
+               loaded = Model::from_file(path);
+             }
+             auto e = std::make_unique<PyEngine>();
+             EngineOptions options;
+             options.threads = threads;
+             e->engine = std::make_unique<Engine>(std::move(loaded), options);
+             return e;
+           }),
+           py::arg("model"), py::arg("threads") = 1)
+      .def("run",
+           [](PyEngine& self, const std::vector<py::object>& inputs) {
+             std::vector<py::array> keep;
+             std::vector<TensorView> views;
+             for (const py::object& o : inputs) {
+               require(py::isinstance<py::array>(o), "engine inputs must be numpy arrays");
+               py::array a = py::array::ensure(o, py::array::c_style);
+               require(static_cast<bool>(a), "engine input could not be made C-contiguous");
+               TensorView v;
+               v.dtype = dtype_of(a);
+               v.shape.assign(a.shape(), a.shape() + a.ndim());
+               v.data = a.data();
+               views.push_back(std::move(v));
+               keep.push_back(std::move(a));
+             }
+             std::vector<TensorView> outs;
+             {
+               py::gil_scoped_release release;
+               std::lock_guard<std::mutex> lock(self.mutex);
+               outs = self.engine->run(views);
+               // Outputs point into the engine's arena: copy them while the lock is held.
+               py::gil_scoped_acquire acquire;
+               py::list result;
+               for (const TensorView& v : outs) result.append(array_of(v));
+               return result;
+             }
+           },
+           py::arg("inputs"))
+      .def_property_readonly("macs", [](PyEngine& self) {
+        py::gil_scoped_release release;  // never wait for the lock while holding the GIL
+        std::lock_guard<std::mutex> lock(self.mutex);
+        return self.engine->macs();
+      })
+      .def_property_readonly("input_names", [](PyEngine& self) {
+        std::vector<std::string> names;
+        const Model& mo = self.engine->model();
+        for (std::int32_t id : mo.inputs()) names.push_back(mo.tensors()[id].name);
+        return names;
+      })
+      .def_property_readonly("output_names", [](PyEngine& self) {
+        std::vector<std::string> names;
+        const Model& mo = self.engine->model();
+        for (std::int32_t id : mo.outputs()) names.push_back(mo.tensors()[id].name);
+        return names;
+      });
+  m.def("engine_op_types", [] { return engine_op_types(); });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -568,4 +671,5 @@ PYBIND11_MODULE(_core, m) {
   bind_kernels(m);
   bind_pipeline(m);
   bind_model(m);
+  bind_engine(m);
 }

@@ -93,7 +93,10 @@ def encode(metadata: Dict[str, object], tensors: List[Tensor], ops: List[Op],
     graph = [struct.pack("<I", len(tensors))]
     for t in tensors:
         if t.data is not None:
-            arr = np.ascontiguousarray(t.data)
+            # Not ascontiguousarray: it turns 0-d arrays (scalar indices) into shape (1,).
+            arr = np.asarray(t.data)
+            if not arr.flags.c_contiguous:
+                arr = arr.copy(order="C")
             dtype = str(arr.dtype)
             if dtype not in _DTYPES:
                 raise ValueError(f"tensor {t.name!r}: unsupported dtype {dtype}")

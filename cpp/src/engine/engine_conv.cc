@@ -1,0 +1,614 @@
+// The convolution family of the native engine: Conv (with the importer's fused activation),
+// ConvTranspose, Gemm, MatMul, and the reference GEMM they end in.
+//
+// Conv picks one of three paths when it is planned, so SIMD kernels from the kernel table
+// can replace each separately: pointwise (1x1, stride 1, no padding: one GEMM per image),
+// depthwise (one filter per channel: direct row accumulation) and generic (im2col into the
+// scratch buffer, then GEMM per group). Every path ends with the same epilogue: bias, then
+// activation, per output channel plane.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "engine_ops.h"
+
+namespace picoface {
+namespace engine {
+
+void gemm_f32(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+              const float* b, std::int64_t ldb, float* c, std::int64_t ldc, bool accumulate) {
+  // Blocked over n and k so a block of B rows and the C row stay in cache; the innermost
+  // loop (a scalar times a B row into a C row) vectorises.
+  constexpr std::int64_t kNb = 512, kKb = 128;
+  if (!accumulate) {
+    for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+  }
+  for (std::int64_t j0 = 0; j0 < n; j0 += kNb) {
+    const std::int64_t nb = std::min(kNb, n - j0);
+    for (std::int64_t k0 = 0; k0 < k; k0 += kKb) {
+      const std::int64_t kb = std::min(kKb, k - k0);
+      for (std::int64_t i = 0; i < m; ++i) {
+        float* crow = c + i * ldc + j0;
+        const float* arow = a + i * lda + k0;
+        for (std::int64_t p = 0; p < kb; ++p) {
+          const float av = arow[p];
+          const float* brow = b + (k0 + p) * ldb + j0;
+          for (std::int64_t j = 0; j < nb; ++j) crow[j] += av * brow[j];
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+std::int64_t attr_int(const Op& op, const char* key, std::int64_t fallback) {
+  return op.attrs.find(key) ? op.attrs.get_int(key) : fallback;
+}
+std::vector<std::int64_t> attr_ints(const Op& op, const char* key) {
+  return op.attrs.find(key) ? op.attrs.get_ints(key) : std::vector<std::int64_t>{};
+}
+
+void need_f32(const std::string& type, const PlanInput& in, const char* what) {
+  if (!in.present()) fail(type, std::string(what) + " is required");
+  if (in.desc->dtype != DType::kF32) fail(type, std::string(what) + " must be float32, got " + dtype_name(in.desc->dtype));
+}
+
+struct Geom {
+  std::int64_t in = 1, out = 1, kernel = 1, stride = 1, dilation = 1, pad = 0, pad_end = 0;
+};
+
+// Spatial attributes shared by Conv and ConvTranspose, normalised to 2 dimensions (a 1-D op
+// is a 2-D one of height 1).
+struct Spatial {
+  std::string auto_pad;
+  std::vector<std::int64_t> kernel, strides, dilations, pads;
+  std::int64_t group = 1;
+
+  void read(const Op& op) {
+    auto_pad = op.attrs.find("auto_pad") ? op.attrs.get_string("auto_pad") : "NOTSET";
+    kernel = attr_ints(op, "kernel_shape");
+    strides = attr_ints(op, "strides");
+    dilations = attr_ints(op, "dilations");
+    pads = attr_ints(op, "pads");
+    group = attr_int(op, "group", 1);
+    if (auto_pad != "NOTSET" && auto_pad != "VALID" && auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER") {
+      unsupported(op.type, "auto_pad '" + auto_pad + "'");
+    }
+  }
+  // Fills strides/dilations/pads defaults for `sp` spatial dims with kernel `k`.
+  void resolve(const std::string& type, const Shape& k) {
+    const std::size_t sp = k.size();
+    if (!kernel.empty() && Shape(kernel) != k) fail(type, "kernel_shape differs from the weight shape");
+    if (strides.empty()) strides.assign(sp, 1);
+    if (dilations.empty()) dilations.assign(sp, 1);
+    if (pads.empty()) pads.assign(2 * sp, 0);
+    if (strides.size() != sp || dilations.size() != sp || pads.size() != 2 * sp) {
+      fail(type, "strides, dilations or pads do not match the kernel rank");
+    }
+    for (std::size_t d = 0; d < sp; ++d) {
+      if (strides[d] < 1 || dilations[d] < 1 || k[d] < 1) fail(type, "strides, dilations and kernel must be >= 1");
+    }
+    if (group < 1) fail(type, "group must be >= 1");
+  }
+};
+
+class Conv : public OpKernel {
+ public:
+  explicit Conv(const Op& op) : type_(op.type) {
+    sp_.read(op);
+    const std::string act = op.attrs.find("activation") ? op.attrs.get_string("activation") : "";
+    const Value* a = op.attrs.find("activation_alpha");
+    const Value* b = op.attrs.find("activation_beta");
+    auto fa = [&](float d) { return a ? static_cast<float>(op.attrs.get_float("activation_alpha")) : d; };
+    auto fb = [&](float d) { return b ? static_cast<float>(op.attrs.get_float("activation_beta")) : d; };
+    if (act.empty() || act == "none") act_.act = Act::kNone;
+    else if (act == "relu") act_.act = Act::kRelu;
+    else if (act == "leaky_relu") act_ = {Act::kLeakyRelu, fa(0.01f), 0.0f};
+    else if (act == "sigmoid") act_.act = Act::kSigmoid;
+    else if (act == "hard_sigmoid") act_ = {Act::kHardSigmoid, fa(0.2f), fb(0.5f)};
+    else if (act == "hard_swish") act_.act = Act::kHardSwish;
+    else if (act == "tanh") act_.act = Act::kTanh;
+    else if (act == "clip") act_ = {Act::kClip, fa(-std::numeric_limits<float>::infinity()), fb(std::numeric_limits<float>::infinity())};
+    else if (act == "prelu") act_.act = Act::kPrelu;
+    else unsupported(type_, "fused activation '" + act + "'");
+  }
+
+  void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
+    if (in.size() < 2) fail(type_, "needs X and W");
+    need_f32(type_, in[0], "X");
+    need_f32(type_, in[1], "W");
+    const Shape& xs = in[0].desc->shape;
+    const Shape& ws = in[1].desc->shape;
+    if ((xs.size() != 3 && xs.size() != 4) || ws.size() != xs.size()) {
+      unsupported(type_, "only 1-D and 2-D convolutions: X " + shape_str(xs) + ", W " + shape_str(ws));
+    }
+    const Shape k(ws.begin() + 2, ws.end());
+    sp_.resolve(type_, k);
+    n_ = xs[0];
+    c_ = xs[1];
+    m_ = ws[0];
+    g_ = sp_.group;
+    if (c_ % g_ != 0 || m_ % g_ != 0 || ws[1] != c_ / g_) {
+      fail(type_, "X " + shape_str(xs) + " and W " + shape_str(ws) + " disagree for group " + std::to_string(g_));
+    }
+    const std::size_t sp = k.size();
+    geo_[0] = Geom{};
+    geo_[1] = Geom{};
+    Shape r = {n_, m_};
+    for (std::size_t d = 0; d < sp; ++d) {
+      Geom& g = geo_[2 - sp + d];
+      g.in = xs[2 + d];
+      g.kernel = k[d];
+      g.stride = sp_.strides[d];
+      g.dilation = sp_.dilations[d];
+      const std::int64_t eff = (g.kernel - 1) * g.dilation + 1;
+      if (sp_.auto_pad == "NOTSET" || sp_.auto_pad == "VALID") {
+        if (sp_.auto_pad == "NOTSET") {
+          g.pad = sp_.pads[d];
+          g.pad_end = sp_.pads[d + sp];
+        }
+        const std::int64_t span = g.in + g.pad + g.pad_end - eff;
+        if (span < 0) fail(type_, "kernel larger than the padded input " + shape_str(xs));
+        g.out = span / g.stride + 1;
+      } else {
+        g.out = (g.in + g.stride - 1) / g.stride;
+        const std::int64_t total = std::max<std::int64_t>(0, (g.out - 1) * g.stride + eff - g.in);
+        g.pad = sp_.auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+        g.pad_end = total - g.pad;
+      }
+      r.push_back(g.out);
+    }
+    const PlanInput none;
+    const PlanInput& bias = in.size() > 2 ? in[2] : none;
+    has_bias_ = bias.present();
+    if (has_bias_) {
+      need_f32(type_, bias, "B");
+      if (elements(bias.desc->shape) != m_) fail(type_, "B must have " + std::to_string(m_) + " elements");
+    }
+    if (act_.act == Act::kPrelu) {
+      if (in.size() < 4 || !in[3].present()) fail(type_, "fused prelu needs the slope as input 3");
+      need_f32(type_, in[3], "prelu slope");
+      const std::int64_t ns = elements(in[3].desc->shape);
+      if (ns != m_ && ns != 1) fail(type_, "prelu slope must have 1 or " + std::to_string(m_) + " elements");
+      slope_one_ = ns == 1;
+    }
+    const Geom& gy = geo_[0];
+    const Geom& gx = geo_[1];
+    const bool unit = gy.kernel == 1 && gx.kernel == 1 && gy.stride == 1 && gx.stride == 1 && gy.pad == 0 &&
+                      gx.pad == 0 && gy.pad_end == 0 && gx.pad_end == 0;
+    if (unit && g_ == 1) path_ = Path::kPointwise;
+    else if (g_ == c_ && m_ == c_) path_ = Path::kDepthwise;
+    else path_ = Path::kGeneric;
+    kdim_ = (c_ / g_) * gy.kernel * gx.kernel;
+    out[0] = {DType::kF32, r};
+  }
+
+  std::size_t scratch_bytes() const override {
+    if (path_ != Path::kGeneric) return 0;
+    return static_cast<std::size_t>(kdim_ * geo_[0].out * geo_[1].out) * sizeof(float);
+  }
+
+  std::int64_t macs() const override { return n_ * m_ * geo_[0].out * geo_[1].out * kdim_; }
+
+  void run(const void* const* in, void* const* out, void* scratch) override {
+    const float* x = static_cast<const float*>(in[0]);
+    const float* w = static_cast<const float*>(in[1]);
+    const float* bias = has_bias_ ? static_cast<const float*>(in[2]) : nullptr;
+    const float* slope = act_.act == Act::kPrelu ? static_cast<const float*>(in[3]) : nullptr;
+    float* y = static_cast<float*>(out[0]);
+    const Geom& gy = geo_[0];
+    const Geom& gx = geo_[1];
+    const std::int64_t in_plane = gy.in * gx.in, out_plane = gy.out * gx.out;
+    for (std::int64_t n = 0; n < n_; ++n) {
+      const float* xn = x + n * c_ * in_plane;
+      float* yn = y + n * m_ * out_plane;
+      switch (path_) {
+        case Path::kPointwise:
+          gemm_f32(m_, out_plane, c_, w, c_, xn, in_plane, yn, out_plane, false);
+          break;
+        case Path::kDepthwise:
+          for (std::int64_t c = 0; c < c_; ++c) {
+            depthwise_plane(xn + c * in_plane, w + c * gy.kernel * gx.kernel, yn + c * out_plane);
+          }
+          break;
+        case Path::kGeneric: {
+          float* col = static_cast<float*>(scratch);
+          const std::int64_t cg = c_ / g_, mg = m_ / g_;
+          for (std::int64_t g = 0; g < g_; ++g) {
+            im2col(xn + g * cg * in_plane, cg, col);
+            gemm_f32(mg, out_plane, kdim_, w + g * mg * kdim_, kdim_, col, out_plane, yn + g * mg * out_plane,
+                     out_plane, false);
+          }
+          break;
+        }
+      }
+      for (std::int64_t m = 0; m < m_; ++m) {
+        float* plane = yn + m * out_plane;
+        if (bias) {
+          const float b = bias[m];
+          for (std::int64_t i = 0; i < out_plane; ++i) plane[i] += b;
+        }
+        if (slope) {
+          const float s = slope[slope_one_ ? 0 : m];
+          for (std::int64_t i = 0; i < out_plane; ++i) plane[i] = plane[i] < 0.0f ? plane[i] * s : plane[i];
+        } else {
+          apply_act(act_, plane, out_plane);
+        }
+      }
+    }
+  }
+
+ private:
+  enum class Path { kPointwise, kDepthwise, kGeneric };
+
+  // Output columns ox with 0 <= ox*stride - pad + offset < in (offset = kx*dilation).
+  static void valid_range(const Geom& g, std::int64_t offset, std::int64_t* lo, std::int64_t* hi) {
+    const std::int64_t a = g.pad - offset;  // ox*stride >= a
+    *lo = a <= 0 ? 0 : (a + g.stride - 1) / g.stride;
+    const std::int64_t b = g.in - 1 + g.pad - offset;  // ox*stride <= b
+    *hi = b < 0 ? 0 : std::min(g.out, b / g.stride + 1);
+    if (*lo > *hi) *lo = *hi;
+  }
+
+  void depthwise_plane(const float* src, const float* w, float* dst) const {
+    const Geom& gy = geo_[0];
+    const Geom& gx = geo_[1];
+    std::fill(dst, dst + gy.out * gx.out, 0.0f);
+    for (std::int64_t ky = 0; ky < gy.kernel; ++ky) {
+      std::int64_t ylo, yhi;
+      valid_range(gy, ky * gy.dilation, &ylo, &yhi);
+      for (std::int64_t kx = 0; kx < gx.kernel; ++kx) {
+        const float wv = w[ky * gx.kernel + kx];
+        std::int64_t xlo, xhi;
+        valid_range(gx, kx * gx.dilation, &xlo, &xhi);
+        for (std::int64_t oy = ylo; oy < yhi; ++oy) {
+          const float* row = src + (oy * gy.stride - gy.pad + ky * gy.dilation) * gx.in - gx.pad + kx * gx.dilation;
+          float* o = dst + oy * gx.out;
+          if (gx.stride == 1) {
+            for (std::int64_t ox = xlo; ox < xhi; ++ox) o[ox] += wv * row[ox];
+          } else {
+            for (std::int64_t ox = xlo; ox < xhi; ++ox) o[ox] += wv * row[ox * gx.stride];
+          }
+        }
+      }
+    }
+  }
+
+  // col[(c, ky, kx)][oy * out_w + ox] = x[c][iy][ix], zero outside the input.
+  void im2col(const float* x, std::int64_t channels, float* col) const {
+    const Geom& gy = geo_[0];
+    const Geom& gx = geo_[1];
+    const std::int64_t out_plane = gy.out * gx.out;
+    for (std::int64_t c = 0; c < channels; ++c) {
+      const float* plane = x + c * gy.in * gx.in;
+      for (std::int64_t ky = 0; ky < gy.kernel; ++ky) {
+        std::int64_t ylo, yhi;
+        valid_range(gy, ky * gy.dilation, &ylo, &yhi);
+        for (std::int64_t kx = 0; kx < gx.kernel; ++kx) {
+          std::int64_t xlo, xhi;
+          valid_range(gx, kx * gx.dilation, &xlo, &xhi);
+          float* dst = col;
+          col += out_plane;
+          std::fill(dst, dst + ylo * gx.out, 0.0f);
+          for (std::int64_t oy = ylo; oy < yhi; ++oy) {
+            float* o = dst + oy * gx.out;
+            const float* row = plane + (oy * gy.stride - gy.pad + ky * gy.dilation) * gx.in - gx.pad + kx * gx.dilation;
+            std::fill(o, o + xlo, 0.0f);
+            if (gx.stride == 1) {
+              std::memcpy(o + xlo, row + xlo, (xhi - xlo) * sizeof(float));
+            } else {
+              for (std::int64_t ox = xlo; ox < xhi; ++ox) o[ox] = row[ox * gx.stride];
+            }
+            std::fill(o + xhi, o + gx.out, 0.0f);
+          }
+          std::fill(dst + yhi * gx.out, dst + out_plane, 0.0f);
+        }
+      }
+    }
+  }
+
+  std::string type_;
+  Spatial sp_;
+  ActParams act_;
+  bool has_bias_ = false, slope_one_ = false;
+  Geom geo_[2];
+  std::int64_t n_ = 0, c_ = 0, m_ = 0, g_ = 1, kdim_ = 0;
+  Path path_ = Path::kGeneric;
+};
+
+class ConvTranspose : public OpKernel {
+ public:
+  explicit ConvTranspose(const Op& op) : type_(op.type) {
+    sp_.read(op);
+    output_padding_ = attr_ints(op, "output_padding");
+    output_shape_ = attr_ints(op, "output_shape");
+  }
+
+  void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
+    if (in.size() < 2) fail(type_, "needs X and W");
+    need_f32(type_, in[0], "X");
+    need_f32(type_, in[1], "W");
+    const Shape& xs = in[0].desc->shape;
+    const Shape& ws = in[1].desc->shape;
+    if ((xs.size() != 3 && xs.size() != 4) || ws.size() != xs.size()) {
+      unsupported(type_, "only 1-D and 2-D: X " + shape_str(xs) + ", W " + shape_str(ws));
+    }
+    const Shape k(ws.begin() + 2, ws.end());
+    sp_.resolve(type_, k);
+    const std::size_t sp = k.size();
+    n_ = xs[0];
+    c_ = xs[1];
+    g_ = sp_.group;
+    if (ws[0] != c_ || c_ % g_ != 0) fail(type_, "X " + shape_str(xs) + " and W " + shape_str(ws) + " disagree");
+    m_ = ws[1] * g_;
+    std::vector<std::int64_t> opad = output_padding_.empty() ? std::vector<std::int64_t>(sp, 0) : output_padding_;
+    if (opad.size() != sp) fail(type_, "output_padding does not match the kernel rank");
+    if (!output_shape_.empty() && output_shape_.size() != sp) unsupported(type_, "output_shape must list the spatial dims only");
+    geo_[0] = Geom{};
+    geo_[1] = Geom{};
+    Shape r = {n_, m_};
+    for (std::size_t d = 0; d < sp; ++d) {
+      Geom& g = geo_[2 - sp + d];
+      g.in = xs[2 + d];
+      g.kernel = k[d];
+      g.stride = sp_.strides[d];
+      g.dilation = sp_.dilations[d];
+      const std::int64_t eff = (g.kernel - 1) * g.dilation + 1;
+      const std::int64_t full = g.stride * (g.in - 1) + opad[d] + eff;
+      if (!output_shape_.empty() || sp_.auto_pad == "SAME_UPPER" || sp_.auto_pad == "SAME_LOWER") {
+        g.out = !output_shape_.empty() ? output_shape_[d] : g.in * g.stride;
+        const std::int64_t total = full - g.out;
+        if (total < 0) fail(type_, "output_shape larger than the full output");
+        g.pad = sp_.auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+        g.pad_end = total - g.pad;
+      } else {
+        if (sp_.auto_pad == "NOTSET") {
+          g.pad = sp_.pads[d];
+          g.pad_end = sp_.pads[d + sp];
+        }
+        g.out = full - g.pad - g.pad_end;
+      }
+      if (g.out <= 0) fail(type_, "empty output");
+      r.push_back(g.out);
+    }
+    has_bias_ = in.size() > 2 && in[2].present();
+    if (has_bias_) {
+      need_f32(type_, in[2], "B");
+      if (elements(in[2].desc->shape) != m_) fail(type_, "B must have " + std::to_string(m_) + " elements");
+    }
+    out[0] = {DType::kF32, r};
+  }
+
+  std::size_t scratch_bytes() const override {
+    const std::int64_t mg = m_ / g_, cg = c_ / g_, kk = geo_[0].kernel * geo_[1].kernel;
+    return static_cast<std::size_t>(mg * kk * geo_[0].in * geo_[1].in + mg * kk * cg) * sizeof(float);
+  }
+  std::int64_t macs() const override {
+    return n_ * c_ * geo_[0].in * geo_[1].in * (m_ / g_) * geo_[0].kernel * geo_[1].kernel;
+  }
+
+  void run(const void* const* in, void* const* out, void* scratch) override {
+    const float* x = static_cast<const float*>(in[0]);
+    const float* w = static_cast<const float*>(in[1]);
+    const float* bias = has_bias_ ? static_cast<const float*>(in[2]) : nullptr;
+    float* y = static_cast<float*>(out[0]);
+    const Geom& gy = geo_[0];
+    const Geom& gx = geo_[1];
+    const std::int64_t cg = c_ / g_, mg = m_ / g_, kk = gy.kernel * gx.kernel;
+    const std::int64_t in_plane = gy.in * gx.in, out_plane = gy.out * gx.out;
+    const std::int64_t rows = mg * kk;
+    float* col = static_cast<float*>(scratch);
+    float* wt = col + rows * in_plane;
+    for (std::int64_t n = 0; n < n_; ++n) {
+      float* yn = y + n * m_ * out_plane;
+      std::fill(yn, yn + m_ * out_plane, 0.0f);
+      for (std::int64_t g = 0; g < g_; ++g) {
+        // wt[(m, ky, kx)][c] = W[g*cg + c][m][ky][kx]
+        const float* wg = w + g * cg * rows;
+        for (std::int64_t c = 0; c < cg; ++c) {
+          for (std::int64_t r = 0; r < rows; ++r) wt[r * cg + c] = wg[c * rows + r];
+        }
+        gemm_f32(rows, in_plane, cg, wt, cg, x + (n * c_ + g * cg) * in_plane, in_plane, col, in_plane, false);
+        // Scatter-add: y[m][iy*s - pad + ky*d][ix*s - pad + kx*d] += col[(m,ky,kx)][iy][ix].
+        for (std::int64_t m = 0; m < mg; ++m) {
+          float* plane = yn + (g * mg + m) * out_plane;
+          for (std::int64_t ky = 0; ky < gy.kernel; ++ky) {
+            for (std::int64_t kx = 0; kx < gx.kernel; ++kx) {
+              const float* src = col + ((m * gy.kernel + ky) * gx.kernel + kx) * in_plane;
+              for (std::int64_t iy = 0; iy < gy.in; ++iy) {
+                const std::int64_t oy = iy * gy.stride - gy.pad + ky * gy.dilation;
+                if (oy < 0 || oy >= gy.out) continue;
+                float* orow = plane + oy * gx.out;
+                const float* srow = src + iy * gx.in;
+                for (std::int64_t ix = 0; ix < gx.in; ++ix) {
+                  const std::int64_t ox = ix * gx.stride - gx.pad + kx * gx.dilation;
+                  if (ox >= 0 && ox < gx.out) orow[ox] += srow[ix];
+                }
+              }
+            }
+          }
+        }
+      }
+      if (bias) {
+        for (std::int64_t m = 0; m < m_; ++m) {
+          float* plane = yn + m * out_plane;
+          for (std::int64_t i = 0; i < out_plane; ++i) plane[i] += bias[m];
+        }
+      }
+    }
+  }
+
+ private:
+  std::string type_;
+  Spatial sp_;
+  std::vector<std::int64_t> output_padding_, output_shape_;
+  bool has_bias_ = false;
+  Geom geo_[2];
+  std::int64_t n_ = 0, c_ = 0, m_ = 0, g_ = 1;
+};
+
+class Gemm : public OpKernel {
+ public:
+  explicit Gemm(const Op& op)
+      : type_(op.type),
+        alpha_(op.attrs.find("alpha") ? static_cast<float>(op.attrs.get_float("alpha")) : 1.0f),
+        beta_(op.attrs.find("beta") ? static_cast<float>(op.attrs.get_float("beta")) : 1.0f),
+        ta_(attr_int(op, "transA", 0) != 0),
+        tb_(attr_int(op, "transB", 0) != 0) {}
+
+  void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
+    if (in.size() < 2) fail(type_, "needs A and B");
+    need_f32(type_, in[0], "A");
+    need_f32(type_, in[1], "B");
+    const Shape& as = in[0].desc->shape;
+    const Shape& bs = in[1].desc->shape;
+    if (as.size() != 2 || bs.size() != 2) fail(type_, "A and B must be 2-D, got " + shape_str(as) + " and " + shape_str(bs));
+    m_ = ta_ ? as[1] : as[0];
+    k_ = ta_ ? as[0] : as[1];
+    n_ = tb_ ? bs[0] : bs[1];
+    if ((tb_ ? bs[1] : bs[0]) != k_) fail(type_, "A " + shape_str(as) + " and B " + shape_str(bs) + " do not multiply");
+    c_rows_ = c_cols_ = 0;
+    if (in.size() > 2 && in[2].present()) {
+      need_f32(type_, in[2], "C");
+      const Shape& cs = in[2].desc->shape;
+      if (cs.size() > 2) fail(type_, "C must have rank <= 2");
+      const std::int64_t cr = cs.size() == 2 ? cs[0] : 1;
+      const std::int64_t cc = cs.empty() ? 1 : cs.back();
+      if ((cr != 1 && cr != m_) || (cc != 1 && cc != n_)) fail(type_, "C " + shape_str(cs) + " does not broadcast to (M, N)");
+      c_rows_ = cr;
+      c_cols_ = cc;
+    }
+    out[0] = {DType::kF32, {m_, n_}};
+  }
+  std::size_t scratch_bytes() const override {
+    // B^T with A not transposed takes the dot-product path; other layouts transpose A first.
+    return ta_ ? static_cast<std::size_t>(m_ * k_) * sizeof(float) : 0;
+  }
+  std::int64_t macs() const override { return m_ * n_ * k_; }
+
+  void run(const void* const* in, void* const* out, void* scratch) override {
+    const float* a = static_cast<const float*>(in[0]);
+    const float* b = static_cast<const float*>(in[1]);
+    const float* c = c_rows_ > 0 ? static_cast<const float*>(in[2]) : nullptr;
+    float* y = static_cast<float*>(out[0]);
+    if (ta_) {
+      float* at = static_cast<float*>(scratch);
+      for (std::int64_t i = 0; i < m_; ++i) {
+        for (std::int64_t p = 0; p < k_; ++p) at[i * k_ + p] = a[p * m_ + i];
+      }
+      a = at;
+    }
+    if (tb_) {
+      for (std::int64_t i = 0; i < m_; ++i) {
+        const float* arow = a + i * k_;
+        for (std::int64_t j = 0; j < n_; ++j) {
+          const float* brow = b + j * k_;
+          float acc = 0.0f;
+          for (std::int64_t p = 0; p < k_; ++p) acc += arow[p] * brow[p];
+          y[i * n_ + j] = acc;
+        }
+      }
+    } else {
+      gemm_f32(m_, n_, k_, a, k_, b, n_, y, n_, false);
+    }
+    for (std::int64_t i = 0; i < m_; ++i) {
+      for (std::int64_t j = 0; j < n_; ++j) {
+        float v = alpha_ * y[i * n_ + j];
+        if (c) v += beta_ * c[(c_rows_ == 1 ? 0 : i) * c_cols_ + (c_cols_ == 1 ? 0 : j)];
+        y[i * n_ + j] = v;
+      }
+    }
+  }
+
+ private:
+  std::string type_;
+  float alpha_, beta_;
+  bool ta_, tb_;
+  std::int64_t m_ = 0, n_ = 0, k_ = 0, c_rows_ = 0, c_cols_ = 0;
+};
+
+class MatMul : public OpKernel {
+ public:
+  explicit MatMul(const Op& op) : type_(op.type) {}
+
+  void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
+    if (in.size() < 2) fail(type_, "needs A and B");
+    need_f32(type_, in[0], "A");
+    need_f32(type_, in[1], "B");
+    Shape as = in[0].desc->shape, bs = in[1].desc->shape;
+    if (as.empty() || bs.empty()) fail(type_, "operands must have rank >= 1");
+    const bool a1 = as.size() == 1, b1 = bs.size() == 1;
+    if (a1) as.insert(as.begin(), 1);
+    if (b1) bs.push_back(1);
+    m_ = as[as.size() - 2];
+    k_ = as.back();
+    n_ = bs.back();
+    if (bs[bs.size() - 2] != k_) fail(type_, "A " + shape_str(in[0].desc->shape) + " and B " + shape_str(in[1].desc->shape) + " do not multiply");
+    const Shape ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
+    const std::size_t r = std::max(ab.size(), bb.size());
+    batch_.assign(r, 1);
+    sa_.assign(r, 0);
+    sb_.assign(r, 0);
+    std::int64_t stride_a = m_ * k_, stride_b = k_ * n_;
+    for (std::size_t i = r; i-- > 0;) {
+      const std::int64_t da = i + ab.size() >= r ? ab[i + ab.size() - r] : 1;
+      const std::int64_t db = i + bb.size() >= r ? bb[i + bb.size() - r] : 1;
+      if (da != db && da != 1 && db != 1) fail(type_, "batch dimensions do not broadcast");
+      batch_[i] = std::max(da, db);
+      sa_[i] = da == 1 ? 0 : stride_a;
+      sb_[i] = db == 1 ? 0 : stride_b;
+      stride_a *= da;
+      stride_b *= db;
+    }
+    Shape o = batch_;
+    if (!a1) o.push_back(m_);
+    if (!b1) o.push_back(n_);
+    batches_ = elements(batch_);
+    out[0] = {DType::kF32, o};
+  }
+  std::int64_t macs() const override { return batches_ * m_ * n_ * k_; }
+
+  void run(const void* const* in, void* const* out, void*) override {
+    const float* a = static_cast<const float*>(in[0]);
+    const float* b = static_cast<const float*>(in[1]);
+    float* y = static_cast<float*>(out[0]);
+    const std::size_t r = batch_.size();
+    std::vector<std::int64_t> idx(r, 0);
+    std::int64_t oa = 0, ob = 0;
+    for (std::int64_t t = 0; t < batches_; ++t) {
+      gemm_f32(m_, n_, k_, a + oa, k_, b + ob, n_, y + t * m_ * n_, n_, false);
+      for (std::size_t d = r; d-- > 0;) {
+        oa += sa_[d];
+        ob += sb_[d];
+        if (++idx[d] < batch_[d]) break;
+        oa -= sa_[d] * batch_[d];
+        ob -= sb_[d] * batch_[d];
+        idx[d] = 0;
+      }
+    }
+  }
+
+ private:
+  std::string type_;
+  std::int64_t m_ = 0, n_ = 0, k_ = 0, batches_ = 1;
+  Shape batch_, sa_, sb_;
+};
+
+template <typename K>
+std::unique_ptr<OpKernel> make(const Op& op) {
+  return std::make_unique<K>(op);
+}
+
+}  // namespace
+
+void append_conv_ops(std::vector<OpEntry>& entries) {
+  entries.push_back({"Conv", &make<Conv>});
+  entries.push_back({"ConvTranspose", &make<ConvTranspose>});
+  entries.push_back({"Gemm", &make<Gemm>});
+  entries.push_back({"MatMul", &make<MatMul>});
+}
+
+}  // namespace engine
+}  // namespace picoface

@@ -167,3 +167,38 @@ def test_soft_nms_keeps_the_greedy_faces(yunet_model, wider_image):
     for b in greedy.boxes:
         assert box_iou(b, soft.boxes).max() > 0.99
     assert (soft.scores >= 0.5).all()
+
+
+@pytest.mark.parametrize("model,head", [
+    (YUNET_S, "yunet"), (SCRFD / "scrfd_500m_kps.onnx", "scrfd")])
+def test_native_backend_matches_onnxruntime(model, head, wider_image, tmp_path):
+    # The .pface file (importer passes: BN folding, activation fusion) run by the native
+    # engine gives the faces onnxruntime gives on the ONNX original: boxes within 0.5 px.
+    need_module("onnx")
+    need_module("onnxruntime")
+    from picoface import modelfile
+    from picoface.convert import convert_onnx
+    pface = modelfile.save(tmp_path / "m.pface", convert_onnx(need(model), task="detect", head=head))
+    native = picoface.FaceDetector(pface)  # head and input convention from the file
+    assert native.backend == "native" and native.head.name == head
+    ref = picoface.FaceDetector(model, head=head)(wider_image)
+    got = native(wider_image)
+    assert len(got) == len(ref) > 10
+    np.testing.assert_allclose(got.boxes, ref.boxes, atol=0.5)
+    np.testing.assert_allclose(got.landmarks, ref.landmarks, atol=0.5)
+    np.testing.assert_allclose(got.scores, ref.scores, atol=1e-3)
+
+
+def test_native_embedder_matches_onnxruntime(yunet_model, wider_image, tmp_path):
+    need_module("onnx")
+    from picoface import modelfile
+    from picoface.convert import convert_onnx
+    pface = modelfile.save(tmp_path / "sface.pface",
+                           convert_onnx(need(SFACE), task="embed", preset="sface"))
+    faces = picoface.FaceDetector(yunet_model, head="yunet", max_faces=3)(wider_image)
+    crops = picoface.align(wider_image, faces)
+    native = picoface.FaceEmbedder(pface)
+    assert native.backend == "native" and native.spec.color == "rgb"
+    ref = picoface.FaceEmbedder(SFACE, preset="sface")(crops)
+    got = native(crops)
+    assert (np.sum(got * ref, axis=1) > 0.9999).all()

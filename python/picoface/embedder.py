@@ -51,6 +51,12 @@ class FaceEmbedder:
         source = _validate.model_source(model, "embedder model")
         self.model_name = "<bytes>" if isinstance(source, bytes) else str(source)
         self._net = open_backend(source, backend, _validate.count(threads, "threads"))
+        meta = getattr(self._net, "metadata", None)
+        if meta is not None:  # a .pface file describes its own input convention
+            if meta.get("task") != "embed":
+                raise ValueError(f"expected a recogniser model, got task {meta.get('task')!r}")
+            self.spec = EmbedderSpec(meta["input.color"], tuple(meta["input.mean"]),
+                                     tuple(meta["input.std"]))
         shape = self._net.input_shape
         if len(shape) != 4 or not shape[2] or not shape[3]:
             raise ValueError(f"expected a recogniser with a fixed N x 3 x S x S input, got {shape}")

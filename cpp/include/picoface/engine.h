@@ -1,7 +1,7 @@
 // The native inference engine: runs a validated Model (picoface/model.h) on the CPU.
 //
 // Op set. Ops carry ONNX names and ONNX semantics (opset 18) for the subset listed in
-// kEngineOps (engine_ops.cc), tensors are NCHW, batch as in the graph. One extension, made
+// engine::op_registry() (engine_ops.h), tensors are NCHW, batch as in the graph. One extension, made
 // by the importer's fusion pass: Conv may carry a fused activation applied after the bias,
 //   activation       string: relu | leaky_relu | sigmoid | hard_sigmoid | hard_swish |
 //                            tanh | clip | prelu

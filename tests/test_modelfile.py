@@ -202,3 +202,36 @@ def test_cli_convert_and_inspect(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("picoface: error: invalid picoface model file")
     r = run("convert", need(SFACE), "--task", "detect", "--head", "nope", "-o", out)
     assert r.returncode == 1 and "expected --head one of" in r.stderr
+
+
+def test_mutated_graphs_never_crash_the_engine():
+    # Structure-only mutants (header, metadata, graph; not the weights) of a real detector,
+    # each with a valid checksum, are loaded, planned and run on a small frame: every one
+    # must either work or raise ValueError / RuntimeError (absurd attributes such as 2^60
+    # pads are bounded before anything is allocated).
+    need_module("onnx")
+    if not hasattr(_core, "Engine"):
+        pytest.skip("this build has no native engine")
+    from picoface.convert import convert_onnx
+    seed = convert_onnx(need(YUNET_S), task="detect", head="yunet")
+    limit = struct.unpack_from("<Q", seed, 48)[0]  # data section offset
+    rng = np.random.default_rng(7)
+    x = rng.random((1, 3, 64, 64), dtype=np.float32) * 255
+    ran = 0
+    for _ in range(4000):
+        b = bytearray(seed)
+        if rng.random() < 0.5:
+            for _ in range(rng.integers(1, 4)):
+                b[rng.integers(0, limit)] ^= 1 << int(rng.integers(0, 8))
+        else:
+            fmt = "<I" if rng.random() < 0.5 else "<Q"
+            pos = int(rng.integers(0, limit - 8))
+            value = [0, 1, 2, 3, 0x7FFFFFFF, 0xFFFFFFFF, 1 << 40, (1 << 64) - 1][rng.integers(0, 8)]
+            b[pos:pos + struct.calcsize(fmt)] = struct.pack(fmt, value & ((1 << (8 * struct.calcsize(fmt))) - 1))
+        blob = with_crc(bytes(b))
+        try:
+            _core.Engine(blob, 1).run([x])
+            ran += 1
+        except (ValueError, RuntimeError, MemoryError):
+            pass
+    assert ran > 50  # some mutants (names, unused metadata) still run

@@ -121,6 +121,31 @@ std::vector<float> dequantize_constant(const Tensor& t) {
   return out;
 }
 
+// Plans one op and bounds what it asks for. A hostile model file can hold attributes that
+// are valid numbers but absurd sizes (pads of 2^60); every shape and scratch request is
+// checked here, before anything is allocated or indexed with it.
+constexpr std::int64_t kMaxTensorElements = std::int64_t(1) << 28;  // 1 GiB of float32
+constexpr std::size_t kMaxScratchBytes = std::size_t(1) << 31;
+
+void plan_bounded(OpKernel& k, const Op& op, const std::vector<PlanInput>& in,
+                  std::vector<TensorDesc>& out) {
+  k.plan(in, out);
+  for (const TensorDesc& d : out) {
+    std::int64_t n = 1;
+    for (std::int64_t dim : d.shape) {
+      if (dim < 0 || dim > kMaxTensorElements || (dim > 0 && n > kMaxTensorElements / dim)) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    op.type + " would produce a tensor of shape " + engine::shape_str(d.shape) +
+                        ", beyond the engine's limit of 2^28 elements");
+      }
+      n *= dim;
+    }
+  }
+  if (k.scratch_bytes() > kMaxScratchBytes) {
+    throw Error(ErrorCode::kInvalidArgument, op.type + " would need over 2 GiB of scratch memory");
+  }
+}
+
 }  // namespace
 
 struct Engine::Impl {
@@ -175,7 +200,7 @@ void Engine::Impl::fold(std::size_t op_index, std::vector<std::unique_ptr<Aligne
     if (op.inputs[i] >= 0) in[i] = {&desc[op.inputs[i]], value[op.inputs[i]]};
   }
   std::vector<TensorDesc> out(op.outputs.size());
-  k.plan(in, out);
+  plan_bounded(k, op, in, out);
   AlignedBytes scratch;
   scratch.resize(k.scratch_bytes());
   std::vector<const void*> ip(in.size());
@@ -286,7 +311,7 @@ void Engine::Impl::plan(const std::vector<TensorView>& inputs) {
     }
     std::vector<TensorDesc> out(op.outputs.size());
     try {
-      k.plan(in, out);
+      plan_bounded(k, op, in, out);
     } catch (const Error& e) {
       throw Error(e.code(), std::string(e.what()) + " (op " + std::to_string(i) + ")");
     }

@@ -89,6 +89,11 @@ struct Spatial {
     }
     for (std::size_t d = 0; d < sp; ++d) {
       if (strides[d] < 1 || dilations[d] < 1 || k[d] < 1) fail(type, "strides, dilations and kernel must be >= 1");
+      // Far beyond any real network; keeps the shape arithmetic clear of overflow.
+      if (strides[d] > 65536 || dilations[d] > 65536 || k[d] > 65536) fail(type, "stride, dilation or kernel above 65536");
+    }
+    for (std::int64_t p : pads) {
+      if (p < 0 || p > 65536) fail(type, "pads must be within 0..65536");
     }
     if (group < 1) fail(type, "group must be >= 1");
   }

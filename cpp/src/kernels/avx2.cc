@@ -693,48 +693,62 @@ void pack_panel16(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_
   }
 }
 
-template <int MR>
-inline void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
-                      std::ptrdiff_t ldc, std::size_t nc, bool load_c) {
-  __m256 lo[MR], hi[MR];
-  const float* ar[MR];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    lo[r] = _mm256_setzero_ps();
-    hi[r] = _mm256_setzero_ps();
-    ar[r] = a + r * lda;
+// Accumulates one row of the tile: the accumulators are named variables (not arrays) so
+// that they stay in registers.
+#define PICOFACE_GEMM_ROW(r)                                        \
+  if constexpr (MR > r) {                                           \
+    const __m256 av = _mm256_broadcast_ss(a##r + p);                \
+    lo##r = _mm256_fmadd_ps(av, b0, lo##r);                         \
+    hi##r = _mm256_fmadd_ps(av, b1, hi##r);                         \
   }
-  for (std::size_t p = 0; p < kc; ++p) {
-    const __m256 b0 = _mm256_load_ps(panel + p * kGemmNr);
-    const __m256 b1 = _mm256_load_ps(panel + p * kGemmNr + 8);
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      const __m256 av = _mm256_broadcast_ss(ar[r] + p);
-      lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
-      hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
-    }
-  }
+
+inline void store_row16(float* cr, __m256 lo, __m256 hi, std::size_t nc, bool load_c) {
   if (nc == kGemmNr) {
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      float* cr = c + r * ldc;
-      if (load_c) {
-        lo[r] = _mm256_add_ps(lo[r], _mm256_loadu_ps(cr));
-        hi[r] = _mm256_add_ps(hi[r], _mm256_loadu_ps(cr + 8));
-      }
-      _mm256_storeu_ps(cr, lo[r]);
-      _mm256_storeu_ps(cr + 8, hi[r]);
+    if (load_c) {
+      lo = _mm256_add_ps(lo, _mm256_loadu_ps(cr));
+      hi = _mm256_add_ps(hi, _mm256_loadu_ps(cr + 8));
     }
+    _mm256_storeu_ps(cr, lo);
+    _mm256_storeu_ps(cr + 8, hi);
     return;
   }
   alignas(32) float tmp[kGemmNr];
-  for (int r = 0; r < MR; ++r) {
-    _mm256_store_ps(tmp, lo[r]);
-    _mm256_store_ps(tmp + 8, hi[r]);
-    float* cr = c + r * ldc;
-    for (std::size_t j = 0; j < nc; ++j) cr[j] = load_c ? cr[j] + tmp[j] : tmp[j];
-  }
+  _mm256_store_ps(tmp, lo);
+  _mm256_store_ps(tmp + 8, hi);
+  for (std::size_t j = 0; j < nc; ++j) cr[j] = load_c ? cr[j] + tmp[j] : tmp[j];
 }
+
+template <int MR>
+inline void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                      std::ptrdiff_t ldc, std::size_t nc, bool load_c) {
+  __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0;
+  __m256 lo3 = lo0, hi3 = lo0, lo4 = lo0, hi4 = lo0, lo5 = lo0, hi5 = lo0;
+  const float* a0 = a;
+  const float* a1 = a0 + (MR > 1 ? lda : 0);
+  const float* a2 = a1 + (MR > 2 ? lda : 0);
+  const float* a3 = a2 + (MR > 3 ? lda : 0);
+  const float* a4 = a3 + (MR > 4 ? lda : 0);
+  const float* a5 = a4 + (MR > 5 ? lda : 0);
+  const float* bp = panel;
+  for (std::size_t p = 0; p < kc; ++p, bp += kGemmNr) {
+    const __m256 b0 = _mm256_load_ps(bp);
+    const __m256 b1 = _mm256_load_ps(bp + 8);
+    PICOFACE_GEMM_ROW(0)
+    PICOFACE_GEMM_ROW(1)
+    PICOFACE_GEMM_ROW(2)
+    PICOFACE_GEMM_ROW(3)
+    PICOFACE_GEMM_ROW(4)
+    PICOFACE_GEMM_ROW(5)
+  }
+  store_row16(c, lo0, hi0, nc, load_c);
+  if constexpr (MR > 1) store_row16(c + ldc, lo1, hi1, nc, load_c);
+  if constexpr (MR > 2) store_row16(c + 2 * ldc, lo2, hi2, nc, load_c);
+  if constexpr (MR > 3) store_row16(c + 3 * ldc, lo3, hi3, nc, load_c);
+  if constexpr (MR > 4) store_row16(c + 4 * ldc, lo4, hi4, nc, load_c);
+  if constexpr (MR > 5) store_row16(c + 5 * ldc, lo5, hi5, nc, load_c);
+}
+
+#undef PICOFACE_GEMM_ROW
 
 void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
               const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {

@@ -192,8 +192,13 @@ class Conv : public OpKernel {
       float* yn = y + n * m_ * out_plane;
       switch (path_) {
         case Path::kPointwise:
-          gemm_f32(m_, out_plane, c_, w, c_, xn, in_plane, yn, out_plane, false);
-          break;
+          // Column blocks of the output, each finished by the epilogue while it is in cache.
+          for (std::int64_t j0 = 0; j0 < out_plane; j0 += kColumnBlock) {
+            const std::int64_t nj = std::min(kColumnBlock, out_plane - j0);
+            gemm_f32(m_, nj, c_, w, c_, xn + j0, in_plane, yn + j0, out_plane, false);
+            epilogue(bias, slope, yn, out_plane, j0, nj);
+          }
+          continue;
         case Path::kDepthwise3x3: {
           const KernelTable& kt = kernels();
           for (std::int64_t c = 0; c < c_; ++c) {
@@ -219,16 +224,19 @@ class Conv : public OpKernel {
           break;
         }
       }
-      epilogue(bias, slope, yn, out_plane);
+      epilogue(bias, slope, yn, out_plane, 0, out_plane);
     }
   }
 
  private:
   enum class Path { kPointwise, kDepthwise3x3, kDepthwise, kGeneric };
+  static constexpr std::int64_t kColumnBlock = 1024;
 
   // Bias then activation per output channel plane: the kernel table's bias_act_f32 for the
   // piecewise-linear activations (none, relu, leaky relu, clip, prelu), apply_act otherwise.
-  void epilogue(const float* bias, const float* slope, float* yn, std::int64_t out_plane) const {
+  // Columns [j0, j0 + nj) of every plane, so callers can run it on a block still in cache.
+  void epilogue(const float* bias, const float* slope, float* yn, std::int64_t out_plane, std::int64_t j0,
+                std::int64_t nj) const {
     const KernelTable& kt = kernels();
     BiasActParams p;
     bool linear = true;
@@ -240,17 +248,17 @@ class Conv : public OpKernel {
       default: linear = false; break;
     }
     for (std::int64_t m = 0; m < m_; ++m) {
-      float* plane = yn + m * out_plane;
+      float* plane = yn + m * out_plane + j0;
       if (linear) {
         p.bias = bias ? bias[m] : 0.0f;
         if (slope) p.neg_slope = slope[slope_one_ ? 0 : m];
         if (p.bias != 0.0f || p.neg_slope != 1.0f || act_.act != Act::kNone) {
-          kt.bias_act_f32(plane, static_cast<std::size_t>(out_plane), p);
+          kt.bias_act_f32(plane, static_cast<std::size_t>(nj), p);
         }
         continue;
       }
-      if (bias) kt.bias_act_f32(plane, static_cast<std::size_t>(out_plane), BiasActParams{bias[m]});
-      apply_act(act_, plane, out_plane);
+      if (bias) kt.bias_act_f32(plane, static_cast<std::size_t>(nj), BiasActParams{bias[m]});
+      apply_act(act_, plane, nj);
     }
   }
 

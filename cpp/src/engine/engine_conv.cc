@@ -205,8 +205,9 @@ class Conv : public OpKernel {
             kt.dwconv3x3_f32(xn + c * in_plane, static_cast<int>(gy.in), static_cast<int>(gx.in), w + c * 9,
                              static_cast<int>(gx.stride), yn + c * out_plane, static_cast<int>(gy.out),
                              static_cast<int>(gx.out));
+            epilogue(bias, slope, yn, out_plane, 0, out_plane, c, c + 1);  // while the plane is in cache
           }
-          break;
+          continue;
         }
         case Path::kDepthwise:
           for (std::int64_t c = 0; c < c_; ++c) {
@@ -235,8 +236,9 @@ class Conv : public OpKernel {
   // Bias then activation per output channel plane: the kernel table's bias_act_f32 for the
   // piecewise-linear activations (none, relu, leaky relu, clip, prelu), apply_act otherwise.
   // Columns [j0, j0 + nj) of every plane, so callers can run it on a block still in cache.
+  // Channels [m0, m1) (all by default).
   void epilogue(const float* bias, const float* slope, float* yn, std::int64_t out_plane, std::int64_t j0,
-                std::int64_t nj) const {
+                std::int64_t nj, std::int64_t m0 = 0, std::int64_t m1 = -1) const {
     const KernelTable& kt = kernels();
     BiasActParams p;
     bool linear = true;
@@ -247,7 +249,7 @@ class Conv : public OpKernel {
       case Act::kClip: p.lo = act_.alpha; p.hi = act_.beta; break;
       default: linear = false; break;
     }
-    for (std::int64_t m = 0; m < m_; ++m) {
+    for (std::int64_t m = m0; m < (m1 < 0 ? m_ : m1); ++m) {
       float* plane = yn + m * out_plane + j0;
       if (linear) {
         p.bias = bias ? bias[m] : 0.0f;

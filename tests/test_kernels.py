@@ -172,3 +172,65 @@ def test_unsupported_isa_is_a_clear_error():
             _core.kernel_dot_f32(np.zeros(4, np.float32), np.zeros(4, np.float32), name)
     with pytest.raises(ValueError, match="unknown ISA"):
         _core.set_isa("sse9")
+
+
+GEMM_DIMS = [1, 5, 6, 7, 15, 16, 17, 33, 100]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_gemm_f32(isa, accumulate):
+    rng = np.random.default_rng(5)
+    for m in GEMM_DIMS:
+        for n in GEMM_DIMS:
+            for k in [1, 5, 16, 17, 100, 300]:
+                a = unaligned(rng.normal(size=(m, k)).astype(np.float32))
+                b = unaligned(rng.normal(size=(k, n)).astype(np.float32))
+                c = unaligned(rng.normal(size=(m, n)).astype(np.float32))
+                got = _core.kernel_gemm_f32(a, b, c, accumulate, isa)
+                want = _core.kernel_gemm_f32(a, b, c, accumulate, "scalar")
+                scale = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))
+                if accumulate:
+                    scale += np.abs(c)
+                err = np.abs(got.astype(np.float64) - want)
+                assert (err <= 1e-5 * scale + 1e-30).all(), f"gemm_f32 {isa} m={m} n={n} k={k}"
+                exact = a.astype(np.float64) @ b + (c if accumulate else 0)
+                assert (np.abs(want - exact) <= 1e-5 * scale + 1e-30).all(), f"reference m={m} n={n} k={k}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dwconv3x3(isa, stride):
+    rng = np.random.default_rng(6 + stride)
+    for h in [1, 2, 3, 5, 8, 17, 29, 37]:
+        for w in [1, 2, 3, 7, 8, 9, 16, 17, 18, 29, 33, 37]:
+            src = unaligned(rng.normal(size=(h, w)).astype(np.float32))
+            wt = rng.normal(size=9).astype(np.float32)
+            out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
+            got = _core.kernel_dwconv3x3_f32(src, wt, stride, out_h, out_w, isa)
+            want = _core.kernel_dwconv3x3_f32(src, wt, stride, out_h, out_w, "scalar")
+            # numpy check of the reference: zero padding 1 on every side.
+            pad = np.pad(src.astype(np.float64), 1)
+            exact = np.zeros((out_h, out_w))
+            for ky in range(3):
+                for kx in range(3):
+                    exact += wt[ky * 3 + kx] * pad[ky:ky + stride * (out_h - 1) + 1:stride,
+                                                   kx:kx + stride * (out_w - 1) + 1:stride]
+            close(want, exact, f"dwconv3x3 reference {h}x{w} s{stride}", rtol=1e-5, atol=1e-5)
+            close(got, want, f"dwconv3x3_f32 {isa} {h}x{w} s{stride}", rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("params", [(0.5, 1.0, -np.inf, np.inf), (-0.25, 1.0, 0.0, np.inf),
+                                    (0.1, 0.01, -np.inf, np.inf), (0.0, 1.0, 0.0, 6.0)])
+def test_bias_act_exact(isa, params):
+    rng = np.random.default_rng(8)
+    for n in SIZES:
+        x = unaligned((rng.normal(size=n) * 4).astype(np.float32))
+        want = _core.kernel_bias_act_f32(x, *params, "scalar")
+        got = _core.kernel_bias_act_f32(x, *params, isa)
+        np.testing.assert_array_equal(got, want)
+        bias, slope, lo, hi = params
+        y = x + np.float32(bias)
+        y = np.where(y < 0, y * np.float32(slope), y)
+        np.testing.assert_array_equal(want, np.minimum(np.maximum(y, lo), hi).astype(np.float32))

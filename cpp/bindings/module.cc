@@ -1,5 +1,6 @@
 // The only pybind11 code: converts arrays, releases the GIL around compute, maps errors.
 // Validation with user-facing messages happens in Python; checks here guard the C++ contract.
+#include <algorithm>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -238,6 +239,43 @@ void bind_kernels(py::module_& m) {
     check_size(b.size(), a.size(), "b");
     return k.dot_f32(a.data(), b.data(), a.size());
   });
+  m.def("kernel_gemm_f32",
+        [](const CArray<float>& a, const CArray<float>& b, const CArray<float>& c, bool accumulate,
+           const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(a.ndim() == 2 && b.ndim() == 2 && c.ndim() == 2, "a, b and c must be 2-D");
+          const py::ssize_t m = a.shape(0), kk = a.shape(1), n = b.shape(1);
+          require(b.shape(0) == kk && c.shape(0) == m && c.shape(1) == n, "shapes must be (m,k), (k,n), (m,n)");
+          auto out = empty<float>({m, n});
+          std::copy(c.data(), c.data() + m * n, out.mutable_data());
+          k.gemm_f32(std::size_t(m), std::size_t(n), std::size_t(kk), a.data(), kk, b.data(), n, out.mutable_data(), n,
+                     accumulate);
+          return out;
+        });
+  m.def("kernel_dwconv3x3_f32",
+        [](const CArray<float>& src, const CArray<float>& w, int stride, int out_h, int out_w,
+           const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(src.ndim() == 2 && w.size() == 9, "src must be H x W and w 3x3");
+          require(stride == 1 || stride == 2, "stride must be 1 or 2");
+          auto out = empty<float>({out_h, out_w});
+          k.dwconv3x3_f32(src.data(), int(src.shape(0)), int(src.shape(1)), w.data(), stride, out.mutable_data(),
+                          out_h, out_w);
+          return out;
+        });
+  m.def("kernel_bias_act_f32",
+        [](const CArray<float>& x, float bias, float neg_slope, float lo, float hi, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          auto out = empty<float>({x.size()});
+          std::copy(x.data(), x.data() + x.size(), out.mutable_data());
+          BiasActParams p;
+          p.bias = bias;
+          p.neg_slope = neg_slope;
+          p.lo = lo;
+          p.hi = hi;
+          k.bias_act_f32(out.mutable_data(), std::size_t(x.size()), p);
+          return out;
+        });
   m.def("kernel_dot_s8",
         [](const CArray<std::int8_t>& a, const CArray<std::int8_t>& b, const std::string& isa) {
           const KernelTable& k = kernels_for(isa_from_name(isa));

@@ -444,6 +444,123 @@ void test_dot(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Convolution kernels
+
+// Floats whose last element ends at a guard page (or, with guard_head, whose first one
+// starts right after one), optionally offset by one float from the page boundary.
+struct GuardedFloats {
+  GuardedFloats(std::size_t n, bool guard_head) : bytes(n * sizeof(float), guard_head) {}
+  float* data() { return reinterpret_cast<float*>(bytes.data()); }
+  GuardedBytes bytes;
+};
+
+void test_gemm(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
+  const int dims[] = {1, 5, 6, 7, 15, 16, 17, 33, 100};
+  for (int m : dims) {
+    for (int n : dims) {
+      for (int kk : {0, 1, 5, 7, 16, 17, 100, 300}) {
+        for (int variant = 0; variant < 2; ++variant) {
+          // variant 0: dense, accumulate off; variant 1: padded leading dimensions, pointers
+          // off by one float, accumulate on.
+          const bool acc = variant == 1;
+          const int pad = variant;
+          const std::ptrdiff_t lda = kk + pad, ldb = n + pad * 3, ldc = n + pad * 2;
+          GuardedFloats ga(std::size_t(m) * lda + pad, false), gb(std::size_t(kk) * ldb + pad, variant == 1);
+          float* a = ga.data() + pad;
+          float* b = gb.data() + pad;
+          for (std::size_t i = 0; i < std::size_t(m) * lda; ++i) a[i] = fdist(rng);
+          for (std::size_t i = 0; i < std::size_t(kk) * ldb; ++i) b[i] = fdist(rng) * 10.0f;
+          std::vector<float> c0(std::size_t(m) * ldc + 1);
+          for (auto& v : c0) v = fdist(rng);
+          std::vector<float> c_ref = c0, c_got = c0;
+          ref.gemm_f32(m, n, kk, a, lda, b, ldb, c_ref.data() + pad, ldc, acc);
+          k.gemm_f32(m, n, kk, a, lda, b, ldb, c_got.data() + pad, ldc, acc);
+          std::string detail;
+          for (int i = 0; i < m && detail.empty(); ++i) {
+            for (std::ptrdiff_t j = 0; j < ldc && detail.empty(); ++j) {
+              const std::size_t e = std::size_t(i) * ldc + j + pad;
+              if (j >= n) {
+                if (c_got[e] != c0[e] && e < c0.size()) detail = fmt("wrote outside C at row %g col %g", i, j, 0);
+                continue;
+              }
+              double scale = acc ? std::fabs(c0[e]) : 0.0;
+              for (int p = 0; p < kk; ++p) scale += std::fabs(double(a[i * lda + p]) * b[p * ldb + j]);
+              if (!close_float(c_got[e], c_ref[e], scale, 1e-5)) {
+                detail = fmt("row %g col %g: got %.9g", i, j, c_got[e]) + fmt(" want %.9g", c_ref[e], 0, 0);
+              }
+            }
+          }
+          report(detail.empty(), "gemm_f32", k.isa, fmt("m=%g n=%g k=%g", m, n, kk) + fmt(" variant=%g", variant, 0, 0),
+                 detail);
+        }
+      }
+    }
+  }
+}
+
+void test_dwconv3x3(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
+  for (int h = 1; h <= 37; h += (h < 9 ? 1 : 7)) {
+    for (int w = 1; w <= 37; w += (w < 18 ? 1 : 4)) {
+      for (int stride = 1; stride <= 2; ++stride) {
+        for (int pad_end = 0; pad_end <= 1; ++pad_end) {
+          const int out_h = (h + 1 + pad_end - 3) / stride + 1, out_w = (w + 1 + pad_end - 3) / stride + 1;
+          if (h + 1 + pad_end < 3 || w + 1 + pad_end < 3) continue;
+          for (int head = 0; head < 2; ++head) {
+            GuardedFloats src(std::size_t(h) * w, head == 1);
+            for (int i = 0; i < h * w; ++i) src.data()[i] = fdist(rng);
+            float wt[9];
+            for (float& v : wt) v = fdist(rng);
+            std::vector<float> want(std::size_t(out_h) * out_w + 1, 7.0f), got = want;
+            ref.dwconv3x3_f32(src.data(), h, w, wt, stride, want.data(), out_h, out_w);
+            k.dwconv3x3_f32(src.data(), h, w, wt, stride, got.data(), out_h, out_w);
+            std::string detail;
+            if (got.back() != 7.0f) detail = "wrote past the output";
+            for (int i = 0; i < out_h * out_w && detail.empty(); ++i) {
+              if (!close_float(got[i], want[i], 9.0, 1e-6)) {
+                detail = fmt("at %g: got %.9g want %.9g", i, got[i], want[i]);
+              }
+            }
+            report(detail.empty(), "dwconv3x3_f32", k.isa,
+                   fmt("in=%gx%g stride=%g", h, w, stride) + fmt(" out=%gx%g guard_head=%g", out_h, out_w, head),
+                   detail);
+          }
+        }
+      }
+    }
+  }
+}
+
+void test_bias_act(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> fdist(-4.0f, 4.0f);
+  const BiasActParams cases[] = {
+      {0.5f, 1.0f, -kInf, kInf}, {-0.25f, 1.0f, 0.0f, kInf}, {0.1f, 0.01f, -kInf, kInf},
+      {0.0f, 1.0f, 0.0f, 6.0f},  {1.5f, -0.3f, -1.0f, 2.0f}};
+  for (int n : kSizes) {
+    for (const BiasActParams& p : cases) {
+      std::vector<float> x(n + 1);
+      for (auto& v : x) v = fdist(rng);
+      if (n > 3) {
+        x[1] = kNan;
+        x[2] = -0.0f;
+        x[3] = -kInf;
+      }
+      std::vector<float> want = x, got = x;
+      ref.bias_act_f32(want.data() + 1, n, p);
+      k.bias_act_f32(got.data() + 1, n, p);
+      std::string detail;
+      for (int i = 0; i <= n && detail.empty(); ++i) {
+        if (!same_float(got[i], want[i]) || std::signbit(got[i]) != std::signbit(want[i])) {
+          detail = fmt("at %g: got %.9g want %.9g", i, got[i], want[i]);
+        }
+      }
+      report(detail.empty(), "bias_act_f32", k.isa, fmt("n=%g bias=%g slope=%g", n, p.bias, p.neg_slope), detail);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace picoface
 
@@ -468,6 +585,9 @@ int main(int argc, char** argv) {
       test_pack(k, ref, rng);
       test_warp(k, ref, rng);
       test_dot(k, ref, rng);
+      test_gemm(k, ref, rng);
+      test_dwconv3x3(k, ref, rng);
+      test_bias_act(k, ref, rng);
       std::printf("%s: %d passed, %d failed\n", isa_name(isa), g_passed - passed_before,
                   g_failed - failed_before);
     }

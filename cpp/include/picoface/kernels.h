@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "picoface/cpu.h"
 
@@ -49,6 +50,17 @@ struct WarpParams {
   std::uint8_t border[4] = {0, 0, 0, 0};
 };
 
+// Per-channel epilogue of a convolution, applied in place to one output plane:
+//   y = x + bias;  y = y < 0 ? y * neg_slope : y;  y = min(max(y, lo), hi)
+// (max/min as std::max/std::min, so a NaN stays NaN). Covers none, relu (lo = 0), leaky relu
+// and prelu (neg_slope), clip/relu6 (lo, hi). Every ISA is bit-identical to the reference.
+struct BiasActParams {
+  float bias = 0.0f;
+  float neg_slope = 1.0f;
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+};
+
 struct KernelTable {
   Isa isa;
 
@@ -73,6 +85,25 @@ struct KernelTable {
   // Dot products. dot_s8 accumulates exactly in int32 (callers keep n*128*128 < 2^31).
   float (*dot_f32)(const float* a, const float* b, std::size_t n);
   std::int32_t (*dot_s8)(const std::int8_t* a, const std::int8_t* b, std::size_t n);
+
+  // fp32 GEMM for convolution: C (m x n) = A (m x k) * B (k x n) [+ C if accumulate], all
+  // row-major with leading dimensions lda, ldb, ldc (elements). The reference accumulates
+  // each C element in float in increasing k; SIMD variants reorder and fuse (FMA), so they
+  // agree within a few ulp of sum |a||b|. Any m, n, k >= 0 (k = 0 gives C = 0 or C
+  // unchanged); packing buffers live on the kernel's stack (a few tens of KiB).
+  void (*gemm_f32)(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+                   const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate);
+
+  // Depthwise 3x3 convolution of one channel plane, padding 1 at the top and left:
+  //   dst[oy*out_w + ox] = sum_{ky<3} sum_{kx<3} w[ky*3 + kx] * src[iy*in_w + ix],
+  //   iy = oy*stride - 1 + ky, ix = ox*stride - 1 + kx, taps outside the input are zero
+  // (so any bottom/right padding is implied by out_h, out_w). stride is 1 or 2. The
+  // reference sums the taps in (ky, kx) order in float; SIMD variants fuse (FMA).
+  void (*dwconv3x3_f32)(const float* src, int in_h, int in_w, const float* w, int stride,
+                        float* dst, int out_h, int out_w);
+
+  // In-place bias + activation of n floats (see BiasActParams).
+  void (*bias_act_f32)(float* x, std::size_t n, const BiasActParams& p);
 };
 
 // Table of one level; throws Error(kUnsupported) if it is not compiled in or not runnable here.

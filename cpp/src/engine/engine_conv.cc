@@ -12,33 +12,15 @@
 #include <limits>
 
 #include "engine_ops.h"
+#include "picoface/kernels.h"
 
 namespace picoface {
 namespace engine {
 
 void gemm_f32(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
               const float* b, std::int64_t ldb, float* c, std::int64_t ldc, bool accumulate) {
-  // Blocked over n and k so a block of B rows and the C row stay in cache; the innermost
-  // loop (a scalar times a B row into a C row) vectorises.
-  constexpr std::int64_t kNb = 512, kKb = 128;
-  if (!accumulate) {
-    for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
-  }
-  for (std::int64_t j0 = 0; j0 < n; j0 += kNb) {
-    const std::int64_t nb = std::min(kNb, n - j0);
-    for (std::int64_t k0 = 0; k0 < k; k0 += kKb) {
-      const std::int64_t kb = std::min(kKb, k - k0);
-      for (std::int64_t i = 0; i < m; ++i) {
-        float* crow = c + i * ldc + j0;
-        const float* arow = a + i * lda + k0;
-        for (std::int64_t p = 0; p < kb; ++p) {
-          const float av = arow[p];
-          const float* brow = b + (k0 + p) * ldb + j0;
-          for (std::int64_t j = 0; j < nb; ++j) crow[j] += av * brow[j];
-        }
-      }
-    }
-  }
+  kernels().gemm_f32(static_cast<std::size_t>(m), static_cast<std::size_t>(n), static_cast<std::size_t>(k), a,
+                     lda, b, ldb, c, ldc, accumulate);
 }
 
 namespace {
@@ -184,7 +166,11 @@ class Conv : public OpKernel {
     const bool unit = gy.kernel == 1 && gx.kernel == 1 && gy.stride == 1 && gx.stride == 1 && gy.pad == 0 &&
                       gx.pad == 0 && gy.pad_end == 0 && gx.pad_end == 0;
     if (unit && g_ == 1) path_ = Path::kPointwise;
-    else if (g_ == c_ && m_ == c_) path_ = Path::kDepthwise;
+    else if (g_ == c_ && m_ == c_) {
+      const bool k3 = gy.kernel == 3 && gx.kernel == 3 && gy.dilation == 1 && gx.dilation == 1 && gy.pad == 1 &&
+                      gx.pad == 1 && gy.stride == gx.stride && (gx.stride == 1 || gx.stride == 2);
+      path_ = k3 ? Path::kDepthwise3x3 : Path::kDepthwise;
+    }
     else path_ = Path::kGeneric;
     kdim_ = (c_ / g_) * gy.kernel * gx.kernel;
     out[0] = {DType::kF32, r};
@@ -211,8 +197,23 @@ class Conv : public OpKernel {
       float* yn = y + n * m_ * out_plane;
       switch (path_) {
         case Path::kPointwise:
-          gemm_f32(m_, out_plane, c_, w, c_, xn, in_plane, yn, out_plane, false);
-          break;
+          // Column blocks of the output, each finished by the epilogue while it is in cache.
+          for (std::int64_t j0 = 0; j0 < out_plane; j0 += kColumnBlock) {
+            const std::int64_t nj = std::min(kColumnBlock, out_plane - j0);
+            gemm_f32(m_, nj, c_, w, c_, xn + j0, in_plane, yn + j0, out_plane, false);
+            epilogue(bias, slope, yn, out_plane, j0, nj);
+          }
+          continue;
+        case Path::kDepthwise3x3: {
+          const KernelTable& kt = kernels();
+          for (std::int64_t c = 0; c < c_; ++c) {
+            kt.dwconv3x3_f32(xn + c * in_plane, static_cast<int>(gy.in), static_cast<int>(gx.in), w + c * 9,
+                             static_cast<int>(gx.stride), yn + c * out_plane, static_cast<int>(gy.out),
+                             static_cast<int>(gx.out));
+            epilogue(bias, slope, yn, out_plane, 0, out_plane, c, c + 1);  // while the plane is in cache
+          }
+          continue;
+        }
         case Path::kDepthwise:
           for (std::int64_t c = 0; c < c_; ++c) {
             depthwise_plane(xn + c * in_plane, w + c * gy.kernel * gx.kernel, yn + c * out_plane);
@@ -229,24 +230,44 @@ class Conv : public OpKernel {
           break;
         }
       }
-      for (std::int64_t m = 0; m < m_; ++m) {
-        float* plane = yn + m * out_plane;
-        if (bias) {
-          const float b = bias[m];
-          for (std::int64_t i = 0; i < out_plane; ++i) plane[i] += b;
-        }
-        if (slope) {
-          const float s = slope[slope_one_ ? 0 : m];
-          for (std::int64_t i = 0; i < out_plane; ++i) plane[i] = plane[i] < 0.0f ? plane[i] * s : plane[i];
-        } else {
-          apply_act(act_, plane, out_plane);
-        }
-      }
+      epilogue(bias, slope, yn, out_plane, 0, out_plane);
     }
   }
 
  private:
-  enum class Path { kPointwise, kDepthwise, kGeneric };
+  enum class Path { kPointwise, kDepthwise3x3, kDepthwise, kGeneric };
+  static constexpr std::int64_t kColumnBlock = 1024;
+
+  // Bias then activation per output channel plane: the kernel table's bias_act_f32 for the
+  // piecewise-linear activations (none, relu, leaky relu, clip, prelu), apply_act otherwise.
+  // Columns [j0, j0 + nj) of every plane, so callers can run it on a block still in cache.
+  // Channels [m0, m1) (all by default).
+  void epilogue(const float* bias, const float* slope, float* yn, std::int64_t out_plane, std::int64_t j0,
+                std::int64_t nj, std::int64_t m0 = 0, std::int64_t m1 = -1) const {
+    const KernelTable& kt = kernels();
+    BiasActParams p;
+    bool linear = true;
+    switch (act_.act) {
+      case Act::kNone: case Act::kPrelu: break;
+      case Act::kRelu: p.lo = 0.0f; break;
+      case Act::kLeakyRelu: p.neg_slope = act_.alpha; break;
+      case Act::kClip: p.lo = act_.alpha; p.hi = act_.beta; break;
+      default: linear = false; break;
+    }
+    for (std::int64_t m = m0; m < (m1 < 0 ? m_ : m1); ++m) {
+      float* plane = yn + m * out_plane + j0;
+      if (linear) {
+        p.bias = bias ? bias[m] : 0.0f;
+        if (slope) p.neg_slope = slope[slope_one_ ? 0 : m];
+        if (p.bias != 0.0f || p.neg_slope != 1.0f || act_.act != Act::kNone) {
+          kt.bias_act_f32(plane, static_cast<std::size_t>(nj), p);
+        }
+        continue;
+      }
+      if (bias) kt.bias_act_f32(plane, static_cast<std::size_t>(nj), BiasActParams{bias[m]});
+      apply_act(act_, plane, nj);
+    }
+  }
 
   // Output columns ox with 0 <= ox*stride - pad + offset < in (offset = kx*dilation).
   static void valid_range(const Geom& g, std::int64_t offset, std::int64_t* lo, std::int64_t* hi) {
@@ -303,6 +324,8 @@ class Conv : public OpKernel {
             std::fill(o, o + xlo, 0.0f);
             if (gx.stride == 1) {
               std::memcpy(o + xlo, row + xlo, (xhi - xlo) * sizeof(float));
+            } else if (gx.stride == 2) {  // constant stride: the compiler vectorises it
+              for (std::int64_t ox = xlo; ox < xhi; ++ox) o[ox] = row[ox * 2];
             } else {
               for (std::int64_t ox = xlo; ox < xhi; ++ox) o[ox] = row[ox * gx.stride];
             }

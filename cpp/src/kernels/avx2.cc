@@ -665,6 +665,225 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return sum;
 }
 
+// ---------------------------------------------------------------------------------------
+// gemm_f32: B is packed one 16-column panel at a time (kKc rows deep, zero-padded on the
+// right, 16 KiB on the stack, so it stays in L1 while every 6-row tile of A sweeps it); the
+// 6x16 register tile holds 12 accumulators and takes one broadcast of A per row and two
+// loads of the panel per k step. A is read in place (convolution weights are small).
+
+constexpr std::size_t kGemmNr = 16;
+constexpr std::size_t kGemmMr = 6;
+constexpr std::size_t kGemmKc = 256;
+
+void pack_panel16(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, float* panel) {
+  if (nc == kGemmNr) {
+    for (std::size_t p = 0; p < kc; ++p) {
+      const float* row = b + static_cast<std::ptrdiff_t>(p) * ldb;
+      _mm256_store_ps(panel + p * kGemmNr, _mm256_loadu_ps(row));
+      _mm256_store_ps(panel + p * kGemmNr + 8, _mm256_loadu_ps(row + 8));
+    }
+    return;
+  }
+  for (std::size_t p = 0; p < kc; ++p) {
+    const float* row = b + static_cast<std::ptrdiff_t>(p) * ldb;
+    float* dst = panel + p * kGemmNr;
+    std::size_t j = 0;
+    for (; j < nc; ++j) dst[j] = row[j];
+    for (; j < kGemmNr; ++j) dst[j] = 0.0f;
+  }
+}
+
+// Accumulates one row of the tile: the accumulators are named variables (not arrays) so
+// that they stay in registers.
+#define PICOFACE_GEMM_ROW(r)                                        \
+  if constexpr (MR > r) {                                           \
+    const __m256 av = _mm256_broadcast_ss(a##r + p);                \
+    lo##r = _mm256_fmadd_ps(av, b0, lo##r);                         \
+    hi##r = _mm256_fmadd_ps(av, b1, hi##r);                         \
+  }
+
+inline void store_row16(float* cr, __m256 lo, __m256 hi, std::size_t nc, bool load_c) {
+  if (nc == kGemmNr) {
+    if (load_c) {
+      lo = _mm256_add_ps(lo, _mm256_loadu_ps(cr));
+      hi = _mm256_add_ps(hi, _mm256_loadu_ps(cr + 8));
+    }
+    _mm256_storeu_ps(cr, lo);
+    _mm256_storeu_ps(cr + 8, hi);
+    return;
+  }
+  alignas(32) float tmp[kGemmNr];
+  _mm256_store_ps(tmp, lo);
+  _mm256_store_ps(tmp + 8, hi);
+  for (std::size_t j = 0; j < nc; ++j) cr[j] = load_c ? cr[j] + tmp[j] : tmp[j];
+}
+
+template <int MR>
+inline void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                      std::ptrdiff_t ldc, std::size_t nc, bool load_c) {
+  __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0;
+  __m256 lo3 = lo0, hi3 = lo0, lo4 = lo0, hi4 = lo0, lo5 = lo0, hi5 = lo0;
+  const float* a0 = a;
+  const float* a1 = a0 + (MR > 1 ? lda : 0);
+  const float* a2 = a1 + (MR > 2 ? lda : 0);
+  const float* a3 = a2 + (MR > 3 ? lda : 0);
+  const float* a4 = a3 + (MR > 4 ? lda : 0);
+  const float* a5 = a4 + (MR > 5 ? lda : 0);
+  const float* bp = panel;
+  for (std::size_t p = 0; p < kc; ++p, bp += kGemmNr) {
+    const __m256 b0 = _mm256_load_ps(bp);
+    const __m256 b1 = _mm256_load_ps(bp + 8);
+    PICOFACE_GEMM_ROW(0)
+    PICOFACE_GEMM_ROW(1)
+    PICOFACE_GEMM_ROW(2)
+    PICOFACE_GEMM_ROW(3)
+    PICOFACE_GEMM_ROW(4)
+    PICOFACE_GEMM_ROW(5)
+  }
+  store_row16(c, lo0, hi0, nc, load_c);
+  if constexpr (MR > 1) store_row16(c + ldc, lo1, hi1, nc, load_c);
+  if constexpr (MR > 2) store_row16(c + 2 * ldc, lo2, hi2, nc, load_c);
+  if constexpr (MR > 3) store_row16(c + 3 * ldc, lo3, hi3, nc, load_c);
+  if constexpr (MR > 4) store_row16(c + 4 * ldc, lo4, hi4, nc, load_c);
+  if constexpr (MR > 5) store_row16(c + 5 * ldc, lo5, hi5, nc, load_c);
+}
+
+#undef PICOFACE_GEMM_ROW
+
+void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+              const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
+  if (k == 0) {
+    if (!accumulate) {
+      for (std::size_t i = 0; i < m; ++i) {
+        for (std::size_t j = 0; j < n; ++j) c[static_cast<std::ptrdiff_t>(i) * ldc + j] = 0.0f;
+      }
+    }
+    return;
+  }
+  alignas(64) float panel[kGemmKc * kGemmNr];
+  for (std::size_t k0 = 0; k0 < k; k0 += kGemmKc) {
+    const std::size_t kc = k - k0 < kGemmKc ? k - k0 : kGemmKc;
+    const bool load_c = accumulate || k0 > 0;
+    for (std::size_t j0 = 0; j0 < n; j0 += kGemmNr) {
+      const std::size_t nc = n - j0 < kGemmNr ? n - j0 : kGemmNr;
+      pack_panel16(b + static_cast<std::ptrdiff_t>(k0) * ldb + j0, ldb, kc, nc, panel);
+      for (std::size_t i0 = 0; i0 < m; i0 += kGemmMr) {
+        const float* ai = a + static_cast<std::ptrdiff_t>(i0) * lda + k0;
+        float* ci = c + static_cast<std::ptrdiff_t>(i0) * ldc + j0;
+        switch (m - i0 < kGemmMr ? m - i0 : kGemmMr) {
+          case 1: gemm_tile<1>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
+          case 2: gemm_tile<2>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
+          case 3: gemm_tile<3>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
+          case 4: gemm_tile<4>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
+          case 5: gemm_tile<5>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
+          default: gemm_tile<6>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// dwconv3x3_f32: one output row at a time from three input row pointers (null above or
+// below the input), 8 output columns per vector where all taps lie inside the row, the
+// reference's per-pixel loop at the borders. Stride 2 deinterleaves even/odd columns.
+
+inline float dw_pixel(const float* const* rows, int in_w, const float* w, int stride, int ox) {
+  float acc = 0.0f;
+  for (int ky = 0; ky < 3; ++ky) {
+    if (!rows[ky]) continue;
+    for (int kx = 0; kx < 3; ++kx) {
+      const int ix = ox * stride - 1 + kx;
+      if (ix < 0 || ix >= in_w) continue;
+      acc += w[ky * 3 + kx] * rows[ky][ix];
+    }
+  }
+  return acc;
+}
+
+// Even and odd elements of the 16 floats at p.
+inline void deinterleave16(const float* p, __m256* even, __m256* odd) {
+  const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+  *even = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+  *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
+                   int out_h, int out_w) {
+  __m256 wv[9];
+  for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(w[t]);
+  // Vector blocks start at ox = 1 and need every tap inside the row: stride 1 reads columns
+  // up to ox + 8, stride 2 up to 2*ox + 15.
+  int vec_end;
+  if (stride == 1) vec_end = in_w - 1;   // ox + 8 <= in_w - 1  <=>  ox + 8 <= vec_end
+  else vec_end = (in_w - 16) / 2 + 8;    // 2*ox + 15 <= in_w - 1 <=> ox + 8 <= vec_end
+  if (in_w < 16 && stride != 1) vec_end = 0;
+  if (vec_end > out_w) vec_end = out_w;
+  for (int oy = 0; oy < out_h; ++oy) {
+    const float* rows[3];
+    for (int ky = 0; ky < 3; ++ky) {
+      const int iy = oy * stride - 1 + ky;
+      rows[ky] = iy >= 0 && iy < in_h ? src + static_cast<std::ptrdiff_t>(iy) * in_w : nullptr;
+    }
+    float* d = dst + static_cast<std::ptrdiff_t>(oy) * out_w;
+    int ox = 0;
+    if (out_w > 0) d[ox++] = dw_pixel(rows, in_w, w, stride, 0);
+    if (stride == 1) {
+      for (; ox + 8 <= vec_end; ox += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int ky = 0; ky < 3; ++ky) {
+          if (!rows[ky]) continue;
+          const float* r = rows[ky] + ox - 1;
+          acc = _mm256_fmadd_ps(wv[ky * 3 + 0], _mm256_loadu_ps(r), acc);
+          acc = _mm256_fmadd_ps(wv[ky * 3 + 1], _mm256_loadu_ps(r + 1), acc);
+          acc = _mm256_fmadd_ps(wv[ky * 3 + 2], _mm256_loadu_ps(r + 2), acc);
+        }
+        _mm256_storeu_ps(d + ox, acc);
+      }
+    } else {
+      for (; ox + 8 <= vec_end; ox += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int ky = 0; ky < 3; ++ky) {
+          if (!rows[ky]) continue;
+          __m256 c0, c1, c1b, c2;
+          deinterleave16(rows[ky] + 2 * ox - 1, &c0, &c1);
+          deinterleave16(rows[ky] + 2 * ox, &c1b, &c2);
+          acc = _mm256_fmadd_ps(wv[ky * 3 + 0], c0, acc);
+          acc = _mm256_fmadd_ps(wv[ky * 3 + 1], c1, acc);
+          acc = _mm256_fmadd_ps(wv[ky * 3 + 2], c2, acc);
+        }
+        _mm256_storeu_ps(d + ox, acc);
+      }
+    }
+    for (; ox < out_w; ++ox) d[ox] = dw_pixel(rows, in_w, w, stride, ox);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// bias_act_f32: the reference's compare-selects map onto blendv/max/min exactly.
+
+void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
+  const __m256 bias = _mm256_set1_ps(p.bias), slope = _mm256_set1_ps(p.neg_slope);
+  const __m256 lo = _mm256_set1_ps(p.lo), hi = _mm256_set1_ps(p.hi), zero = _mm256_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 y = _mm256_add_ps(_mm256_loadu_ps(x + i), bias);
+    y = _mm256_blendv_ps(y, _mm256_mul_ps(y, slope), _mm256_cmp_ps(y, zero, _CMP_LT_OQ));
+    y = _mm256_max_ps(lo, y);  // lo > y ? lo : y
+    y = _mm256_min_ps(hi, y);  // hi < y ? hi : y
+    _mm256_storeu_ps(x + i, y);
+  }
+  for (; i < n; ++i) {
+    float y = x[i] + p.bias;
+    y = y < 0.0f ? y * p.neg_slope : y;
+    y = y < p.lo ? p.lo : y;
+    y = p.hi < y ? p.hi : y;
+    x[i] = y;
+  }
+}
+
 }  // namespace
 
 void fill_avx2(KernelTable* t) {
@@ -674,6 +893,9 @@ void fill_avx2(KernelTable* t) {
   t->pack_row = pack_row;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->gemm_f32 = gemm_f32;
+  t->dwconv3x3_f32 = dwconv3x3_f32;
+  t->bias_act_f32 = bias_act_f32;
 }
 
 }  // namespace picoface

@@ -59,6 +59,53 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return acc;
 }
 
+void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+              const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
+  // Row i of C is built as a sum of B rows scaled by A[i][p], p increasing: every element is
+  // accumulated in float in k order, and the innermost loop streams along rows.
+  for (std::size_t i = 0; i < m; ++i) {
+    float* crow = c + static_cast<std::ptrdiff_t>(i) * ldc;
+    if (!accumulate) {
+      for (std::size_t j = 0; j < n; ++j) crow[j] = 0.0f;
+    }
+    const float* arow = a + static_cast<std::ptrdiff_t>(i) * lda;
+    for (std::size_t p = 0; p < k; ++p) {
+      const float av = arow[p];
+      const float* brow = b + static_cast<std::ptrdiff_t>(p) * ldb;
+      for (std::size_t j = 0; j < n; ++j) crow[j] += av * brow[j];
+    }
+  }
+}
+
+void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
+                   int out_h, int out_w) {
+  for (int oy = 0; oy < out_h; ++oy) {
+    for (int ox = 0; ox < out_w; ++ox) {
+      float acc = 0.0f;
+      for (int ky = 0; ky < 3; ++ky) {
+        const int iy = oy * stride - 1 + ky;
+        if (iy < 0 || iy >= in_h) continue;
+        for (int kx = 0; kx < 3; ++kx) {
+          const int ix = ox * stride - 1 + kx;
+          if (ix < 0 || ix >= in_w) continue;
+          acc += w[ky * 3 + kx] * src[static_cast<std::ptrdiff_t>(iy) * in_w + ix];
+        }
+      }
+      dst[static_cast<std::ptrdiff_t>(oy) * out_w + ox] = acc;
+    }
+  }
+}
+
+void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
+  for (std::size_t i = 0; i < n; ++i) {
+    float y = x[i] + p.bias;
+    y = y < 0.0f ? y * p.neg_slope : y;
+    y = y < p.lo ? p.lo : y;  // std::max(y, lo): keeps y when it is NaN
+    y = p.hi < y ? p.hi : y;  // std::min(y, hi)
+    x[i] = y;
+  }
+}
+
 }  // namespace
 
 void fill_reference(KernelTable* t) {
@@ -69,6 +116,9 @@ void fill_reference(KernelTable* t) {
   t->warp_affine_u8 = warp_affine_u8;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->gemm_f32 = gemm_f32;
+  t->dwconv3x3_f32 = dwconv3x3_f32;
+  t->bias_act_f32 = bias_act_f32;
 }
 
 }  // namespace picoface

@@ -73,3 +73,16 @@ def test_detect_without_model_says_why(tmp_path):
 def test_bad_input_size_is_a_usage_error():
     out = cli("detect", "x.jpg", "--input-size", "640")
     assert out.returncode == 2 and "WIDTHxHEIGHT" in out.stderr
+
+
+def test_bench_json(yunet_model):
+    need_module("onnx")
+    out = cli("bench", yunet_model, "--task", "detect", "--head", "yunet", "--size", "64x64,96x64",
+              "--runs", "3", "--warmup", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    rows = {(r["backend"], r["size"]) for r in report["rows"]}
+    assert rows == {(b, s) for b in ("native", "onnxruntime") for s in ("64x64", "96x64")}
+    native = next(r for r in report["rows"] if r["backend"] == "native")
+    assert native["gmacs"] > 0 and native["runs"] == 3 and native["min_ms"] <= native["median_ms"]
+    assert report["isa"] and report["cpu"]

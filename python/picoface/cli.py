@@ -104,6 +104,24 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _sizes(text: str):
+    return [_size(t) for t in text.split(",")]
+
+
+def _cmd_bench(args) -> int:
+    from picoface.bench import bench, markdown
+
+    def progress(done, total):
+        if not args.json and sys.stderr.isatty():
+            print(f"\r{done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    report = bench(args.model, task=args.task, head=args.head, preset=args.preset,
+                   sizes=args.size, backends=args.backend.split(","), runs=args.runs,
+                   warmup=args.warmup, threads=args.threads, progress=progress)
+    print(json.dumps(report, indent=2) if args.json else markdown(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="picoface", description="Face detection and recognition on one CPU core.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -134,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--output", "-o", required=True, help="output .pface file")
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")
     conv.set_defaults(run=_cmd_convert)
+
+    b = sub.add_parser("bench", help="native engine vs onnxruntime latency on one ONNX model")
+    b.add_argument("model", help="ONNX file (the native side converts it in memory)")
+    b.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
+    b.add_argument("--head", help="detector head, e.g. yunet")
+    b.add_argument("--preset", help="recogniser input convention")
+    b.add_argument("--size", type=_sizes, default=[(320, 256)],
+                   help="comma-separated WIDTHxHEIGHT list (dynamic models)")
+    b.add_argument("--backend", default="native,onnxruntime")
+    b.add_argument("--runs", type=int, default=100)
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(run=_cmd_bench)
 
     ins = sub.add_parser("inspect", help="metadata, ops and parameters of a .pface model")
     ins.add_argument("model")

@@ -6,6 +6,8 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <initializer_list>
+#include <utility>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -64,35 +66,44 @@ ImageView image_view(const py::array& a) {
   return v;
 }
 
+// Parses one of a fixed set of option names; the error lists them all.
+template <typename E>
+E parse_option(const std::string& s, const char* what,
+               std::initializer_list<std::pair<const char*, E>> options) {
+  std::string valid;
+  for (const auto& [name, value] : options) {
+    if (s == name) return value;
+    valid += (valid.empty() ? "'" : ", '") + std::string(name) + "'";
+  }
+  throw Error(ErrorCode::kInvalidArgument,
+              std::string(what) + " must be one of " + valid + ", got '" + s + "'");
+}
+
 Color color_from(const std::string& s) {
-  if (s == "bgr") return Color::kBgr;
-  if (s == "rgb") return Color::kRgb;
-  if (s == "gray") return Color::kGray;
-  throw Error(ErrorCode::kInvalidArgument, "color must be 'bgr', 'rgb' or 'gray', got '" + s + "'");
+  return parse_option<Color>(s, "color", {{"bgr", Color::kBgr}, {"rgb", Color::kRgb}, {"gray", Color::kGray}});
 }
 
 Fit fit_from(const std::string& s) {
-  if (s == "stretch") return Fit::kStretch;
-  if (s == "keep_aspect") return Fit::kKeepAspect;
-  if (s == "none") return Fit::kNone;
-  throw Error(ErrorCode::kInvalidArgument,
-              "fit must be 'stretch', 'keep_aspect' or 'none', got '" + s + "'");
+  return parse_option<Fit>(s, "fit", {{"stretch", Fit::kStretch}, {"keep_aspect", Fit::kKeepAspect}, {"none", Fit::kNone}});
 }
 
 Interp interp_from(const std::string& s) {
-  if (s == "auto") return Interp::kAuto;
-  if (s == "bilinear") return Interp::kBilinear;
-  if (s == "area") return Interp::kArea;
-  throw Error(ErrorCode::kInvalidArgument,
-              "interpolation must be 'auto', 'bilinear' or 'area', got '" + s + "'");
+  return parse_option<Interp>(s, "interpolation", {{"auto", Interp::kAuto}, {"bilinear", Interp::kBilinear}, {"area", Interp::kArea}});
 }
 
-NmsMethod nms_from(const std::string& s) {
-  if (s == "greedy") return NmsMethod::kGreedy;
-  if (s == "soft_linear") return NmsMethod::kSoftLinear;
-  if (s == "soft_gaussian") return NmsMethod::kSoftGaussian;
-  throw Error(ErrorCode::kInvalidArgument,
-              "nms method must be 'greedy', 'soft_linear' or 'soft_gaussian', got '" + s + "'");
+NmsOptions nms_options(float iou, const std::string& method, float sigma, float soft_threshold,
+                       int pre_top_k, int max_keep) {
+  NmsOptions o;
+  o.iou_threshold = iou;
+  o.method = parse_option<NmsMethod>(method, "nms method",
+                                     {{"greedy", NmsMethod::kGreedy},
+                                      {"soft_linear", NmsMethod::kSoftLinear},
+                                      {"soft_gaussian", NmsMethod::kSoftGaussian}});
+  o.soft_sigma = sigma;
+  o.soft_score_threshold = soft_threshold;
+  o.pre_top_k = pre_top_k;
+  o.max_keep = max_keep;
+  return o;
 }
 
 py::dict letterbox_dict(const Letterbox& b) {
@@ -387,13 +398,7 @@ void bind_pipeline(py::module_& m) {
                   int max_keep) {
     const py::ssize_t n = scores.size();
     check_size(boxes.size(), 4 * n, "boxes");
-    NmsOptions o;
-    o.iou_threshold = iou;
-    o.method = nms_from(method);
-    o.soft_sigma = sigma;
-    o.soft_score_threshold = soft_threshold;
-    o.pre_top_k = pre_top_k;
-    o.max_keep = max_keep;
+    const NmsOptions o = nms_options(iou, method, sigma, soft_threshold, pre_top_k, max_keep);
     std::vector<float> s(scores.data(), scores.data() + n);
     std::vector<int> keep;
     {
@@ -409,13 +414,7 @@ void bind_pipeline(py::module_& m) {
            float soft_threshold, int pre_top_k, int max_keep) {
           Detections d = detections_from(boxes, scores, landmarks);
           const Letterbox b = letterbox_from(box);
-          NmsOptions o;
-          o.iou_threshold = iou;
-          o.method = nms_from(method);
-          o.soft_sigma = sigma;
-          o.soft_score_threshold = soft_threshold;
-          o.pre_top_k = pre_top_k;
-          o.max_keep = max_keep;
+          const NmsOptions o = nms_options(iou, method, sigma, soft_threshold, pre_top_k, max_keep);
           Detections out;
           {
             py::gil_scoped_release release;

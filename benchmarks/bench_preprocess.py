@@ -301,7 +301,8 @@ def warp_case(source: Source) -> Case:
         picoface_fn=pico_for(_core.get_isa()),
         baselines={"warpAffine(INVERSE_MAP)": cv_warp},
         to_levels=1.0,
-        # OpenCV quantises source coordinates to 1/32 pixel and weights to 1/1024.
+        # picoface quantises source coordinates to 1/32 pixel and weights to 1/1024 (as
+        # OpenCV 4.x); OpenCV 5.0 interpolates in float. Measured max 2, mean 0.12 levels.
         tolerance=2.0,
         pico_isa_fn=pico_for,
         note="one bilinear crop, rotation 10 deg, scale 0.5, crop->source map given to both "
@@ -350,8 +351,10 @@ def align_cases(source: Source, seed: int) -> list:
             "least squares, then inverts it; OpenCV: robust fit + Levenberg-Marquardt "
             "refinement, inverted inside warpAffine) and write 8 crops into one newly "
             "allocated 8x112x112x3 array (OpenCV via dst=)")
-    # Slightly different fits of noisy points move the crops by a fraction of a pixel.
-    common = dict(baselines=baselines, to_levels=1.0, tolerance=3.0)
+    # Slightly different fits of noisy points move the crops by a fraction of a pixel, and
+    # picoface's 1/32-pixel fixed point (as OpenCV 4.x) differs from OpenCV 5.0's float
+    # interpolation by rounding: measured max 4, mean 0.13 levels.
+    common = dict(baselines=baselines, to_levels=1.0, tolerance=4.0)
     return [
         Case(id="align8", title="align 8 faces (_core.align)",
              picoface_fn=lambda: _core.align(img, lms, tmpl, 112, 112, 112, 112, 0), note=note,

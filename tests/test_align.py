@@ -53,6 +53,12 @@ def test_similarity_rejects_degenerate_and_nan():
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_warp_matches_opencv(isa, rng, channels):
+    """Our warp quantises source coordinates to 1/32 pixel and blends with integer weights, as
+    OpenCV 4.x's INTER_LINEAR; OpenCV 5.0 interpolates in float, so the two differ by rounding.
+    Measured with OpenCV 5.0.0 on these ten maps (rng seed 1234): max 3, per-map mean at most
+    0.093 (about 0.05 on average); over 2000 such maps (seeds 0..199): max 4 (once), per-map
+    mean at most 0.102. The limits sit just above the sweep: max 4, mean 0.11.
+    """
     cv2 = need_module("cv2")
     img = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, channels), dtype=np.uint8), (5, 5), 1.5)
     if channels == 1:
@@ -65,7 +71,7 @@ def test_warp_matches_opencv(isa, rng, channels):
         want = cv2.warpAffine(img, m, (112, 112), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         diff = np.abs(got.reshape(want.shape).astype(int) - want.astype(int))
-        assert diff.max() <= 2 and diff.mean() <= 0.01, (isa, diff.max(), diff.mean())
+        assert diff.max() <= 4 and diff.mean() <= 0.11, (isa, diff.max(), diff.mean())
 
 
 def test_align_puts_landmarks_on_template(rng):

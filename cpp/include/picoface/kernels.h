@@ -79,7 +79,10 @@ struct KernelTable {
   // p.to_int8). int8 rounding is half-to-even, then saturation.
   void (*pack_row)(const float* const* in, int n, const PackParams& p, void* out);
 
-  // Bilinear warp, rounding each output to nearest (half away from zero) and saturating.
+  // Bilinear warp in fixed point as cv2.warpAffine(INTER_LINEAR): source coordinates are
+  // computed in float as WarpParams says (mul, mul, add, add, no FMA), quantised to 1/32 pixel
+  // (round half to even), and the 2x2 taps weighted by integer 1-D weights (32 - a, a) x
+  // (32 - b, b); out = (sum w*v + 512) >> 10. Integer arithmetic: every ISA is bit-exact.
   void (*warp_affine_u8)(const WarpParams& p);
 
   // Dot products. dot_s8 accumulates exactly in int32 (callers keep n*128*128 < 2^31).

@@ -1,8 +1,9 @@
-// AVX2 + FMA kernels: the streaming kernels (blend, pack, dots) at 8 lanes, and
-// resample_row_u8 / warp_affine_u8 at 8 output pixels per block, computed planar (one vector
-// per channel) from per-pixel byte windows: plain 8- or 16-byte loads plus shuffles for the
-// common shapes (3 channels; 2 or 4 taps), dword gathers for the rest (gathers cost about a
-// load per lane plus overhead on current AMD cores, so loads win where the shape is known).
+// AVX2 + FMA kernels: the streaming kernels (blend, pack, dots) at 8 lanes; resample_row_u8
+// at 8 output pixels per block, computed planar (one vector per channel) from per-pixel byte
+// windows: plain 8- or 16-byte loads plus shuffles for the common shapes (3 channels; 2 or 4
+// taps), dword gathers for the rest (gathers cost about a load per lane plus overhead on
+// current AMD cores, so loads win where the shape is known); warp_affine_u8 at 8 pixels per
+// block in 16-bit multiply-adds on 8-byte loads.
 // As in SSE4.1, preprocessing kernels keep the reference's operation order and use no FMA,
 // so their output is bit-identical on every x86 level; only dot_f32, which is not exact
 // anyway, fuses.
@@ -18,7 +19,7 @@ namespace picoface {
 namespace {
 
 // ---------------------------------------------------------------------------------------
-// Byte gathers shared by resample_row_u8 and warp_affine_u8
+// Byte gathers of resample_row_u8
 
 // pshufb control that moves byte `b` (0..3) of every 32-bit lane to its low byte and zeroes
 // the rest: a zero-extended u8 per lane, ready for cvtepi32_ps.
@@ -341,62 +342,79 @@ void resample_row_u8(const std::uint8_t* src, int channels, const std::int32_t* 
 // ---------------------------------------------------------------------------------------
 // warp_affine_u8
 
-// Eight results (0..255 in 32-bit lanes per channel) stored as 8 interleaved pixels.
+// Shuffle controls of the fixed-point warp block (the same in both 128-bit lanes). A "pair
+// register" holds in each lane the 8-byte windows of two pixels (bytes 0..7 and 8..15), whose
+// row taps are bytes c (left) and kCh + c (right); pair register h holds pixels (2h, 2h+1) in
+// lane 0 and (2h+4, 2h+5) in lane 1. Per-pixel vectors have pixel 4*lane + k in dword k, so
+// pixel q of a pair register's lane is dword 2h + q there. Items i = q*kCh + c, i < 2*kCh.
 template <int kCh>
-inline void store_pixels8(const __m256i* r, std::uint8_t* d) {
-  if (kCh == 1) {
-    const __m256i b = _mm256_shuffle_epi8(r[0], _mm256_set1_epi32(0x0C080400));
-    const __m256i q = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(q));
-    return;
+struct WarpShuffles {
+  __m256i taps;            // window bytes -> (left, right) byte pair per item
+  __m256i hweights[2];     // [h]: per-pixel words (32 - a, a) -> one per item
+  __m256i vweights[2][2];  // [h][items 0..3 | 4..7]: per-pixel dwords (32 - b, b) -> per item
+  __m256i compact;         // packus bytes (pixels 0,1 | 2,3 at 0 and 8) -> 4*kCh contiguous
+  WarpShuffles() {
+    auto broadcast = [](const std::int8_t* b) {
+      return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+    };
+    std::int8_t b[16];
+    for (int i = 0; i < 8; ++i) {
+      const bool used = i < 2 * kCh;
+      b[2 * i] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + i % kCh : -1);
+      b[2 * i + 1] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + kCh + i % kCh : -1);
+    }
+    taps = broadcast(b);
+    for (int h = 0; h < 2; ++h) {
+      for (int i = 0; i < 8; ++i) {
+        const int at = 4 * (2 * h + i / kCh);
+        b[2 * i] = static_cast<std::int8_t>(i < 2 * kCh ? at : -1);
+        b[2 * i + 1] = static_cast<std::int8_t>(i < 2 * kCh ? at + 1 : -1);
+      }
+      hweights[h] = broadcast(b);
+      for (int part = 0; part < 2; ++part) {
+        for (int k = 0; k < 4; ++k) {
+          const int i = 4 * part + k;
+          for (int e = 0; e < 4; ++e) {
+            b[4 * k + e] = static_cast<std::int8_t>(i < 2 * kCh ? 4 * (2 * h + i / kCh) + e : -1);
+          }
+        }
+        vweights[h][part] = broadcast(b);
+      }
+    }
+    for (int j = 0; j < 16; ++j) {
+      b[j] = static_cast<std::int8_t>(j < 2 * kCh ? j : j < 4 * kCh ? 8 + j - 2 * kCh : -1);
+    }
+    compact = broadcast(b);
   }
-  __m256i px = r[0];
-  for (int c = 1; c < kCh; ++c) px = _mm256_or_si256(px, _mm256_slli_epi32(r[c], 8 * c));
-  if (kCh == 4) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), px);
-  } else if (kCh == 2) {
-    const __m256i b = _mm256_shuffle_epi8(
-        px, _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
-                             0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1));
-    const __m256i q = _mm256_permute4x64_epi64(b, _MM_SHUFFLE(3, 1, 2, 0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(q));
-  } else {
-    // 12 bytes per 128-bit lane, zero above them; then 16 + 8 bytes, nothing past pixel 7.
-    const __m256i b = _mm256_shuffle_epi8(
-        px, _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
-                             0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
-    const __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_or_si128(lo, _mm_slli_si128(hi, 12)));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(d + 16), _mm_srli_si128(hi, 4));
-  }
-}
+};
 
-// Eight output pixels per block. Coordinates, floor, fractions and weights are the
-// reference's operations in its order; a block whose eight footprints all lie inside the
-// source gathers each pixel's 2x2 neighbourhood with dword gathers (both taps of a row are
-// 2*channels contiguous bytes, read as ceil(2*channels/4) dwords, up to 2 bytes past the
-// right tap) and blends it as the reference; any other block takes warp_pixel. A lane also
-// needs its bottom-row window to end inside the image buffer, (h-1)*stride + w*channels
-// bytes, since the right tap may be the last pixel of the last row.
+// Eight output pixels per block, in the reference's fixed point. A block whose eight
+// footprints all lie inside the source loads each pixel's two rows as 8-byte windows (both
+// taps of a row are 2*kCh contiguous bytes; up to 7 bytes past the left tap are read), so a
+// lane also needs its bottom-row window to end inside the image buffer, (h-1)*stride +
+// w*channels bytes. Per row, pmaddubsw blends the horizontal taps with the u8 weights
+// (32 - a, a) into i16 (at most 255*32); pmaddwd blends the two rows with (32 - b, b) into
+// the reference's exact int32 sum. Any other block takes warp_pixel.
 template <int kCh>
 void warp_impl(const WarpParams& p) {
-  constexpr int kWords = (2 * kCh + 3) / 4;
+  constexpr bool kHi = 2 * kCh > 4;  // items 4..7 in use
   const long long span = static_cast<long long>(p.src_h - 1) * p.src_stride +
                          static_cast<long long>(p.src_w) * kCh;
-  const long long last = span - 4 * kWords - p.src_stride;  // largest top-left byte offset
+  const long long last = span - 8 - p.src_stride;  // largest top-left byte offset
   const bool simd = p.src_w >= 2 && p.src_h >= 2 && p.src_stride >= p.src_w * kCh &&
                     span <= 0x7FFFFFFF && last >= 0;
   const __m256 m0 = _mm256_set1_ps(p.m[0]), m3 = _mm256_set1_ps(p.m[3]);
   const __m256 m2 = _mm256_set1_ps(p.m[2]), m5 = _mm256_set1_ps(p.m[5]);
-  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps(), half = _mm256_set1_ps(0.5f);
-  // Footprint fully inside <=> 0 <= sx < src_w - 1 and 0 <= sy < src_h - 1 (false for NaN).
-  const __m256 x_end = _mm256_set1_ps(static_cast<float>(p.src_w - 1));
-  const __m256 y_end = _mm256_set1_ps(static_cast<float>(p.src_h - 1));
   const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 scale = _mm256_set1_ps(32.0f);
+  const __m256i minus_one = _mm256_set1_epi32(-1), fraction = _mm256_set1_epi32(31);
+  const __m256i thirty_two = _mm256_set1_epi32(32), round = _mm256_set1_epi32(512);
+  // Footprint fully inside <=> 0 <= x0 <= src_w - 2 and 0 <= y0 <= src_h - 2; a huge or NaN
+  // coordinate converts to INT_MIN and fails.
+  const __m256i x_end = _mm256_set1_epi32(p.src_w - 1), y_end = _mm256_set1_epi32(p.src_h - 1);
   const __m256i stride = _mm256_set1_epi32(simd ? static_cast<int>(p.src_stride) : 0);
   const __m256i last_ofs = _mm256_set1_epi32(simd ? static_cast<int>(last) : 0);
-  const __m256i max_u8 = _mm256_set1_epi32(255);
-  const ByteWindow bw;
+  const WarpShuffles<kCh> sh;
   const std::uint8_t* top_base = p.src;
   const std::uint8_t* bottom_base = p.src + (simd ? p.src_stride : 0);
   for (int y = 0; y < p.dst_h; ++y) {
@@ -409,83 +427,69 @@ void warp_impl(const WarpParams& p) {
       const __m256 xs = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(x)), lane);
       const __m256 sx = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(m0, xs), row_x), m2);
       const __m256 sy = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(m3, xs), row_y), m5);
-      const __m256 inside =
-          _mm256_and_ps(_mm256_and_ps(_mm256_cmp_ps(sx, zero, _CMP_GE_OQ), _mm256_cmp_ps(sx, x_end, _CMP_LT_OQ)),
-                        _mm256_and_ps(_mm256_cmp_ps(sy, zero, _CMP_GE_OQ), _mm256_cmp_ps(sy, y_end, _CMP_LT_OQ)));
-      const __m256 x0f = _mm256_floor_ps(sx);
-      const __m256 y0f = _mm256_floor_ps(sy);
-      // Only used when every lane is inside, where the conversions are exact.
-      const __m256i xi = _mm256_cvtps_epi32(x0f);
-      const __m256i yi = _mm256_cvtps_epi32(y0f);
-      __m256i ofs = _mm256_mullo_epi32(yi, stride);
-      for (int c = 0; c < kCh; ++c) ofs = _mm256_add_epi32(ofs, xi);
-      const __m256 ok = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(ofs, last_ofs)), inside);
-      if (_mm256_movemask_ps(ok) != 0xFF) {
+      // s*32 is exact; cvtps rounds half to even (default MXCSR), as nearbyint.
+      const __m256i qx = _mm256_cvtps_epi32(_mm256_mul_ps(sx, scale));
+      const __m256i qy = _mm256_cvtps_epi32(_mm256_mul_ps(sy, scale));
+      const __m256i x0 = _mm256_srai_epi32(qx, 5), y0 = _mm256_srai_epi32(qy, 5);
+      const __m256i inside = _mm256_and_si256(
+          _mm256_and_si256(_mm256_cmpgt_epi32(x0, minus_one), _mm256_cmpgt_epi32(x_end, x0)),
+          _mm256_and_si256(_mm256_cmpgt_epi32(y0, minus_one), _mm256_cmpgt_epi32(y_end, y0)));
+      __m256i ofs = _mm256_mullo_epi32(y0, stride);
+      for (int c = 0; c < kCh; ++c) ofs = _mm256_add_epi32(ofs, x0);
+      const __m256i ok = _mm256_andnot_si256(_mm256_cmpgt_epi32(ofs, last_ofs), inside);
+      if (_mm256_movemask_epi8(ok) != -1) {
         alignas(32) float sxs[8], sys[8];
         _mm256_store_ps(sxs, sx);
         _mm256_store_ps(sys, sy);
         for (int j = 0; j < 8; ++j) warp_pixel(p, sxs[j], sys[j], d + (x + j) * kCh);
         continue;
       }
-      const __m256 fx = _mm256_sub_ps(sx, x0f);
-      const __m256 fy = _mm256_sub_ps(sy, y0f);
-      const __m256 gx = _mm256_sub_ps(one, fx);
-      const __m256 gy = _mm256_sub_ps(one, fy);
-      const __m256 w[4] = {_mm256_mul_ps(gx, gy), _mm256_mul_ps(fx, gy), _mm256_mul_ps(gx, fy),
-                           _mm256_mul_ps(fx, fy)};
-      __m256i r[kCh];
-      if (kCh == 3) {
-        // One 8-byte load per pixel and row (the two dwords' window) instead of gathers.
-        alignas(32) std::int32_t o[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(o), ofs);
-        __m256i rows[2][2];  // [top, bottom][pixels (0 1 | 4 5), (2 3 | 6 7)]
-        for (int b = 0; b < 2; ++b) {
-          const std::uint8_t* base = b == 0 ? top_base : bottom_base;
-          for (int h = 0; h < 2; ++h) {
-            const int j = 2 * h;
-            rows[b][h] = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(load8_high(load8(base + o[j]), base + o[j + 1])),
-                load8_high(load8(base + o[j + 4]), base + o[j + 5]), 1);
-          }
+      const __m256i a = _mm256_and_si256(qx, fraction), b = _mm256_and_si256(qy, fraction);
+      const __m256i aw = _mm256_or_si256(_mm256_sub_epi32(thirty_two, a), _mm256_slli_epi32(a, 8));
+      const __m256i bw = _mm256_or_si256(_mm256_sub_epi32(thirty_two, b), _mm256_slli_epi32(b, 16));
+      alignas(32) std::int32_t o[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(o), ofs);
+      __m256i packed[2];
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * h;
+        __m256i rows[2];  // top, bottom
+        for (int r = 0; r < 2; ++r) {
+          const std::uint8_t* base = r == 0 ? top_base : bottom_base;
+          rows[r] = _mm256_inserti128_si256(
+              _mm256_castsi128_si256(load8_high(load8(base + o[j]), base + o[j + 1])),
+              load8_high(load8(base + o[j + 4]), base + o[j + 5]), 1);
         }
-        for (int c = 0; c < kCh; ++c) {
-          const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(0x80808000u) + c),
-                                               _mm256_setr_epi32(0, 8, 3, 11, 0, 8, 3, 11));
-          __m256 v[4];
-          for (int b = 0; b < 2; ++b) {
-            const __m256i d0 = _mm256_shuffle_epi8(rows[b][0], sel);
-            const __m256i d1 = _mm256_shuffle_epi8(rows[b][1], sel);
-            v[2 * b] = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(d0, d1));      // left tap
-            v[2 * b + 1] = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(d0, d1));  // right tap
-          }
-          __m256 acc = _mm256_mul_ps(w[0], v[0]);
-          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[1], v[1]));
-          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[2], v[2]));
-          acc = _mm256_add_ps(acc, _mm256_mul_ps(w[3], v[3]));
-          r[c] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(acc, half)), max_u8);
+        const __m256i hw = _mm256_shuffle_epi8(aw, sh.hweights[h]);
+        const __m256i t = _mm256_maddubs_epi16(_mm256_shuffle_epi8(rows[0], sh.taps), hw);
+        const __m256i u = _mm256_maddubs_epi16(_mm256_shuffle_epi8(rows[1], sh.taps), hw);
+        __m256i lo = _mm256_madd_epi16(_mm256_unpacklo_epi16(t, u),
+                                       _mm256_shuffle_epi8(bw, sh.vweights[h][0]));
+        lo = _mm256_srai_epi32(_mm256_add_epi32(lo, round), 10);
+        __m256i hi = lo;
+        if (kHi) {
+          hi = _mm256_madd_epi16(_mm256_unpackhi_epi16(t, u),
+                                 _mm256_shuffle_epi8(bw, sh.vweights[h][1]));
+          hi = _mm256_srai_epi32(_mm256_add_epi32(hi, round), 10);
         }
-        store_pixels8<kCh>(r, d + x * kCh);
-        continue;
+        packed[h] = _mm256_packs_epi32(lo, hi);
       }
-      __m256i top[kWords], bottom[kWords];
-      for (int k = 0; k < kWords; ++k) {
-        top[k] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(top_base + 4 * k), ofs, 1);
-        bottom[k] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(bottom_base + 4 * k), ofs, 1);
+      // Lane 0: pixels 0..3, lane 1: pixels 4..7, 4*kCh bytes each from byte 0.
+      const __m256i px =
+          _mm256_shuffle_epi8(_mm256_packus_epi16(packed[0], packed[1]), sh.compact);
+      std::uint8_t* out = d + x * kCh;
+      if (kCh == 4) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), px);
+      } else if (kCh == 3) {
+        const __m128i lo = _mm256_castsi256_si128(px), hi = _mm256_extracti128_si256(px, 1);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_or_si128(lo, _mm_slli_si128(hi, 12)));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 16), _mm_srli_si128(hi, 4));
+      } else if (kCh == 2) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                         _mm256_castsi256_si128(_mm256_permute4x64_epi64(px, _MM_SHUFFLE(3, 1, 2, 0))));
+      } else {
+        const __m256i q = _mm256_permutevar8x32_epi32(px, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(q));
       }
-      for (int c = 0; c < kCh; ++c) {
-        const int o[2] = {c, kCh + c};  // left and right tap
-        const __m256 v0 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(top[o[0] >> 2], bw.sel[o[0] & 3]));
-        const __m256 v1 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(top[o[1] >> 2], bw.sel[o[1] & 3]));
-        const __m256 v2 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(bottom[o[0] >> 2], bw.sel[o[0] & 3]));
-        const __m256 v3 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(bottom[o[1] >> 2], bw.sel[o[1] & 3]));
-        __m256 acc = _mm256_mul_ps(w[0], v0);
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(w[1], v1));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(w[2], v2));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(w[3], v3));
-        // acc >= 0: truncation after +0.5 is the reference's round half up.
-        r[c] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(acc, half)), max_u8);
-      }
-      store_pixels8<kCh>(r, d + x * kCh);
     }
     for (; x < p.dst_w; ++x) {
       const float sx = p.m[0] * static_cast<float>(x) + p.m[1] * static_cast<float>(y) + p.m[2];

@@ -1,8 +1,9 @@
 // Advanced SIMD (NEON) kernels, the AArch64 baseline. Compiled with -march=armv8-a and
 // -ffp-contract=off: every float result below is computed with the same operations in the
 // same order as the scalar reference (separate multiply and add, no FMA), so resample, blend,
-// pack and warp are bit-exact with it; only dot_f32 reassociates. Accumulators start from +0
-// as the reference's do, which also reproduces its signed zeros.
+// pack and warp (whose taps are then blended in integers) are bit-exact with it; only dot_f32
+// reassociates. Accumulators start from +0 as the reference's do, which also reproduces its
+// signed zeros.
 #include <arm_neon.h>
 
 #include <cmath>
@@ -329,11 +330,11 @@ void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
 // ---------------------------------------------------------------------------------------------
 // warp_affine_u8
 
-// Source coordinates, integer corners and bilinear weights of four consecutive outputs.
+// Fixed-point state of four consecutive outputs, as warp_pixel computes it: corners q >> 5,
+// 1-D weights (32 - a, a) and (32 - b, b) with a = qx & 31, b = qy & 31.
 struct WarpQuad {
   float32x4_t sx, sy;
-  int32x4_t x0, y0;
-  float32x4_t w[4];
+  int32x4_t x0, y0, a, b;
   bool all_inside;  // every tap of every lane lies inside the source
 };
 
@@ -343,37 +344,33 @@ inline WarpQuad warp_quad(const WarpParams& p, float32x4_t xs, float32x4_t row_x
   // Same operations and order as the reference: (m0*x + m1*y) + m2, no fused multiply-add.
   q.sx = vaddq_f32(vaddq_f32(vmulq_n_f32(xs, p.m[0]), row_x), vdupq_n_f32(p.m[2]));
   q.sy = vaddq_f32(vaddq_f32(vmulq_n_f32(xs, p.m[3]), row_y), vdupq_n_f32(p.m[5]));
-  const float32x4_t fx0 = vrndmq_f32(q.sx);
-  const float32x4_t fy0 = vrndmq_f32(q.sy);
-  q.x0 = vcvtq_s32_f32(fx0);
-  q.y0 = vcvtq_s32_f32(fy0);
-  // Tested on the float corners so that huge or NaN coordinates (whose int conversion
-  // saturates or gives 0) can never pass: sx >= 0 and floor(sx) + 1 < src_w.
+  // s*32 is exact; vcvtn rounds to nearest, ties to even, as nearbyint.
+  const int32x4_t qx = vcvtnq_s32_f32(vmulq_n_f32(q.sx, 32.0f));
+  const int32x4_t qy = vcvtnq_s32_f32(vmulq_n_f32(q.sy, 32.0f));
+  q.x0 = vshrq_n_s32(qx, 5);
+  q.y0 = vshrq_n_s32(qy, 5);
+  const int32x4_t fraction = vdupq_n_s32(31);
+  q.a = vandq_s32(qx, fraction);
+  q.b = vandq_s32(qy, fraction);
+  // The float tests 0 <= s < size reject NaN and huge coordinates, which vcvtn saturates (or
+  // maps to 0) instead of failing; then the footprint is inside iff x0 <= src_w - 2 and
+  // y0 <= src_h - 2 (x0, y0 >= 0 follows). A lane in [-1/64, 0) that the float test rejects
+  // only costs the exact scalar path.
   const uint32x4_t ok_x =
-      vandq_u32(vcgeq_f32(q.sx, vdupq_n_f32(0.0f)),
-                vcltq_f32(fx0, vdupq_n_f32(static_cast<float>(p.src_w - 1))));
+      vandq_u32(vandq_u32(vcgeq_f32(q.sx, vdupq_n_f32(0.0f)),
+                          vcltq_f32(q.sx, vdupq_n_f32(static_cast<float>(p.src_w)))),
+                vcltq_s32(q.x0, vdupq_n_s32(p.src_w - 1)));
   const uint32x4_t ok_y =
-      vandq_u32(vcgeq_f32(q.sy, vdupq_n_f32(0.0f)),
-                vcltq_f32(fy0, vdupq_n_f32(static_cast<float>(p.src_h - 1))));
-  // Such a lane is never "far" in the reference's sense either.
+      vandq_u32(vandq_u32(vcgeq_f32(q.sy, vdupq_n_f32(0.0f)),
+                          vcltq_f32(q.sy, vdupq_n_f32(static_cast<float>(p.src_h)))),
+                vcltq_s32(q.y0, vdupq_n_s32(p.src_h - 1)));
   q.all_inside = vminvq_u32(vandq_u32(ok_x, ok_y)) != 0;
-  const float32x4_t fx = vsubq_f32(q.sx, fx0);
-  const float32x4_t fy = vsubq_f32(q.sy, fy0);
-  const float32x4_t one = vdupq_n_f32(1.0f);
-  const float32x4_t gx = vsubq_f32(one, fx), gy = vsubq_f32(one, fy);
-  q.w[0] = vmulq_f32(gx, gy);
-  q.w[1] = vmulq_f32(fx, gy);
-  q.w[2] = vmulq_f32(gx, fy);
-  q.w[3] = vmulq_f32(fx, fy);
   return q;
 }
 
-// Rounds four accumulators as the reference (trunc(acc + 0.5), saturate to 255; acc >= 0).
-inline uint16x4_t round_u16(float32x4_t acc) {
-  return vqmovn_u32(vcvtq_u32_f32(vaddq_f32(acc, vdupq_n_f32(0.5f))));
-}
-
-// channels == 1: lanes are pixels; each pixel's two taps per row are one u16 load.
+// channels == 1: lanes are pixels; each pixel's two taps per row are one u16 load. The
+// horizontal blend (32 - a)*L + a*R is exact in u16 (at most 255*32), the vertical one in u32
+// (at most 255*1024), and vrshrn adds 512 before the shift: exactly the reference's sum.
 inline void warp_quad_c1(const WarpParams& p, const WarpQuad& q, std::uint8_t* d) {
   std::uint16_t top[4], bottom[4];
   for (int i = 0; i < 4; ++i) {
@@ -384,32 +381,39 @@ inline void warp_quad_c1(const WarpParams& p, const WarpQuad& q, std::uint8_t* d
   const uint8x8x2_t t = vuzp_u8(vreinterpret_u8_u16(vld1_u16(top)),
                                 vreinterpret_u8_u16(vld1_u16(bottom)));
   // t.val[0]: left taps (top 4, bottom 4); t.val[1]: right taps.
-  const uint16x8_t left = vmovl_u8(t.val[0]), right = vmovl_u8(t.val[1]);
-  float32x4_t acc = vaddq_f32(vdupq_n_f32(0.0f), vmulq_f32(q.w[0], u16_low_to_f32(left)));
-  acc = vaddq_f32(acc, vmulq_f32(q.w[1], u16_low_to_f32(right)));
-  acc = vaddq_f32(acc, vmulq_f32(q.w[2], u16_high_to_f32(left)));
-  acc = vaddq_f32(acc, vmulq_f32(q.w[3], u16_high_to_f32(right)));
-  const uint8x8_t out = vqmovn_u16(vcombine_u16(round_u16(acc), vdup_n_u16(0)));
+  const uint16x4_t a = vmovn_u32(vreinterpretq_u32_s32(q.a));
+  const uint16x4_t b = vmovn_u32(vreinterpretq_u32_s32(q.b));
+  const uint16x4_t thirty_two = vdup_n_u16(32);
+  const uint16x4_t ga = vsub_u16(thirty_two, a), gb = vsub_u16(thirty_two, b);
+  const uint8x8_t wl = vmovn_u16(vcombine_u16(ga, ga)), wr = vmovn_u16(vcombine_u16(a, a));
+  const uint16x8_t h = vmlal_u8(vmull_u8(t.val[0], wl), t.val[1], wr);  // top 4, bottom 4
+  const uint32x4_t acc = vmlal_u16(vmull_u16(vget_low_u16(h), gb), vget_high_u16(h), b);
+  const uint8x8_t out = vqmovn_u16(vcombine_u16(vrshrn_n_u32(acc, 10), vdup_n_u16(0)));
   const std::uint32_t bytes = vget_lane_u32(vreinterpret_u32_u8(out), 0);
   std::memcpy(d, &bytes, 4);
 }
 
 // channels == C (2..4): lanes are channels of one pixel; both taps of a row are one load of
-// 2*C bytes.
+// 2*C bytes. Vertical blend first, (32 - b)*top + b*bottom in u16 for both taps at once, then
+// (32 - a)*left + a*right in u32; integer sums, so the order does not change the result.
 template <int C>
 inline void warp_quad_cn(const WarpParams& p, const WarpQuad& q, std::uint8_t* d) {
-  const float32x4_t zero = vdupq_n_f32(0.0f);
+  alignas(16) std::int32_t a[4], b[4];
+  vst1q_s32(a, q.a);
+  vst1q_s32(b, q.b);
   uint16x4_t px[4];
   for (int i = 0; i < 4; ++i) {
     const std::uint8_t* s =
         p.src + static_cast<std::ptrdiff_t>(q.y0[i]) * p.src_stride + q.x0[i] * C;
-    const uint16x8_t top = vmovl_u8(load_bytes<2 * C>(s));
-    const uint16x8_t bottom = vmovl_u8(load_bytes<2 * C>(s + p.src_stride));
-    float32x4_t acc = vaddq_f32(zero, vmulq_n_f32(u16_low_to_f32(top), q.w[0][i]));
-    acc = vaddq_f32(acc, vmulq_n_f32(u16_low_to_f32(vextq_u16(top, top, C)), q.w[1][i]));
-    acc = vaddq_f32(acc, vmulq_n_f32(u16_low_to_f32(bottom), q.w[2][i]));
-    acc = vaddq_f32(acc, vmulq_n_f32(u16_low_to_f32(vextq_u16(bottom, bottom, C)), q.w[3][i]));
-    px[i] = round_u16(acc);
+    const uint8x8_t top = load_bytes<2 * C>(s);
+    const uint8x8_t bottom = load_bytes<2 * C>(s + p.src_stride);
+    const uint16x8_t v =
+        vmlal_u8(vmull_u8(top, vdup_n_u8(static_cast<std::uint8_t>(32 - b[i]))), bottom,
+                 vdup_n_u8(static_cast<std::uint8_t>(b[i])));
+    const uint32x4_t acc =
+        vmlal_n_u16(vmull_n_u16(vget_low_u16(v), static_cast<std::uint16_t>(32 - a[i])),
+                    vget_low_u16(vextq_u16(v, v, C)), static_cast<std::uint16_t>(a[i]));
+    px[i] = vrshrn_n_u32(acc, 10);
   }
   // Bytes 4*i + c hold channel c of pixel i; drop the unused lanes and store 4*C bytes.
   const uint8x16_t all = vcombine_u8(vqmovn_u16(vcombine_u16(px[0], px[1])),

@@ -41,29 +41,35 @@ inline void pack_pixel(const float* const* in, int i, const PackParams& p, void*
   }
 }
 
-// warp_affine_u8 for one output pixel whose source coordinates are (sx, sy): bilinear over
-// the 2x2 footprint, border value for taps outside the source, round half up, saturate.
+// warp_affine_u8 for one output pixel whose source coordinates are (sx, sy), in fixed point
+// as OpenCV's INTER_LINEAR: each coordinate is quantised to 1/32 pixel (q = round half to even
+// of s*32, an exact product; nearbyint in the default floating-point environment, as the SIMD
+// float->int conversions), split into corner q >> 5 and fraction q & 31, and the 2x2 taps
+// are weighted by products of the integer 1-D weights (32 - a, a) x (32 - b, b), which sum to
+// 1024; taps outside the source take the border value; out = (acc + 512) >> 10, never above
+// 255. These weights are OpenCV's 15-bit table divided by 32 (theirs are exact), so the
+// result equals its (acc15 + 2^14) >> 15. All integer: every ISA is bit-exact.
 inline void warp_pixel(const WarpParams& p, float sx, float sy, std::uint8_t* d) {
   // Far outside (or NaN): every tap is border. Also keeps the int conversion defined.
   const bool far = !(sx > -2.0f && sx < p.src_w + 1.0f && sy > -2.0f && sy < p.src_h + 1.0f);
-  const int x0 = far ? -2 : static_cast<int>(std::floor(sx));
-  const int y0 = far ? -2 : static_cast<int>(std::floor(sy));
-  const float fx = far ? 0.0f : sx - x0;
-  const float fy = far ? 0.0f : sy - y0;
-  const float w[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
+  const int qx = far ? -64 : static_cast<int>(std::nearbyint(sx * 32.0f));
+  const int qy = far ? -64 : static_cast<int>(std::nearbyint(sy * 32.0f));
+  // Arithmetic shift: floor division by 32 for negative q too (GCC, Clang, MSVC; C++20).
+  const int x0 = qx >> 5, y0 = qy >> 5;
+  const int a = qx & 31, b = qy & 31;
+  const int w[4] = {(32 - a) * (32 - b), a * (32 - b), (32 - a) * b, a * b};
   const int tx[4] = {x0, x0 + 1, x0, x0 + 1};
   const int ty[4] = {y0, y0, y0 + 1, y0 + 1};
   for (int c = 0; c < p.channels; ++c) {
-    float acc = 0.0f;
+    int acc = 0;
     for (int t = 0; t < 4; ++t) {
       const bool inside = tx[t] >= 0 && tx[t] < p.src_w && ty[t] >= 0 && ty[t] < p.src_h;
-      const float v = inside ? p.src[static_cast<std::ptrdiff_t>(ty[t]) * p.src_stride +
-                                     tx[t] * p.channels + c]
-                             : p.border[c];
+      const int v = inside ? p.src[static_cast<std::ptrdiff_t>(ty[t]) * p.src_stride +
+                                   tx[t] * p.channels + c]
+                           : p.border[c];
       acc += w[t] * v;
     }
-    const int r = static_cast<int>(acc + 0.5f);  // acc >= 0: truncation after +0.5 rounds
-    d[c] = static_cast<std::uint8_t>(r > 255 ? 255 : r);
+    d[c] = static_cast<std::uint8_t>((acc + 512) >> 10);
   }
 }
 

@@ -1,6 +1,7 @@
-// SSE4.1 kernels. Preprocessing kernels (resample, blend, pack, warp) evaluate the reference's
-// float operations in the reference's order without FMA, so they are bit-exact with it and the
-// whole preprocessing pipeline gives identical tensors on every x86 level. Loads never touch
+// SSE4.1 kernels. Preprocessing kernels (resample, blend, pack) evaluate the reference's
+// float operations in the reference's order without FMA, and warp its integer ones, so they
+// are bit-exact with it and the whole preprocessing pipeline gives identical tensors on every
+// x86 level. Loads never touch
 // a byte the reference does not read: rows may end at the last tap.
 #include <smmintrin.h>
 
@@ -266,22 +267,79 @@ void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
 // ---------------------------------------------------------------------------------------
 // warp_affine_u8
 
-// acc >= 0, so truncating after +0.5 is the reference's round-half-up; then saturate.
-inline __m128i round_saturate(__m128 acc) {
-  return _mm_min_epi32(_mm_cvttps_epi32(_mm_add_ps(acc, _mm_set1_ps(0.5f))), _mm_set1_epi32(255));
+// Both taps of one row of a pixel's footprint (2*kCh bytes) in the low bytes, reading
+// nothing else.
+template <int kCh>
+inline __m128i load_row_taps(const std::uint8_t* p) {
+  if (kCh == 1) return _mm_cvtsi32_si128(load_u16(p));
+  if (kCh == 3) return load_six_u8(p);
+  if (kCh == 4) return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm_cvtsi32_si128(static_cast<int>(v));
 }
 
-// kCh is the channel count as a constant so that the byte loads compile to fixed widths.
+// Shuffle controls of the fixed-point warp block. A "pair register" holds the row taps of two
+// pixels at bytes 0 and 8 (left tap at c, right at kCh + c); pair register h holds pixels
+// 2h and 2h+1, which are dwords 2h + q of the per-pixel vectors. Items i = q*kCh + c.
+template <int kCh>
+struct WarpShuffles {
+  __m128i taps;            // row taps -> (left, right) byte pair per item
+  __m128i hweights[2];     // [h]: per-pixel words (32 - a, a) -> one per item
+  __m128i vweights[2][2];  // [h][items 0..3 | 4..7]: per-pixel dwords (32 - b, b) -> per item
+  __m128i compact;         // packus bytes (pixels 0,1 | 2,3 at 0 and 8) -> 4*kCh contiguous
+  WarpShuffles() {
+    auto load = [](const std::int8_t* b) {
+      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    };
+    std::int8_t b[16];
+    for (int i = 0; i < 8; ++i) {
+      const bool used = i < 2 * kCh;
+      b[2 * i] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + i % kCh : -1);
+      b[2 * i + 1] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + kCh + i % kCh : -1);
+    }
+    taps = load(b);
+    for (int h = 0; h < 2; ++h) {
+      for (int i = 0; i < 8; ++i) {
+        const int at = 4 * (2 * h + i / kCh);
+        b[2 * i] = static_cast<std::int8_t>(i < 2 * kCh ? at : -1);
+        b[2 * i + 1] = static_cast<std::int8_t>(i < 2 * kCh ? at + 1 : -1);
+      }
+      hweights[h] = load(b);
+      for (int part = 0; part < 2; ++part) {
+        for (int k = 0; k < 4; ++k) {
+          const int i = 4 * part + k;
+          for (int e = 0; e < 4; ++e) {
+            b[4 * k + e] = static_cast<std::int8_t>(i < 2 * kCh ? 4 * (2 * h + i / kCh) + e : -1);
+          }
+        }
+        vweights[h][part] = load(b);
+      }
+    }
+    for (int j = 0; j < 16; ++j) {
+      b[j] = static_cast<std::int8_t>(j < 2 * kCh ? j : j < 4 * kCh ? 8 + j - 2 * kCh : -1);
+    }
+    compact = load(b);
+  }
+};
+
+// Four output pixels per block in the reference's fixed point: pmaddubsw blends each row's
+// horizontal taps with the u8 weights (32 - a, a) into i16 (at most 255*32), pmaddwd the two
+// rows with (32 - b, b) into the reference's exact int32 sum. A block with a footprint
+// outside the source takes warp_pixel.
 template <int kCh>
 void warp_impl(const WarpParams& p) {
-  constexpr int ch = kCh;
+  constexpr bool kHi = 2 * kCh > 4;  // items 4..7 in use
   const __m128 m0 = _mm_set1_ps(p.m[0]), m3 = _mm_set1_ps(p.m[3]);
   const __m128 m2 = _mm_set1_ps(p.m[2]), m5 = _mm_set1_ps(p.m[5]);
-  const __m128 one = _mm_set1_ps(1.0f), zero = _mm_setzero_ps();
-  // Footprint fully inside <=> 0 <= sx < src_w - 1 and 0 <= sy < src_h - 1 (false for NaN).
-  const __m128 x_end = _mm_set1_ps(static_cast<float>(p.src_w - 1));
-  const __m128 y_end = _mm_set1_ps(static_cast<float>(p.src_h - 1));
   const __m128 lane = _mm_setr_ps(0, 1, 2, 3);
+  const __m128 scale = _mm_set1_ps(32.0f);
+  const __m128i minus_one = _mm_set1_epi32(-1), fraction = _mm_set1_epi32(31);
+  const __m128i thirty_two = _mm_set1_epi32(32), round = _mm_set1_epi32(512);
+  // Footprint fully inside <=> 0 <= x0 <= src_w - 2 and 0 <= y0 <= src_h - 2; a huge or NaN
+  // coordinate converts to INT_MIN and fails.
+  const __m128i x_end = _mm_set1_epi32(p.src_w - 1), y_end = _mm_set1_epi32(p.src_h - 1);
+  const WarpShuffles<kCh> sh;
   for (int y = 0; y < p.dst_h; ++y) {
     std::uint8_t* d = p.dst + y * p.dst_stride;
     // Same operations as the reference: (m0*x + m1*y) + m2, each rounded, no FMA.
@@ -292,85 +350,62 @@ void warp_impl(const WarpParams& p) {
       const __m128 xs = _mm_add_ps(_mm_set1_ps(static_cast<float>(x)), lane);
       const __m128 sx = _mm_add_ps(_mm_add_ps(_mm_mul_ps(m0, xs), row_x), m2);
       const __m128 sy = _mm_add_ps(_mm_add_ps(_mm_mul_ps(m3, xs), row_y), m5);
-      const __m128 inside = _mm_and_ps(_mm_and_ps(_mm_cmpge_ps(sx, zero), _mm_cmplt_ps(sx, x_end)),
-                                       _mm_and_ps(_mm_cmpge_ps(sy, zero), _mm_cmplt_ps(sy, y_end)));
-      const int inside_bits = _mm_movemask_ps(inside);
-      if (inside_bits != 0xF) {
+      // s*32 is exact; cvtps rounds half to even (default MXCSR), as nearbyint.
+      const __m128i qx = _mm_cvtps_epi32(_mm_mul_ps(sx, scale));
+      const __m128i qy = _mm_cvtps_epi32(_mm_mul_ps(sy, scale));
+      const __m128i x0 = _mm_srai_epi32(qx, 5), y0 = _mm_srai_epi32(qy, 5);
+      const __m128i inside =
+          _mm_and_si128(_mm_and_si128(_mm_cmpgt_epi32(x0, minus_one), _mm_cmpgt_epi32(x_end, x0)),
+                        _mm_and_si128(_mm_cmpgt_epi32(y0, minus_one), _mm_cmpgt_epi32(y_end, y0)));
+      if (_mm_movemask_epi8(inside) != 0xFFFF) {
         alignas(16) float sxs[4], sys[4];
         _mm_store_ps(sxs, sx);
         _mm_store_ps(sys, sy);
-        for (int j = 0; j < 4; ++j) warp_pixel(p, sxs[j], sys[j], d + (x + j) * ch);
+        for (int j = 0; j < 4; ++j) warp_pixel(p, sxs[j], sys[j], d + (x + j) * kCh);
         continue;
       }
-      const __m128 x0f = _mm_floor_ps(sx);
-      const __m128 y0f = _mm_floor_ps(sy);
-      const __m128 fx = _mm_sub_ps(sx, x0f);
-      const __m128 fy = _mm_sub_ps(sy, y0f);
-      const __m128 gx = _mm_sub_ps(one, fx);
-      const __m128 gy = _mm_sub_ps(one, fy);
-      const __m128 w0 = _mm_mul_ps(gx, gy), w1 = _mm_mul_ps(fx, gy);
-      const __m128 w2 = _mm_mul_ps(gx, fy), w3 = _mm_mul_ps(fx, fy);
+      const __m128i a = _mm_and_si128(qx, fraction), b = _mm_and_si128(qy, fraction);
+      const __m128i aw = _mm_or_si128(_mm_sub_epi32(thirty_two, a), _mm_slli_epi32(a, 8));
+      const __m128i bw = _mm_or_si128(_mm_sub_epi32(thirty_two, b), _mm_slli_epi32(b, 16));
       alignas(16) std::int32_t xi[4], yi[4];
-      _mm_store_si128(reinterpret_cast<__m128i*>(xi), _mm_cvtps_epi32(x0f));
-      _mm_store_si128(reinterpret_cast<__m128i*>(yi), _mm_cvtps_epi32(y0f));
-      const std::uint8_t* top[4];
-      for (int j = 0; j < 4; ++j) top[j] = p.src + yi[j] * p.src_stride + xi[j] * ch;
-      if (kCh == 1) {
-        // Pixels in lanes; the two horizontal taps of a row are one 16-bit load.
-        const __m128i t = _mm_setr_epi32(load_u16(top[0]), load_u16(top[1]), load_u16(top[2]),
-                                         load_u16(top[3]));
-        const __m128i b = _mm_setr_epi32(
-            load_u16(top[0] + p.src_stride), load_u16(top[1] + p.src_stride),
-            load_u16(top[2] + p.src_stride), load_u16(top[3] + p.src_stride));
-        const __m128i lo = _mm_set1_epi32(0xFF);
-        __m128 acc = _mm_mul_ps(w0, _mm_cvtepi32_ps(_mm_and_si128(t, lo)));
-        acc = _mm_add_ps(acc, _mm_mul_ps(w1, _mm_cvtepi32_ps(_mm_srli_epi32(t, 8))));
-        acc = _mm_add_ps(acc, _mm_mul_ps(w2, _mm_cvtepi32_ps(_mm_and_si128(b, lo))));
-        acc = _mm_add_ps(acc, _mm_mul_ps(w3, _mm_cvtepi32_ps(_mm_srli_epi32(b, 8))));
-        const __m128i r = round_saturate(acc);
-        const __m128i r8 = _mm_packus_epi16(_mm_packus_epi32(r, r), r);
-        const std::uint32_t bytes = static_cast<std::uint32_t>(_mm_cvtsi128_si32(r8));
-        std::memcpy(d + x, &bytes, 4);
-        continue;
-      }
-      // Channels in lanes, one pixel at a time.
-      alignas(16) float ws[4][4];
-      _mm_store_ps(ws[0], w0);
-      _mm_store_ps(ws[1], w1);
-      _mm_store_ps(ws[2], w2);
-      _mm_store_ps(ws[3], w3);
-      for (int j = 0; j < 4; ++j) {
-        const std::uint8_t* t = top[j];
-        const std::uint8_t* b = t + p.src_stride;
-        __m128 tl, tr, bl, br;
-        if (kCh == 3) {
-          // The two taps of a row are six contiguous bytes.
-          const __m128i tv = load_six_u8(t);
-          const __m128i bv = load_six_u8(b);
-          tl = u8x4_to_ps(tv);
-          tr = u8x4_to_ps(_mm_srli_si128(tv, 3));
-          bl = u8x4_to_ps(bv);
-          br = u8x4_to_ps(_mm_srli_si128(bv, 3));
-        } else {
-          tl = u8x4_to_ps(load_pixel_u8(t, ch));
-          tr = u8x4_to_ps(load_pixel_u8(t + ch, ch));
-          bl = u8x4_to_ps(load_pixel_u8(b, ch));
-          br = u8x4_to_ps(load_pixel_u8(b + ch, ch));
+      _mm_store_si128(reinterpret_cast<__m128i*>(xi), x0);
+      _mm_store_si128(reinterpret_cast<__m128i*>(yi), y0);
+      __m128i packed[2];
+      for (int h = 0; h < 2; ++h) {
+        __m128i rows[2];  // top, bottom
+        const std::uint8_t* t0 = p.src + yi[2 * h] * p.src_stride + xi[2 * h] * kCh;
+        const std::uint8_t* t1 = p.src + yi[2 * h + 1] * p.src_stride + xi[2 * h + 1] * kCh;
+        rows[0] = _mm_unpacklo_epi64(load_row_taps<kCh>(t0), load_row_taps<kCh>(t1));
+        rows[1] = _mm_unpacklo_epi64(load_row_taps<kCh>(t0 + p.src_stride),
+                                     load_row_taps<kCh>(t1 + p.src_stride));
+        const __m128i hw = _mm_shuffle_epi8(aw, sh.hweights[h]);
+        const __m128i t = _mm_maddubs_epi16(_mm_shuffle_epi8(rows[0], sh.taps), hw);
+        const __m128i u = _mm_maddubs_epi16(_mm_shuffle_epi8(rows[1], sh.taps), hw);
+        __m128i lo = _mm_madd_epi16(_mm_unpacklo_epi16(t, u), _mm_shuffle_epi8(bw, sh.vweights[h][0]));
+        lo = _mm_srai_epi32(_mm_add_epi32(lo, round), 10);
+        __m128i hi = lo;
+        if (kHi) {
+          hi = _mm_madd_epi16(_mm_unpackhi_epi16(t, u), _mm_shuffle_epi8(bw, sh.vweights[h][1]));
+          hi = _mm_srai_epi32(_mm_add_epi32(hi, round), 10);
         }
-        __m128 acc = _mm_mul_ps(_mm_set1_ps(ws[0][j]), tl);
-        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[1][j]), tr));
-        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[2][j]), bl));
-        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(ws[3][j]), br));
-        const __m128i r = round_saturate(acc);
-        const __m128i r8 = _mm_packus_epi16(_mm_packus_epi32(r, r), r);
-        const std::uint32_t bytes = static_cast<std::uint32_t>(_mm_cvtsi128_si32(r8));
-        std::memcpy(d + (x + j) * ch, &bytes, ch);
+        packed[h] = _mm_packs_epi32(lo, hi);
+      }
+      const __m128i px = _mm_shuffle_epi8(_mm_packus_epi16(packed[0], packed[1]), sh.compact);
+      std::uint8_t* out = d + x * kCh;
+      if (kCh == 4) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out), px);
+      } else if (kCh == 2) {
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out), px);
+      } else {
+        alignas(16) std::uint8_t bytes[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(bytes), px);
+        std::memcpy(out, bytes, 4 * kCh);
       }
     }
     for (; x < p.dst_w; ++x) {
       const float sx = p.m[0] * static_cast<float>(x) + p.m[1] * static_cast<float>(y) + p.m[2];
       const float sy = p.m[3] * static_cast<float>(x) + p.m[4] * static_cast<float>(y) + p.m[5];
-      warp_pixel(p, sx, sy, d + x * ch);
+      warp_pixel(p, sx, sy, d + x * kCh);
     }
   }
 }

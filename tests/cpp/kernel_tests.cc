@@ -573,8 +573,13 @@ void test_conv_gemm(const KernelTable& k, const KernelTable& ref, std::mt19937& 
 
 void test_dwconv3x3(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
   std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
+  // Widths: ragged small ones, and wide ones on either side of the AVX2 kernel's padded-row
+  // limit (2080 floats), where it falls back to per-pixel borders.
+  std::vector<int> widths;
+  for (int w = 1; w <= 37; w += (w < 18 ? 1 : 4)) widths.push_back(w);
+  for (int w : {1030, 1033, 2070, 2085}) widths.push_back(w);
   for (int h = 1; h <= 37; h += (h < 9 ? 1 : 7)) {
-    for (int w = 1; w <= 37; w += (w < 18 ? 1 : 4)) {
+    for (int w : widths) {
       for (int stride = 1; stride <= 2; ++stride) {
         for (int pad_end = 0; pad_end <= 1; ++pad_end) {
           const int out_h = (h + 1 + pad_end - 3) / stride + 1, out_w = (w + 1 + pad_end - 3) / stride + 1;

@@ -862,9 +862,12 @@ void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, 
 }
 
 // ---------------------------------------------------------------------------------------
-// dwconv3x3_f32: one output row at a time from three input row pointers (null above or
-// below the input), 8 output columns per vector where all taps lie inside the row, the
-// reference's per-pixel loop at the borders. Stride 2 deinterleaves even/odd columns.
+// dwconv3x3_f32: one output row at a time from three input rows (none above or below the
+// input). Rows up to kDwMaxPadded floats are first copied into a ring of three zero-padded
+// buffers (each input row once), so every output column, borders included, takes the
+// 8-column vector loop; wider rows keep the reference's per-pixel loop at the borders.
+// Stride 2 deinterleaves even/odd columns. The epilogue runs on each finished row while it is
+// in L1 (inside the vector loop it would push the nine weights out of the 16 registers).
 
 inline float dw_pixel(const float* const* rows, int in_w, const float* w, int stride, int ox) {
   float acc = 0.0f;
@@ -888,7 +891,7 @@ inline void deinterleave16(const float* p, __m256* even, __m256* odd) {
       _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
+void dwconv_unpadded(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
                    int out_h, int out_w, const BiasActParams& p) {
   __m256 wv[9];
   for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(w[t]);
@@ -936,8 +939,76 @@ void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int str
       }
     }
     for (; ox < out_w; ++ox) d[ox] = dw_pixel(rows, in_w, w, stride, ox);
-    // The epilogue on the row while it is in L1 (in the vector loop it would push the nine
-    // weights out of the 16 registers).
+    bias_act_f32(d, static_cast<std::size_t>(out_w), p);
+  }
+}
+
+constexpr int kDwMaxPadded = 2 * 1024 + 32;
+
+// One output row from padded rows p[ky] (p[ky][j] = input column j - 1, zero outside;
+// null: a row outside the input), every column by vectors; the last block goes through a
+// temporary when out_w is not a multiple of 8.
+inline void dw_row_padded(const float* const* p, const __m256* wv, int stride, float* d, int out_w) {
+  for (int ox = 0; ox < out_w; ox += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int ky = 0; ky < 3; ++ky) {
+      if (!p[ky]) continue;
+      if (stride == 1) {
+        const float* r = p[ky] + ox;
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 0], _mm256_loadu_ps(r), acc);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 1], _mm256_loadu_ps(r + 1), acc);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 2], _mm256_loadu_ps(r + 2), acc);
+      } else {
+        __m256 c0, c1, c1b, c2;
+        deinterleave16(p[ky] + 2 * ox, &c0, &c1);
+        deinterleave16(p[ky] + 2 * ox + 1, &c1b, &c2);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 0], c0, acc);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 1], c1, acc);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 2], c2, acc);
+      }
+    }
+    if (ox + 8 <= out_w) {
+      _mm256_storeu_ps(d + ox, acc);
+    } else {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc);
+      for (int j = 0; ox + j < out_w; ++j) d[ox + j] = tmp[j];
+    }
+  }
+}
+
+void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
+                   int out_h, int out_w, const BiasActParams& p) {
+  const int blocks = (out_w + 7) / 8 * 8;
+  // Columns the vector loop reads: stride 1 up to blocks + 1, stride 2 up to 2*blocks + 16.
+  const int len = stride == 1 ? blocks + 2 : 2 * blocks + 17;
+  if (len > kDwMaxPadded) {
+    dwconv_unpadded(src, in_h, in_w, w, stride, dst, out_h, out_w, p);
+    return;
+  }
+  __m256 wv[9];
+  for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(w[t]);
+  alignas(32) float ring[3][kDwMaxPadded];
+  int held[3] = {-1, -1, -1};
+  const int copy = in_w < len - 1 ? in_w : len - 1;
+  for (int oy = 0; oy < out_h; ++oy) {
+    const float* rows[3];
+    for (int ky = 0; ky < 3; ++ky) {
+      const int iy = oy * stride - 1 + ky;
+      rows[ky] = nullptr;
+      if (iy < 0 || iy >= in_h) continue;
+      float* b = ring[iy % 3];  // three consecutive rows never share a slot
+      if (held[iy % 3] != iy) {
+        held[iy % 3] = iy;
+        b[0] = 0.0f;
+        std::memcpy(b + 1, src + static_cast<std::ptrdiff_t>(iy) * in_w,
+                    static_cast<std::size_t>(copy) * sizeof(float));
+        for (int j = copy + 1; j < len; ++j) b[j] = 0.0f;
+      }
+      rows[ky] = b;
+    }
+    float* d = dst + static_cast<std::ptrdiff_t>(oy) * out_w;
+    dw_row_padded(rows, wv, stride, d, out_w);
     bias_act_f32(d, static_cast<std::size_t>(out_w), p);
   }
 }

@@ -199,6 +199,33 @@ def test_gemm_f32(isa, accumulate):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("epilogue", ["relu_bias", "prelu", "leaky_clip"])
+def test_conv_gemm_f32(isa, epilogue):
+    rng = np.random.default_rng(9)
+    for m in GEMM_DIMS:
+        for n in GEMM_DIMS:
+            for k in [1, 3, 27, 100, 300]:
+                a = unaligned(rng.normal(size=(m, k)).astype(np.float32))
+                b = unaligned(rng.normal(size=(k, n)).astype(np.float32))
+                bias = unaligned(rng.normal(size=m).astype(np.float32))
+                slopes = unaligned(rng.normal(size=m).astype(np.float32))
+                args = {"relu_bias": (bias, None, 1.0, 0.0, np.inf),
+                        "prelu": (bias, slopes, 1.0, -np.inf, np.inf),
+                        "leaky_clip": (None, None, 0.1, -1.0, 2.0)}[epilogue]
+                got = _core.kernel_conv_gemm_f32(a, b, *args, isa)
+                # Bit-identical to the same ISA's GEMM followed by bias_act per row.
+                want = _core.kernel_gemm_f32(a, b, np.zeros((m, n), np.float32), False, isa)
+                for i in range(m):
+                    want[i] = _core.kernel_bias_act_f32(
+                        want[i], 0.0 if args[0] is None else args[0][i],
+                        args[2] if args[1] is None else args[1][i], args[3], args[4], isa)
+                np.testing.assert_array_equal(got, want, err_msg=f"conv_gemm_f32 {isa} m={m} n={n} k={k}")
+                ref = _core.kernel_conv_gemm_f32(a, b, *args, "scalar")
+                scale = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)) + 1.0
+                assert (np.abs(got.astype(np.float64) - ref) <= 1e-5 * scale).all(), f"{isa} m={m} n={n} k={k}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_dwconv3x3(isa, stride):
     rng = np.random.default_rng(6 + stride)
@@ -218,6 +245,10 @@ def test_dwconv3x3(isa, stride):
                                                    kx:kx + stride * (out_w - 1) + 1:stride]
             close(want, exact, f"dwconv3x3 reference {h}x{w} s{stride}", rtol=1e-5, atol=1e-5)
             close(got, want, f"dwconv3x3_f32 {isa} {h}x{w} s{stride}", rtol=1e-5, atol=1e-5)
+            # The fused epilogue is the bias_act step on the plain sum, bit for bit.
+            fused = _core.kernel_dwconv3x3_f32(src, wt, stride, out_h, out_w, isa, 0.25, 0.1, -0.5, 1.5)
+            np.testing.assert_array_equal(
+                fused, _core.kernel_bias_act_f32(got.ravel(), 0.25, 0.1, -0.5, 1.5, isa).reshape(out_h, out_w))
 
 
 @pytest.mark.parametrize("isa", ISAS)

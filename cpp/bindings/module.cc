@@ -1,14 +1,16 @@
 // The only pybind11 code: converts arrays, releases the GIL around compute, maps errors.
 // Validation with user-facing messages happens in Python; checks here guard the C++ contract.
-#include <algorithm>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <limits>
 #include <utility>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -265,13 +267,46 @@ void bind_kernels(py::module_& m) {
         });
   m.def("kernel_dwconv3x3_f32",
         [](const CArray<float>& src, const CArray<float>& w, int stride, int out_h, int out_w,
-           const std::string& isa) {
+           const std::string& isa, float bias, float neg_slope, float lo, float hi) {
           const KernelTable& k = kernels_for(isa_from_name(isa));
           require(src.ndim() == 2 && w.size() == 9, "src must be H x W and w 3x3");
           require(stride == 1 || stride == 2, "stride must be 1 or 2");
           auto out = empty<float>({out_h, out_w});
+          BiasActParams p;
+          p.bias = bias;
+          p.neg_slope = neg_slope;
+          p.lo = lo;
+          p.hi = hi;
           k.dwconv3x3_f32(src.data(), int(src.shape(0)), int(src.shape(1)), w.data(), stride, out.mutable_data(),
-                          out_h, out_w);
+                          out_h, out_w, p);
+          return out;
+        },
+        py::arg("src"), py::arg("w"), py::arg("stride"), py::arg("out_h"), py::arg("out_w"), py::arg("isa"),
+        py::arg("bias") = 0.0f, py::arg("neg_slope") = 1.0f,
+        py::arg("lo") = -std::numeric_limits<float>::infinity(),
+        py::arg("hi") = std::numeric_limits<float>::infinity());
+  m.def("kernel_conv_gemm_f32",
+        [](const CArray<float>& a, const CArray<float>& b, std::optional<CArray<float>> bias,
+           std::optional<CArray<float>> slopes, float neg_slope, float lo, float hi, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(a.ndim() == 2 && b.ndim() == 2, "a and b must be 2-D");
+          const py::ssize_t m = a.shape(0), kk = a.shape(1), n = b.shape(1);
+          require(b.shape(0) == kk, "shapes must be (m,k), (k,n)");
+          RowBiasAct e;
+          if (bias) {
+            check_size(bias->size(), m, "bias");
+            e.bias = bias->data();
+          }
+          if (slopes) {
+            check_size(slopes->size(), m, "slopes");
+            e.slopes = slopes->data();
+          }
+          e.neg_slope = neg_slope;
+          e.lo = lo;
+          e.hi = hi;
+          auto out = empty<float>({m, n});
+          k.conv_gemm_f32(std::size_t(m), std::size_t(n), std::size_t(kk), a.data(), kk, b.data(), n,
+                          out.mutable_data(), n, e);
           return out;
         });
   m.def("kernel_bias_act_f32",

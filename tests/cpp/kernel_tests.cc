@@ -499,10 +499,86 @@ void test_gemm(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) 
   }
 }
 
+// conv_gemm_f32 against the reference GEMM + bias_act_f32 per row of the same ISA (the
+// epilogue must be bit-identical to bias_act_f32 on the ISA's own sum), and that sum
+// against the reference within gemm_f32's tolerance.
+void test_conv_gemm(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
+  const int dims[] = {1, 5, 6, 7, 13, 16, 17, 33, 100};
+  for (int m : dims) {
+    for (int n : dims) {
+      for (int kk : {0, 1, 3, 16, 27, 100, 300}) {
+        for (int variant = 0; variant < 3; ++variant) {
+          // variant 0: relu with bias, dense; 1: per-row slopes (prelu), padded leading
+          // dimensions and pointers off by one float; 2: no bias, leaky + clip.
+          const int pad = variant == 1 ? 1 : 0;
+          const std::ptrdiff_t lda = kk + pad, ldb = n + pad * 3, ldc = n + pad * 2;
+          GuardedFloats ga(std::size_t(m) * lda + pad, false), gb(std::size_t(kk) * ldb + pad, variant == 1);
+          float* a = ga.data() + pad;
+          float* b = gb.data() + pad;
+          for (std::size_t i = 0; i < std::size_t(m) * lda; ++i) a[i] = fdist(rng);
+          for (std::size_t i = 0; i < std::size_t(kk) * ldb; ++i) b[i] = fdist(rng) * 10.0f;
+          std::vector<float> bias(m + 1), slopes(m + 1);
+          for (auto& v : bias) v = fdist(rng);
+          for (auto& v : slopes) v = fdist(rng);
+          RowBiasAct e;
+          if (variant == 0) {
+            e.bias = bias.data();
+            e.lo = 0.0f;
+          } else if (variant == 1) {
+            e.bias = bias.data() + 1;
+            e.slopes = slopes.data() + 1;
+          } else {
+            e.neg_slope = 0.1f;
+            e.lo = -1.0f;
+            e.hi = 2.0f;
+          }
+          std::vector<float> c0(std::size_t(m) * ldc + 1);
+          for (auto& v : c0) v = fdist(rng);
+          std::vector<float> c_sum = c0, c_ref = c0, c_got = c0;
+          k.gemm_f32(m, n, kk, a, lda, b, ldb, c_sum.data() + pad, ldc, false);
+          ref.conv_gemm_f32(m, n, kk, a, lda, b, ldb, c_ref.data() + pad, ldc, e);
+          k.conv_gemm_f32(m, n, kk, a, lda, b, ldb, c_got.data() + pad, ldc, e);
+          std::string detail;
+          for (int i = 0; i < m && detail.empty(); ++i) {
+            BiasActParams p;
+            p.bias = e.bias ? e.bias[i] : 0.0f;
+            p.neg_slope = e.slopes ? e.slopes[i] : e.neg_slope;
+            p.lo = e.lo;
+            p.hi = e.hi;
+            k.bias_act_f32(c_sum.data() + pad + std::size_t(i) * ldc, n, p);
+            for (std::ptrdiff_t j = 0; j < ldc && detail.empty(); ++j) {
+              const std::size_t el = std::size_t(i) * ldc + j + pad;
+              if (j >= n) {
+                if (c_got[el] != c0[el] && el < c0.size()) detail = fmt("wrote outside C at row %g col %g", i, j, 0);
+                continue;
+              }
+              double scale = std::fabs(p.bias);
+              for (int q = 0; q < kk; ++q) scale += std::fabs(double(a[i * lda + q]) * b[q * ldb + j]);
+              if (!same_float(c_got[el], c_sum[el])) {
+                detail = fmt("row %g col %g: got %.9g", i, j, c_got[el]) + fmt(" want %.9g (own sum)", c_sum[el], 0, 0);
+              } else if (!close_float(c_got[el], c_ref[el], scale, 1e-5)) {
+                detail = fmt("row %g col %g: got %.9g", i, j, c_got[el]) + fmt(" want %.9g", c_ref[el], 0, 0);
+              }
+            }
+          }
+          report(detail.empty(), "conv_gemm_f32", k.isa,
+                 fmt("m=%g n=%g k=%g", m, n, kk) + fmt(" variant=%g", variant, 0, 0), detail);
+        }
+      }
+    }
+  }
+}
+
 void test_dwconv3x3(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
   std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
+  // Widths: ragged small ones, and wide ones on either side of the AVX2 kernel's padded-row
+  // limit (2080 floats), where it falls back to per-pixel borders.
+  std::vector<int> widths;
+  for (int w = 1; w <= 37; w += (w < 18 ? 1 : 4)) widths.push_back(w);
+  for (int w : {1030, 1033, 2070, 2085}) widths.push_back(w);
   for (int h = 1; h <= 37; h += (h < 9 ? 1 : 7)) {
-    for (int w = 1; w <= 37; w += (w < 18 ? 1 : 4)) {
+    for (int w : widths) {
       for (int stride = 1; stride <= 2; ++stride) {
         for (int pad_end = 0; pad_end <= 1; ++pad_end) {
           const int out_h = (h + 1 + pad_end - 3) / stride + 1, out_w = (w + 1 + pad_end - 3) / stride + 1;
@@ -513,8 +589,11 @@ void test_dwconv3x3(const KernelTable& k, const KernelTable& ref, std::mt19937& 
             float wt[9];
             for (float& v : wt) v = fdist(rng);
             std::vector<float> want(std::size_t(out_h) * out_w + 1, 7.0f), got = want;
-            ref.dwconv3x3_f32(src.data(), h, w, wt, stride, want.data(), out_h, out_w);
-            k.dwconv3x3_f32(src.data(), h, w, wt, stride, got.data(), out_h, out_w);
+            // Alternate the plain sum and a leaky, clipped epilogue (bit-identical on top of it).
+            BiasActParams p;
+            if ((h + w) % 2 == 1) p = {0.25f, 0.1f, -0.5f, 1.5f};
+            ref.dwconv3x3_f32(src.data(), h, w, wt, stride, want.data(), out_h, out_w, p);
+            k.dwconv3x3_f32(src.data(), h, w, wt, stride, got.data(), out_h, out_w, p);
             std::string detail;
             if (got.back() != 7.0f) detail = "wrote past the output";
             for (int i = 0; i < out_h * out_w && detail.empty(); ++i) {
@@ -523,7 +602,8 @@ void test_dwconv3x3(const KernelTable& k, const KernelTable& ref, std::mt19937& 
               }
             }
             report(detail.empty(), "dwconv3x3_f32", k.isa,
-                   fmt("in=%gx%g stride=%g", h, w, stride) + fmt(" out=%gx%g guard_head=%g", out_h, out_w, head),
+                   fmt("in=%gx%g stride=%g", h, w, stride) + fmt(" out=%gx%g guard_head=%g", out_h, out_w, head) +
+                       fmt(" bias=%g", p.bias, 0, 0),
                    detail);
           }
         }
@@ -585,6 +665,7 @@ int main(int argc, char** argv) {
       test_warp(k, ref, rng);
       test_dot(k, ref, rng);
       test_gemm(k, ref, rng);
+      test_conv_gemm(k, ref, rng);
       test_dwconv3x3(k, ref, rng);
       test_bias_act(k, ref, rng);
       std::printf("%s: %d passed, %d failed\n", isa_name(isa), g_passed - passed_before,

@@ -61,6 +61,16 @@ struct BiasActParams {
   float hi = std::numeric_limits<float>::infinity();
 };
 
+// Per-row epilogue of conv_gemm_f32 (rows are output channels): row i is finished with the
+// bias_act_f32 step of BiasActParams{bias ? bias[i] : 0, slopes ? slopes[i] : neg_slope, lo, hi}.
+struct RowBiasAct {
+  const float* bias = nullptr;
+  const float* slopes = nullptr;
+  float neg_slope = 1.0f;
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+};
+
 struct KernelTable {
   Isa isa;
 
@@ -97,13 +107,20 @@ struct KernelTable {
   void (*gemm_f32)(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
                    const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate);
 
-  // Depthwise 3x3 convolution of one channel plane, padding 1 at the top and left:
-  //   dst[oy*out_w + ox] = sum_{ky<3} sum_{kx<3} w[ky*3 + kx] * src[iy*in_w + ix],
+  // Convolution GEMM with its epilogue: C = A * B (accumulate off, same summation contract
+  // as gemm_f32), then row i finished by the RowBiasAct step on the sum, before it is
+  // stored. The epilogue itself is bit-identical to bias_act_f32 on every ISA.
+  void (*conv_gemm_f32)(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+                        const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e);
+
+  // Depthwise 3x3 convolution of one channel plane, padding 1 at the top and left, finished
+  // by the bias_act_f32 step of `p` (BiasActParams{} for the plain sum):
+  //   dst[oy*out_w + ox] = act(sum_{ky<3} sum_{kx<3} w[ky*3 + kx] * src[iy*in_w + ix]),
   //   iy = oy*stride - 1 + ky, ix = ox*stride - 1 + kx, taps outside the input are zero
   // (so any bottom/right padding is implied by out_h, out_w). stride is 1 or 2. The
   // reference sums the taps in (ky, kx) order in float; SIMD variants fuse (FMA).
   void (*dwconv3x3_f32)(const float* src, int in_h, int in_w, const float* w, int stride,
-                        float* dst, int out_h, int out_w);
+                        float* dst, int out_h, int out_w, const BiasActParams& p);
 
   // In-place bias + activation of n floats (see BiasActParams).
   void (*bias_act_f32)(float* x, std::size_t n, const BiasActParams& p);

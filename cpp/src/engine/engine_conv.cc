@@ -100,6 +100,13 @@ class Conv : public OpKernel {
     else if (act == "clip") act_ = {Act::kClip, fa(-std::numeric_limits<float>::infinity()), fb(std::numeric_limits<float>::infinity())};
     else if (act == "prelu") act_.act = Act::kPrelu;
     else unsupported(type_, "fused activation '" + act + "'");
+    switch (act_.act) {
+      case Act::kNone: case Act::kPrelu: break;
+      case Act::kRelu: linear_act_.lo = 0.0f; break;
+      case Act::kLeakyRelu: linear_act_.neg_slope = act_.alpha; break;
+      case Act::kClip: linear_act_.lo = act_.alpha; linear_act_.hi = act_.beta; break;
+      default: linear_ = false; break;
+    }
   }
 
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
@@ -178,7 +185,7 @@ class Conv : public OpKernel {
 
   std::size_t scratch_bytes() const override {
     if (path_ != Path::kGeneric) return 0;
-    return static_cast<std::size_t>(kdim_ * geo_[0].out * geo_[1].out) * sizeof(float);
+    return static_cast<std::size_t>(kdim_ * block_rows() * geo_[1].out) * sizeof(float);
   }
 
   std::int64_t macs() const override { return n_ * m_ * geo_[0].out * geo_[1].out * kdim_; }
@@ -197,6 +204,13 @@ class Conv : public OpKernel {
       float* yn = y + n * m_ * out_plane;
       switch (path_) {
         case Path::kPointwise:
+          if (linear_) {  // the epilogue applied to the register tiles
+            for (std::int64_t j0 = 0; j0 < out_plane; j0 += kColumnBlock) {
+              const std::int64_t nj = std::min(kColumnBlock, out_plane - j0);
+              kernels().conv_gemm_f32(m_, nj, c_, w, c_, xn + j0, in_plane, yn + j0, out_plane, row_epilogue(bias, slope, 0));
+            }
+            continue;
+          }
           // Column blocks of the output, each finished by the epilogue while it is in cache.
           for (std::int64_t j0 = 0; j0 < out_plane; j0 += kColumnBlock) {
             const std::int64_t nj = std::min(kColumnBlock, out_plane - j0);
@@ -207,10 +221,12 @@ class Conv : public OpKernel {
         case Path::kDepthwise3x3: {
           const KernelTable& kt = kernels();
           for (std::int64_t c = 0; c < c_; ++c) {
+            BiasActParams p;
+            if (linear_) p = channel_params(bias, slope, c);
             kt.dwconv3x3_f32(xn + c * in_plane, static_cast<int>(gy.in), static_cast<int>(gx.in), w + c * 9,
                              static_cast<int>(gx.stride), yn + c * out_plane, static_cast<int>(gy.out),
-                             static_cast<int>(gx.out));
-            epilogue(bias, slope, yn, out_plane, 0, out_plane, c, c + 1);  // while the plane is in cache
+                             static_cast<int>(gx.out), p);
+            if (!linear_) epilogue(bias, slope, yn, out_plane, 0, out_plane, c, c + 1);  // while in cache
           }
           continue;
         }
@@ -221,12 +237,22 @@ class Conv : public OpKernel {
           break;
         case Path::kGeneric: {
           float* col = static_cast<float*>(scratch);
-          const std::int64_t cg = c_ / g_, mg = m_ / g_;
+          const std::int64_t cg = c_ / g_, mg = m_ / g_, rows = block_rows();
           for (std::int64_t g = 0; g < g_; ++g) {
-            im2col(xn + g * cg * in_plane, cg, col);
-            gemm_f32(mg, out_plane, kdim_, w + g * mg * kdim_, kdim_, col, out_plane, yn + g * mg * out_plane,
-                     out_plane, false);
+            const float* wg = w + g * mg * kdim_;
+            for (std::int64_t oy0 = 0; oy0 < gy.out; oy0 += rows) {
+              const std::int64_t oy1 = std::min(gy.out, oy0 + rows), nj = (oy1 - oy0) * gx.out;
+              im2col(xn + g * cg * in_plane, cg, oy0, oy1, col);
+              float* yg = yn + g * mg * out_plane + oy0 * gx.out;
+              if (linear_) {
+                kernels().conv_gemm_f32(mg, nj, kdim_, wg, kdim_, col, nj, yg, out_plane,
+                                        row_epilogue(bias, slope, g * mg));
+              } else {
+                gemm_f32(mg, nj, kdim_, wg, kdim_, col, nj, yg, out_plane, false);
+              }
+            }
           }
+          if (linear_) continue;
           break;
         }
       }
@@ -237,6 +263,25 @@ class Conv : public OpKernel {
  private:
   enum class Path { kPointwise, kDepthwise3x3, kDepthwise, kGeneric };
   static constexpr std::int64_t kColumnBlock = 1024;
+  static constexpr std::int64_t kIm2colBlockFloats = 32 * 1024;  // 128 KiB
+
+  // The piecewise-linear activations (none, relu, leaky relu, clip, prelu) as the kernels'
+  // bias_act step, for channel c / for rows from channel m0 on.
+  BiasActParams channel_params(const float* bias, const float* slope, std::int64_t c) const {
+    BiasActParams p = linear_act_;
+    if (bias) p.bias = bias[c];
+    if (slope) p.neg_slope = slope[slope_one_ ? 0 : c];
+    return p;
+  }
+  RowBiasAct row_epilogue(const float* bias, const float* slope, std::int64_t m0) const {
+    RowBiasAct e;
+    e.bias = bias ? bias + m0 : nullptr;
+    e.slopes = slope && !slope_one_ ? slope + m0 : nullptr;
+    e.neg_slope = slope && slope_one_ ? slope[0] : linear_act_.neg_slope;
+    e.lo = linear_act_.lo;
+    e.hi = linear_act_.hi;
+    return e;
+  }
 
   // Bias then activation per output channel plane: the kernel table's bias_act_f32 for the
   // piecewise-linear activations (none, relu, leaky relu, clip, prelu), apply_act otherwise.
@@ -245,20 +290,10 @@ class Conv : public OpKernel {
   void epilogue(const float* bias, const float* slope, float* yn, std::int64_t out_plane, std::int64_t j0,
                 std::int64_t nj, std::int64_t m0 = 0, std::int64_t m1 = -1) const {
     const KernelTable& kt = kernels();
-    BiasActParams p;
-    bool linear = true;
-    switch (act_.act) {
-      case Act::kNone: case Act::kPrelu: break;
-      case Act::kRelu: p.lo = 0.0f; break;
-      case Act::kLeakyRelu: p.neg_slope = act_.alpha; break;
-      case Act::kClip: p.lo = act_.alpha; p.hi = act_.beta; break;
-      default: linear = false; break;
-    }
     for (std::int64_t m = m0; m < (m1 < 0 ? m_ : m1); ++m) {
       float* plane = yn + m * out_plane + j0;
-      if (linear) {
-        p.bias = bias ? bias[m] : 0.0f;
-        if (slope) p.neg_slope = slope[slope_one_ ? 0 : m];
+      if (linear_) {
+        const BiasActParams p = channel_params(bias, slope, m);
         if (p.bias != 0.0f || p.neg_slope != 1.0f || act_.act != Act::kNone) {
           kt.bias_act_f32(plane, static_cast<std::size_t>(nj), p);
         }
@@ -302,22 +337,25 @@ class Conv : public OpKernel {
     }
   }
 
-  // col[(c, ky, kx)][oy * out_w + ox] = x[c][iy][ix], zero outside the input.
-  void im2col(const float* x, std::int64_t channels, float* col) const {
+  // Output rows [oy0, oy1) of the im2col matrix:
+  //   col[(c, ky, kx)][(oy - oy0) * out_w + ox] = x[c][iy][ix], zero outside the input.
+  void im2col(const float* x, std::int64_t channels, std::int64_t oy0, std::int64_t oy1, float* col) const {
     const Geom& gy = geo_[0];
     const Geom& gx = geo_[1];
-    const std::int64_t out_plane = gy.out * gx.out;
+    const std::int64_t cols = (oy1 - oy0) * gx.out;
     for (std::int64_t c = 0; c < channels; ++c) {
       const float* plane = x + c * gy.in * gx.in;
       for (std::int64_t ky = 0; ky < gy.kernel; ++ky) {
         std::int64_t ylo, yhi;
         valid_range(gy, ky * gy.dilation, &ylo, &yhi);
+        ylo = std::min(std::max(ylo, oy0), oy1);
+        yhi = std::max(std::min(yhi, oy1), ylo);
         for (std::int64_t kx = 0; kx < gx.kernel; ++kx) {
           std::int64_t xlo, xhi;
           valid_range(gx, kx * gx.dilation, &xlo, &xhi);
-          float* dst = col;
-          col += out_plane;
-          std::fill(dst, dst + ylo * gx.out, 0.0f);
+          float* dst = col - oy0 * gx.out;  // indexed by absolute output row
+          col += cols;
+          std::fill(dst + oy0 * gx.out, dst + ylo * gx.out, 0.0f);
           for (std::int64_t oy = ylo; oy < yhi; ++oy) {
             float* o = dst + oy * gx.out;
             const float* row = plane + (oy * gy.stride - gy.pad + ky * gy.dilation) * gx.in - gx.pad + kx * gx.dilation;
@@ -331,15 +369,24 @@ class Conv : public OpKernel {
             }
             std::fill(o + xhi, o + gx.out, 0.0f);
           }
-          std::fill(dst + yhi * gx.out, dst + out_plane, 0.0f);
+          std::fill(dst + yhi * gx.out, dst + oy1 * gx.out, 0.0f);
         }
       }
     }
   }
 
+  // Output rows per im2col block: the block (kdim_ x rows*out_w floats) stays in L2 while
+  // the GEMM reads it, instead of a whole-image matrix streaming through memory.
+  std::int64_t block_rows() const {
+    const std::int64_t per_row = std::max<std::int64_t>(1, kdim_ * geo_[1].out);
+    return std::max<std::int64_t>(1, std::min(geo_[0].out, kIm2colBlockFloats / per_row));
+  }
+
   std::string type_;
   Spatial sp_;
   ActParams act_;
+  bool linear_ = true;         // act_ is piecewise linear: fused into the kernels as linear_act_
+  BiasActParams linear_act_;   // bias 0; slope from the slope input for prelu
   bool has_bias_ = false, slope_one_ = false;
   Geom geo_[2];
   std::int64_t n_ = 0, c_ = 0, m_ = 0, g_ = 1, kdim_ = 0;

@@ -670,6 +670,38 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
 }
 
 // ---------------------------------------------------------------------------------------
+// bias_act_f32
+
+// The bias_act_f32 step on one vector: the reference's compare-selects map onto
+// blendv/max/min exactly.
+struct ActVec {
+  __m256 bias, slope, lo, hi;
+  ActVec(float b, float s, float l, float h)
+      : bias(_mm256_set1_ps(b)), slope(_mm256_set1_ps(s)), lo(_mm256_set1_ps(l)), hi(_mm256_set1_ps(h)) {}
+  __m256 operator()(__m256 x) const {
+    __m256 y = _mm256_add_ps(x, bias);
+    y = _mm256_blendv_ps(y, _mm256_mul_ps(y, slope), _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ));
+    y = _mm256_max_ps(lo, y);  // lo > y ? lo : y
+    return _mm256_min_ps(hi, y);  // hi < y ? hi : y
+  }
+};
+
+inline float bias_act1(float x, const BiasActParams& p) {
+  float y = x + p.bias;
+  y = y < 0.0f ? y * p.neg_slope : y;
+  y = y < p.lo ? p.lo : y;
+  y = p.hi < y ? p.hi : y;
+  return y;
+}
+
+void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
+  const ActVec act(p.bias, p.neg_slope, p.lo, p.hi);
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, act(_mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) x[i] = bias_act1(x[i], p);
+}
+
+// ---------------------------------------------------------------------------------------
 // gemm_f32: B is packed one 16-column panel at a time (kKc rows deep, zero-padded on the
 // right, 16 KiB on the stack, so it stays in L1 while every 6-row tile of A sweeps it); the
 // 6x16 register tile holds 12 accumulators and takes one broadcast of A per row and two
@@ -706,12 +738,34 @@ void pack_panel16(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_
     hi##r = _mm256_fmadd_ps(av, b1, hi##r);                         \
   }
 
-inline void store_row16(float* cr, __m256 lo, __m256 hi, std::size_t nc, bool load_c) {
-  if (nc == kGemmNr) {
-    if (load_c) {
+// How a tile's rows leave the registers: plain store, add to C, or the conv epilogue (row
+// `row0 + r` of the RowBiasAct).
+struct TileStore {
+  bool load_c = false;
+  const RowBiasAct* epi = nullptr;
+  std::size_t row0 = 0;
+};
+
+inline void store_row16(float* cr, __m256 lo, __m256 hi, std::size_t nc, const TileStore& st, int r) {
+  if (st.load_c) {
+    if (nc == kGemmNr) {
       lo = _mm256_add_ps(lo, _mm256_loadu_ps(cr));
       hi = _mm256_add_ps(hi, _mm256_loadu_ps(cr + 8));
+    } else {
+      alignas(32) float tmp[kGemmNr] = {};
+      for (std::size_t j = 0; j < nc; ++j) tmp[j] = cr[j];
+      lo = _mm256_add_ps(lo, _mm256_load_ps(tmp));
+      hi = _mm256_add_ps(hi, _mm256_load_ps(tmp + 8));
     }
+  }
+  if (st.epi) {
+    const RowBiasAct& e = *st.epi;
+    const std::size_t i = st.row0 + static_cast<std::size_t>(r);
+    const ActVec act(e.bias ? e.bias[i] : 0.0f, e.slopes ? e.slopes[i] : e.neg_slope, e.lo, e.hi);
+    lo = act(lo);
+    hi = act(hi);
+  }
+  if (nc == kGemmNr) {
     _mm256_storeu_ps(cr, lo);
     _mm256_storeu_ps(cr + 8, hi);
     return;
@@ -719,12 +773,12 @@ inline void store_row16(float* cr, __m256 lo, __m256 hi, std::size_t nc, bool lo
   alignas(32) float tmp[kGemmNr];
   _mm256_store_ps(tmp, lo);
   _mm256_store_ps(tmp + 8, hi);
-  for (std::size_t j = 0; j < nc; ++j) cr[j] = load_c ? cr[j] + tmp[j] : tmp[j];
+  for (std::size_t j = 0; j < nc; ++j) cr[j] = tmp[j];
 }
 
 template <int MR>
 inline void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
-                      std::ptrdiff_t ldc, std::size_t nc, bool load_c) {
+                      std::ptrdiff_t ldc, std::size_t nc, const TileStore& st) {
   __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0;
   __m256 lo3 = lo0, hi3 = lo0, lo4 = lo0, hi4 = lo0, lo5 = lo0, hi5 = lo0;
   const float* a0 = a;
@@ -744,22 +798,33 @@ inline void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const 
     PICOFACE_GEMM_ROW(4)
     PICOFACE_GEMM_ROW(5)
   }
-  store_row16(c, lo0, hi0, nc, load_c);
-  if constexpr (MR > 1) store_row16(c + ldc, lo1, hi1, nc, load_c);
-  if constexpr (MR > 2) store_row16(c + 2 * ldc, lo2, hi2, nc, load_c);
-  if constexpr (MR > 3) store_row16(c + 3 * ldc, lo3, hi3, nc, load_c);
-  if constexpr (MR > 4) store_row16(c + 4 * ldc, lo4, hi4, nc, load_c);
-  if constexpr (MR > 5) store_row16(c + 5 * ldc, lo5, hi5, nc, load_c);
+  store_row16(c, lo0, hi0, nc, st, 0);
+  if constexpr (MR > 1) store_row16(c + ldc, lo1, hi1, nc, st, 1);
+  if constexpr (MR > 2) store_row16(c + 2 * ldc, lo2, hi2, nc, st, 2);
+  if constexpr (MR > 3) store_row16(c + 3 * ldc, lo3, hi3, nc, st, 3);
+  if constexpr (MR > 4) store_row16(c + 4 * ldc, lo4, hi4, nc, st, 4);
+  if constexpr (MR > 5) store_row16(c + 5 * ldc, lo5, hi5, nc, st, 5);
 }
 
 #undef PICOFACE_GEMM_ROW
 
-void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
-              const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
+// Shared by gemm_f32 and conv_gemm_f32: `epi` (or null) finishes the last k block.
+void gemm_blocked(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+                  const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
+                  const RowBiasAct* epi) {
   if (k == 0) {
-    if (!accumulate) {
-      for (std::size_t i = 0; i < m; ++i) {
-        for (std::size_t j = 0; j < n; ++j) c[static_cast<std::ptrdiff_t>(i) * ldc + j] = 0.0f;
+    for (std::size_t i = 0; i < m; ++i) {
+      float* cr = c + static_cast<std::ptrdiff_t>(i) * ldc;
+      if (!accumulate) {
+        for (std::size_t j = 0; j < n; ++j) cr[j] = 0.0f;
+      }
+      if (epi) {
+        BiasActParams p;
+        p.bias = epi->bias ? epi->bias[i] : 0.0f;
+        p.neg_slope = epi->slopes ? epi->slopes[i] : epi->neg_slope;
+        p.lo = epi->lo;
+        p.hi = epi->hi;
+        bias_act_f32(cr, n, p);
       }
     }
     return;
@@ -767,30 +832,46 @@ void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::
   alignas(64) float panel[kGemmKc * kGemmNr];
   for (std::size_t k0 = 0; k0 < k; k0 += kGemmKc) {
     const std::size_t kc = k - k0 < kGemmKc ? k - k0 : kGemmKc;
-    const bool load_c = accumulate || k0 > 0;
+    TileStore st;
+    st.load_c = accumulate || k0 > 0;
+    st.epi = k0 + kc == k ? epi : nullptr;
     for (std::size_t j0 = 0; j0 < n; j0 += kGemmNr) {
       const std::size_t nc = n - j0 < kGemmNr ? n - j0 : kGemmNr;
       pack_panel16(b + static_cast<std::ptrdiff_t>(k0) * ldb + j0, ldb, kc, nc, panel);
       for (std::size_t i0 = 0; i0 < m; i0 += kGemmMr) {
         const float* ai = a + static_cast<std::ptrdiff_t>(i0) * lda + k0;
         float* ci = c + static_cast<std::ptrdiff_t>(i0) * ldc + j0;
+        st.row0 = i0;
         switch (m - i0 < kGemmMr ? m - i0 : kGemmMr) {
-          case 1: gemm_tile<1>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
-          case 2: gemm_tile<2>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
-          case 3: gemm_tile<3>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
-          case 4: gemm_tile<4>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
-          case 5: gemm_tile<5>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
-          default: gemm_tile<6>(kc, ai, lda, panel, ci, ldc, nc, load_c); break;
+          case 1: gemm_tile<1>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 2: gemm_tile<2>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 3: gemm_tile<3>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 4: gemm_tile<4>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 5: gemm_tile<5>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          default: gemm_tile<6>(kc, ai, lda, panel, ci, ldc, nc, st); break;
         }
       }
     }
   }
 }
 
+void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+              const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
+  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, accumulate, nullptr);
+}
+
+void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+                   const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e) {
+  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, false, &e);
+}
+
 // ---------------------------------------------------------------------------------------
-// dwconv3x3_f32: one output row at a time from three input row pointers (null above or
-// below the input), 8 output columns per vector where all taps lie inside the row, the
-// reference's per-pixel loop at the borders. Stride 2 deinterleaves even/odd columns.
+// dwconv3x3_f32: one output row at a time from three input rows (none above or below the
+// input). Rows up to kDwMaxPadded floats are first copied into a ring of three zero-padded
+// buffers (each input row once), so every output column, borders included, takes the
+// 8-column vector loop; wider rows keep the reference's per-pixel loop at the borders.
+// Stride 2 deinterleaves even/odd columns. The epilogue runs on each finished row while it is
+// in L1 (inside the vector loop it would push the nine weights out of the 16 registers).
 
 inline float dw_pixel(const float* const* rows, int in_w, const float* w, int stride, int ox) {
   float acc = 0.0f;
@@ -814,8 +895,8 @@ inline void deinterleave16(const float* p, __m256* even, __m256* odd) {
       _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
-                   int out_h, int out_w) {
+void dwconv_unpadded(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
+                   int out_h, int out_w, const BiasActParams& p) {
   __m256 wv[9];
   for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(w[t]);
   // Vector blocks start at ox = 1 and need every tap inside the row: stride 1 reads columns
@@ -862,29 +943,77 @@ void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int str
       }
     }
     for (; ox < out_w; ++ox) d[ox] = dw_pixel(rows, in_w, w, stride, ox);
+    bias_act_f32(d, static_cast<std::size_t>(out_w), p);
   }
 }
 
-// ---------------------------------------------------------------------------------------
-// bias_act_f32: the reference's compare-selects map onto blendv/max/min exactly.
+constexpr int kDwMaxPadded = 2 * 1024 + 32;
 
-void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
-  const __m256 bias = _mm256_set1_ps(p.bias), slope = _mm256_set1_ps(p.neg_slope);
-  const __m256 lo = _mm256_set1_ps(p.lo), hi = _mm256_set1_ps(p.hi), zero = _mm256_setzero_ps();
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 y = _mm256_add_ps(_mm256_loadu_ps(x + i), bias);
-    y = _mm256_blendv_ps(y, _mm256_mul_ps(y, slope), _mm256_cmp_ps(y, zero, _CMP_LT_OQ));
-    y = _mm256_max_ps(lo, y);  // lo > y ? lo : y
-    y = _mm256_min_ps(hi, y);  // hi < y ? hi : y
-    _mm256_storeu_ps(x + i, y);
+// One output row from padded rows p[ky] (p[ky][j] = input column j - 1, zero outside;
+// null: a row outside the input), every column by vectors; the last block goes through a
+// temporary when out_w is not a multiple of 8.
+inline void dw_row_padded(const float* const* p, const __m256* wv, int stride, float* d, int out_w) {
+  for (int ox = 0; ox < out_w; ox += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int ky = 0; ky < 3; ++ky) {
+      if (!p[ky]) continue;
+      if (stride == 1) {
+        const float* r = p[ky] + ox;
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 0], _mm256_loadu_ps(r), acc);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 1], _mm256_loadu_ps(r + 1), acc);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 2], _mm256_loadu_ps(r + 2), acc);
+      } else {
+        __m256 c0, c1, c1b, c2;
+        deinterleave16(p[ky] + 2 * ox, &c0, &c1);
+        deinterleave16(p[ky] + 2 * ox + 1, &c1b, &c2);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 0], c0, acc);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 1], c1, acc);
+        acc = _mm256_fmadd_ps(wv[ky * 3 + 2], c2, acc);
+      }
+    }
+    if (ox + 8 <= out_w) {
+      _mm256_storeu_ps(d + ox, acc);
+    } else {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc);
+      for (int j = 0; ox + j < out_w; ++j) d[ox + j] = tmp[j];
+    }
   }
-  for (; i < n; ++i) {
-    float y = x[i] + p.bias;
-    y = y < 0.0f ? y * p.neg_slope : y;
-    y = y < p.lo ? p.lo : y;
-    y = p.hi < y ? p.hi : y;
-    x[i] = y;
+}
+
+void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
+                   int out_h, int out_w, const BiasActParams& p) {
+  const int blocks = (out_w + 7) / 8 * 8;
+  // Columns the vector loop reads: stride 1 up to blocks + 1, stride 2 up to 2*blocks + 16.
+  const int len = stride == 1 ? blocks + 2 : 2 * blocks + 17;
+  if (len > kDwMaxPadded) {
+    dwconv_unpadded(src, in_h, in_w, w, stride, dst, out_h, out_w, p);
+    return;
+  }
+  __m256 wv[9];
+  for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(w[t]);
+  alignas(32) float ring[3][kDwMaxPadded];
+  int held[3] = {-1, -1, -1};
+  const int copy = in_w < len - 1 ? in_w : len - 1;
+  for (int oy = 0; oy < out_h; ++oy) {
+    const float* rows[3];
+    for (int ky = 0; ky < 3; ++ky) {
+      const int iy = oy * stride - 1 + ky;
+      rows[ky] = nullptr;
+      if (iy < 0 || iy >= in_h) continue;
+      float* b = ring[iy % 3];  // three consecutive rows never share a slot
+      if (held[iy % 3] != iy) {
+        held[iy % 3] = iy;
+        b[0] = 0.0f;
+        std::memcpy(b + 1, src + static_cast<std::ptrdiff_t>(iy) * in_w,
+                    static_cast<std::size_t>(copy) * sizeof(float));
+        for (int j = copy + 1; j < len; ++j) b[j] = 0.0f;
+      }
+      rows[ky] = b;
+    }
+    float* d = dst + static_cast<std::ptrdiff_t>(oy) * out_w;
+    dw_row_padded(rows, wv, stride, d, out_w);
+    bias_act_f32(d, static_cast<std::size_t>(out_w), p);
   }
 }
 
@@ -898,6 +1027,7 @@ void fill_avx2(KernelTable* t) {
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
   t->gemm_f32 = gemm_f32;
+  t->conv_gemm_f32 = conv_gemm_f32;
   t->dwconv3x3_f32 = dwconv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
 }

@@ -158,6 +158,183 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return _mm512_reduce_add_epi32(_mm512_sub_epi32(acc, _mm512_slli_epi32(sum_b, 7)));
 }
 
+// ---------------------------------------------------------------------------------------
+// gemm_f32 / conv_gemm_f32: the AVX2 scheme at 16 lanes. B is packed one 32-column panel at a
+// time (kKc rows, zero-padded on the right by masked loads, 16 KiB on the stack); the 8x32
+// register tile holds 16 zmm accumulators (channel counts are multiples of 8 in the models
+// we run, so tiles rarely run short) and takes one broadcast of A per row and two panel
+// loads per k step. Tail columns use masked loads and stores, full tiles plain ones.
+
+constexpr std::size_t kGemmNr = 32;
+constexpr std::size_t kGemmMr = 8;
+constexpr std::size_t kGemmKc = 128;
+
+inline __mmask16 cols_mask(std::size_t nc, std::size_t half) {
+  const std::size_t c = nc > half * 16 ? nc - half * 16 : 0;
+  return tail_mask16(c >= 16 ? 16 : static_cast<int>(c));
+}
+
+void pack_panel32(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, float* panel) {
+  if (nc == kGemmNr) {
+    for (std::size_t p = 0; p < kc; ++p) {
+      const float* row = b + static_cast<std::ptrdiff_t>(p) * ldb;
+      _mm512_store_ps(panel + p * kGemmNr, _mm512_loadu_ps(row));
+      _mm512_store_ps(panel + p * kGemmNr + 16, _mm512_loadu_ps(row + 16));
+    }
+    return;
+  }
+  const __mmask16 m0 = cols_mask(nc, 0), m1 = cols_mask(nc, 1);
+  for (std::size_t p = 0; p < kc; ++p) {
+    const float* row = b + static_cast<std::ptrdiff_t>(p) * ldb;
+    _mm512_store_ps(panel + p * kGemmNr, _mm512_maskz_loadu_ps(m0, row));
+    _mm512_store_ps(panel + p * kGemmNr + 16, _mm512_maskz_loadu_ps(m1, row + 16));
+  }
+}
+
+// The bias_act_f32 step on one vector, bit-identical to the reference's compare-selects.
+inline __m512 bias_act16(__m512 x, __m512 bias, __m512 slope, __m512 lo, __m512 hi) {
+  __m512 y = _mm512_add_ps(x, bias);
+  y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ), y, slope);
+  y = _mm512_max_ps(lo, y);  // lo > y ? lo : y
+  return _mm512_min_ps(hi, y);  // hi < y ? hi : y
+}
+
+struct TileStore {
+  bool load_c = false;
+  const RowBiasAct* epi = nullptr;
+  std::size_t row0 = 0;
+};
+
+inline void store_row32(float* cr, __m512 lo, __m512 hi, std::size_t nc, const TileStore& st, int r) {
+  const bool full = nc == kGemmNr;
+  const __mmask16 m0 = full ? 0xFFFF : cols_mask(nc, 0), m1 = full ? 0xFFFF : cols_mask(nc, 1);
+  if (st.load_c) {
+    lo = _mm512_add_ps(lo, full ? _mm512_loadu_ps(cr) : _mm512_maskz_loadu_ps(m0, cr));
+    hi = _mm512_add_ps(hi, full ? _mm512_loadu_ps(cr + 16) : _mm512_maskz_loadu_ps(m1, cr + 16));
+  }
+  if (st.epi) {
+    const RowBiasAct& e = *st.epi;
+    const std::size_t i = st.row0 + static_cast<std::size_t>(r);
+    const __m512 bias = _mm512_set1_ps(e.bias ? e.bias[i] : 0.0f);
+    const __m512 slope = _mm512_set1_ps(e.slopes ? e.slopes[i] : e.neg_slope);
+    const __m512 vlo = _mm512_set1_ps(e.lo), vhi = _mm512_set1_ps(e.hi);
+    lo = bias_act16(lo, bias, slope, vlo, vhi);
+    hi = bias_act16(hi, bias, slope, vlo, vhi);
+  }
+  if (full) {
+    _mm512_storeu_ps(cr, lo);
+    _mm512_storeu_ps(cr + 16, hi);
+  } else {
+    _mm512_mask_storeu_ps(cr, m0, lo);
+    _mm512_mask_storeu_ps(cr + 16, m1, hi);
+  }
+}
+
+#define PICOFACE_GEMM_ROW(r)                         \
+  if constexpr (MR > r) {                            \
+    const __m512 av = _mm512_set1_ps(a##r[p]);       \
+    lo##r = _mm512_fmadd_ps(av, b0, lo##r);          \
+    hi##r = _mm512_fmadd_ps(av, b1, hi##r);          \
+  }
+#define PICOFACE_GEMM_STORE(r) \
+  if constexpr (MR > r) store_row32(c + r * ldc, lo##r, hi##r, nc, st, r);
+
+template <int MR>
+inline void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                      std::ptrdiff_t ldc, std::size_t nc, const TileStore& st) {
+  __m512 lo0 = _mm512_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0, lo3 = lo0, hi3 = lo0;
+  __m512 lo4 = lo0, hi4 = lo0, lo5 = lo0, hi5 = lo0, lo6 = lo0, hi6 = lo0, lo7 = lo0, hi7 = lo0;
+  const float* a0 = a;
+  const float* a1 = a0 + (MR > 1 ? lda : 0);
+  const float* a2 = a1 + (MR > 2 ? lda : 0);
+  const float* a3 = a2 + (MR > 3 ? lda : 0);
+  const float* a4 = a3 + (MR > 4 ? lda : 0);
+  const float* a5 = a4 + (MR > 5 ? lda : 0);
+  const float* a6 = a5 + (MR > 6 ? lda : 0);
+  const float* a7 = a6 + (MR > 7 ? lda : 0);
+  const float* bp = panel;
+  for (std::size_t p = 0; p < kc; ++p, bp += kGemmNr) {
+    const __m512 b0 = _mm512_load_ps(bp);
+    const __m512 b1 = _mm512_load_ps(bp + 16);
+    PICOFACE_GEMM_ROW(0)
+    PICOFACE_GEMM_ROW(1)
+    PICOFACE_GEMM_ROW(2)
+    PICOFACE_GEMM_ROW(3)
+    PICOFACE_GEMM_ROW(4)
+    PICOFACE_GEMM_ROW(5)
+    PICOFACE_GEMM_ROW(6)
+    PICOFACE_GEMM_ROW(7)
+  }
+  PICOFACE_GEMM_STORE(0)
+  PICOFACE_GEMM_STORE(1)
+  PICOFACE_GEMM_STORE(2)
+  PICOFACE_GEMM_STORE(3)
+  PICOFACE_GEMM_STORE(4)
+  PICOFACE_GEMM_STORE(5)
+  PICOFACE_GEMM_STORE(6)
+  PICOFACE_GEMM_STORE(7)
+}
+
+#undef PICOFACE_GEMM_ROW
+#undef PICOFACE_GEMM_STORE
+
+void gemm_blocked(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+                  const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
+                  const RowBiasAct* epi) {
+  if (k == 0) {
+    for (std::size_t i = 0; i < m; ++i) {
+      float* cr = c + static_cast<std::ptrdiff_t>(i) * ldc;
+      for (std::size_t j = 0; j < n; ++j) {
+        float y = accumulate ? cr[j] : 0.0f;
+        if (epi) {
+          y += epi->bias ? epi->bias[i] : 0.0f;
+          y = y < 0.0f ? y * (epi->slopes ? epi->slopes[i] : epi->neg_slope) : y;
+          y = y < epi->lo ? epi->lo : y;
+          y = epi->hi < y ? epi->hi : y;
+        }
+        cr[j] = y;
+      }
+    }
+    return;
+  }
+  alignas(64) float panel[kGemmKc * kGemmNr];
+  for (std::size_t k0 = 0; k0 < k; k0 += kGemmKc) {
+    const std::size_t kc = k - k0 < kGemmKc ? k - k0 : kGemmKc;
+    TileStore st;
+    st.load_c = accumulate || k0 > 0;
+    st.epi = k0 + kc == k ? epi : nullptr;
+    for (std::size_t j0 = 0; j0 < n; j0 += kGemmNr) {
+      const std::size_t nc = n - j0 < kGemmNr ? n - j0 : kGemmNr;
+      pack_panel32(b + static_cast<std::ptrdiff_t>(k0) * ldb + j0, ldb, kc, nc, panel);
+      for (std::size_t i0 = 0; i0 < m; i0 += kGemmMr) {
+        const float* ai = a + static_cast<std::ptrdiff_t>(i0) * lda + k0;
+        float* ci = c + static_cast<std::ptrdiff_t>(i0) * ldc + j0;
+        st.row0 = i0;
+        switch (m - i0 < kGemmMr ? m - i0 : kGemmMr) {
+          case 1: gemm_tile<1>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 2: gemm_tile<2>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 3: gemm_tile<3>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 4: gemm_tile<4>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 5: gemm_tile<5>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 6: gemm_tile<6>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 7: gemm_tile<7>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          default: gemm_tile<8>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+        }
+      }
+    }
+  }
+}
+
+void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+              const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
+  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, accumulate, nullptr);
+}
+
+void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+                   const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e) {
+  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, false, &e);
+}
+
 }  // namespace
 
 void fill_avx512(KernelTable* t) {
@@ -165,6 +342,8 @@ void fill_avx512(KernelTable* t) {
   t->pack_row = pack_row;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->gemm_f32 = gemm_f32;
+  t->conv_gemm_f32 = conv_gemm_f32;
 }
 
 }  // namespace picoface

@@ -77,8 +77,33 @@ void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::
   }
 }
 
+inline float bias_act(float x, const BiasActParams& p) {
+  float y = x + p.bias;
+  y = y < 0.0f ? y * p.neg_slope : y;
+  y = y < p.lo ? p.lo : y;  // std::max(y, lo): keeps y when it is NaN
+  y = p.hi < y ? p.hi : y;  // std::min(y, hi)
+  return y;
+}
+
+void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
+  for (std::size_t i = 0; i < n; ++i) x[i] = bias_act(x[i], p);
+}
+
+void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
+                   const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e) {
+  gemm_f32(m, n, k, a, lda, b, ldb, c, ldc, false);
+  for (std::size_t i = 0; i < m; ++i) {
+    BiasActParams p;
+    p.bias = e.bias ? e.bias[i] : 0.0f;
+    p.neg_slope = e.slopes ? e.slopes[i] : e.neg_slope;
+    p.lo = e.lo;
+    p.hi = e.hi;
+    bias_act_f32(c + static_cast<std::ptrdiff_t>(i) * ldc, n, p);
+  }
+}
+
 void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
-                   int out_h, int out_w) {
+                   int out_h, int out_w, const BiasActParams& p) {
   for (int oy = 0; oy < out_h; ++oy) {
     for (int ox = 0; ox < out_w; ++ox) {
       float acc = 0.0f;
@@ -91,18 +116,8 @@ void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int str
           acc += w[ky * 3 + kx] * src[static_cast<std::ptrdiff_t>(iy) * in_w + ix];
         }
       }
-      dst[static_cast<std::ptrdiff_t>(oy) * out_w + ox] = acc;
+      dst[static_cast<std::ptrdiff_t>(oy) * out_w + ox] = bias_act(acc, p);
     }
-  }
-}
-
-void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
-  for (std::size_t i = 0; i < n; ++i) {
-    float y = x[i] + p.bias;
-    y = y < 0.0f ? y * p.neg_slope : y;
-    y = y < p.lo ? p.lo : y;  // std::max(y, lo): keeps y when it is NaN
-    y = p.hi < y ? p.hi : y;  // std::min(y, hi)
-    x[i] = y;
   }
 }
 
@@ -117,6 +132,7 @@ void fill_reference(KernelTable* t) {
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
   t->gemm_f32 = gemm_f32;
+  t->conv_gemm_f32 = conv_gemm_f32;
   t->dwconv3x3_f32 = dwconv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
 }

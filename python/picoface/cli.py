@@ -181,6 +181,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
         print(f"picoface: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

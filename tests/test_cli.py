@@ -86,3 +86,15 @@ def test_bench_json(yunet_model):
     native = next(r for r in report["rows"] if r["backend"] == "native")
     assert native["gmacs"] > 0 and native["runs"] == 3 and native["min_ms"] <= native["median_ms"]
     assert report["isa"] and report["cpu"]
+
+
+def test_inspect_counts_macs(yunet_model, tmp_path):
+    # YuNet-s is 258 M MACs at 640x480 (figure given in issue #3); the engine's plan agrees.
+    need_module("onnx")
+    out = tmp_path / "y.pface"
+    assert cli("convert", yunet_model, "--task", "detect", "--head", "yunet", "-o", out).returncode == 0
+    r = cli("inspect", out, "--size", "640x480", "--json")
+    assert r.returncode == 0, r.stderr
+    assert abs(json.loads(r.stdout)["macs"] / 1e6 - 258.2) < 0.5
+    r = cli("inspect", out, "--size", "320x240")  # padded to 320x256 like the detector does
+    assert r.returncode == 0 and "MACs at 320x240" in r.stdout

@@ -86,6 +86,8 @@ def _cmd_inspect(args) -> int:
     from picoface import modelfile
 
     s = modelfile.summary(args.model)
+    if args.size is not None:
+        s["macs"] = _macs(args.model, s, args.size)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -101,7 +103,30 @@ def _cmd_inspect(args) -> int:
     names = [t["name"] for t in s["tensors"]]
     print("inputs: " + ", ".join(f"{names[i]} {s['tensors'][i]['shape']}" for i in s["inputs"]))
     print("outputs: " + ", ".join(names[i] for i in s["outputs"]))
+    if "macs" in s:
+        print(f"MACs at {args.size[0]}x{args.size[1]}: {s['macs'] / 1e6:.1f} M")
     return 0
+
+
+def _macs(path, summary, size) -> int:
+    """Multiply-accumulates of one inference at `size`, from the native engine's plan."""
+    import numpy as np
+
+    from picoface import _core
+
+    w, h = size
+    meta = summary["metadata"]
+    if meta.get("input.size_policy") == "multiple":  # the size the detector would feed it
+        m = int(meta["input.multiple"])
+        w, h = -(-w // m) * m, -(-h // m) * m
+    shape = summary["tensors"][summary["inputs"][0]]["shape"]
+    dims = [1 if i == 0 and d < 0 else d for i, d in enumerate(shape)]
+    if len(dims) == 4:
+        dims[2] = h if dims[2] < 0 else dims[2]
+        dims[3] = w if dims[3] < 0 else dims[3]
+    engine = _core.Engine(str(path), 1)
+    engine.run([np.zeros(dims, np.float32)])
+    return int(engine.macs)
 
 
 def _sizes(text: str):
@@ -170,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="metadata, ops and parameters of a .pface model")
     ins.add_argument("model")
     ins.add_argument("--json", action="store_true")
+    ins.add_argument("--size", type=_size, help="also count MACs at this WIDTHxHEIGHT input")
     ins.set_defaults(run=_cmd_inspect)
     return p
 

@@ -136,6 +136,11 @@ CONV_CASES = [
     dict(x=(1, 3, 14, 11), w=(8, 3, 4, 4), bias=True, attrs=dict(strides=[2, 2], auto_pad="SAME_LOWER")),
     dict(x=(1, 3, 13, 11), w=(4, 3, 3, 2), bias=True, attrs=dict(auto_pad="VALID", strides=[1, 2])),
     dict(x=(2, 5, 17), w=(4, 5, 3), bias=True, attrs=dict(pads=[1, 2], strides=[2])),
+    # Stems (<= 4 input channels, 3x3, pad 1): the direct conv3x3 kernel, rows wider than its
+    # 256-column chunk included.
+    dict(x=(2, 1, 9, 20), w=(5, 1, 3, 3), bias=True, attrs=dict(pads=[1, 1, 1, 1])),
+    dict(x=(1, 4, 6, 601), w=(17, 4, 3, 3), bias=False, attrs=dict(strides=[2, 2], pads=[1, 1, 1, 1])),
+    dict(x=(1, 3, 10, 300), w=(16, 3, 3, 3), bias=True, attrs=dict(pads=[1, 1, 1, 1])),
 ]
 
 
@@ -160,10 +165,10 @@ FUSED = [
 
 
 @pytest.mark.parametrize("act,onnx_op,onnx_attrs,fused_attrs", FUSED, ids=[f[0] for f in FUSED])
-@pytest.mark.parametrize("group", [1, 6])
-def test_conv_fused_activation(act, onnx_op, onnx_attrs, fused_attrs, group):
-    x = rnd(1, 6, 9, 11)
-    w = rnd(6, 6 // group, 3, 3, seed=3)
+@pytest.mark.parametrize("channels,group", [(6, 1), (6, 6), (3, 1)], ids=["dense", "depthwise", "stem"])
+def test_conv_fused_activation(act, onnx_op, onnx_attrs, fused_attrs, channels, group):
+    x = rnd(1, channels, 9, 11)
+    w = rnd(6, channels // group, 3, 3, seed=3)
     b = rnd(6, seed=4)
     slope = rnd(6, 1, 1, seed=5, lo=0.05, hi=0.5)
     attrs = dict(pads=[1, 1, 1, 1], group=group)

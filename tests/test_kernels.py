@@ -252,6 +252,44 @@ def test_dwconv3x3(isa, stride):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("cin", [1, 2, 3, 4])
+def test_conv3x3(isa, stride, cin):
+    rng = np.random.default_rng(40 + 2 * cin + stride)
+    shapes = [(oh, ow) for oh in [1, 2, 5, 17] for ow in range(1, 38, 3)] + [(37, 37), (3, 300)]
+    for i, (out_h, out_w) in enumerate(shapes):
+        cout = [1, 2, 3, 5, 7, 8, 13, 16, 17, 33][i % 10]
+        # Input covered exactly by padding 1 on both sides, or one short of it (bottom/right
+        # padding 0 then).
+        short = i % 2
+        in_h, in_w = max(1, (out_h - 1) * stride + 1 - short), max(1, (out_w - 1) * stride + 1 - short)
+        src = unaligned(rng.normal(size=(cin, in_h, in_w)).astype(np.float32))
+        wt = unaligned(rng.normal(size=(cout, cin, 3, 3)).astype(np.float32))
+        bias = unaligned(rng.normal(size=cout).astype(np.float32))
+        slopes = unaligned(rng.normal(size=cout).astype(np.float32))
+        args = [(bias, None, 1.0, 0.0, np.inf), (bias, slopes, 1.0, -np.inf, np.inf),
+                (None, None, 0.1, -1.0, 2.0)][i % 3]
+        got = _core.kernel_conv3x3_f32(src, wt, stride, out_h, out_w, *args, isa)
+        want = _core.kernel_conv3x3_f32(src, wt, stride, out_h, out_w, *args, "scalar")
+        # numpy check of the reference: zero padding, then the bias/activation epilogue.
+        pad = np.pad(src.astype(np.float64), ((0, 0), (1, 2), (1, 2)))
+        exact = np.zeros((cout, out_h, out_w))
+        for c in range(cin):
+            for ky in range(3):
+                for kx in range(3):
+                    tap = pad[c, ky:ky + stride * (out_h - 1) + 1:stride, kx:kx + stride * (out_w - 1) + 1:stride]
+                    exact += wt[:, c, ky, kx, None, None].astype(np.float64) * tap[None]
+        b, per_row, s, lo, hi = args
+        exact += 0.0 if b is None else b[:, None, None]
+        slope = np.full(cout, s) if per_row is None else per_row.astype(np.float64)
+        exact = np.where(exact < 0, exact * slope[:, None, None], exact)
+        exact = np.minimum(np.maximum(exact, lo), hi)
+        what = f"{out_h}x{out_w} cin={cin} cout={cout} s{stride}"
+        close(want, exact, f"conv3x3 reference {what}", rtol=1e-5, atol=1e-4)
+        close(got, want, f"conv3x3_f32 {isa} {what}", rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("params", [(0.5, 1.0, -np.inf, np.inf), (-0.25, 1.0, 0.0, np.inf),
                                     (0.1, 0.01, -np.inf, np.inf), (0.0, 1.0, 0.0, 6.0)])
 def test_bias_act_exact(isa, params):

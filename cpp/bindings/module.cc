@@ -285,6 +285,34 @@ void bind_kernels(py::module_& m) {
         py::arg("bias") = 0.0f, py::arg("neg_slope") = 1.0f,
         py::arg("lo") = -std::numeric_limits<float>::infinity(),
         py::arg("hi") = std::numeric_limits<float>::infinity());
+  m.def("kernel_conv3x3_f32",
+        [](const CArray<float>& src, const CArray<float>& w, int stride, int out_h, int out_w,
+           std::optional<CArray<float>> bias, std::optional<CArray<float>> slopes, float neg_slope, float lo,
+           float hi, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(src.ndim() == 3 && w.ndim() == 4, "src must be C x H x W and w M x C x 3 x 3");
+          const py::ssize_t cin = src.shape(0), cout = w.shape(0);
+          require(cin >= 1 && cin <= kConv3x3MaxInChannels, "src must have 1..4 channels");
+          require(w.shape(1) == cin && w.shape(2) == 3 && w.shape(3) == 3, "w must be M x C x 3 x 3");
+          require(stride == 1 || stride == 2, "stride must be 1 or 2");
+          require(out_h >= 1 && out_w >= 1, "output must not be empty");
+          RowBiasAct e;
+          if (bias) {
+            check_size(bias->size(), cout, "bias");
+            e.bias = bias->data();
+          }
+          if (slopes) {
+            check_size(slopes->size(), cout, "slopes");
+            e.slopes = slopes->data();
+          }
+          e.neg_slope = neg_slope;
+          e.lo = lo;
+          e.hi = hi;
+          auto out = empty<float>({cout, py::ssize_t(out_h), py::ssize_t(out_w)});
+          k.conv3x3_f32(src.data(), int(cin), int(src.shape(1)), int(src.shape(2)), w.data(), int(cout), stride,
+                        out.mutable_data(), out_h, out_w, e);
+          return out;
+        });
   m.def("kernel_conv_gemm_f32",
         [](const CArray<float>& a, const CArray<float>& b, std::optional<CArray<float>> bias,
            std::optional<CArray<float>> slopes, float neg_slope, float lo, float hi, const std::string& isa) {

@@ -6,6 +6,7 @@
 //
 // Prints one line per failing case (kernel, ISA, parameters, first bad index) and a final
 // "N passed, M failed" line; exits non-zero if anything failed.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "picoface/cpu.h"
@@ -612,6 +614,67 @@ void test_dwconv3x3(const KernelTable& k, const KernelTable& ref, std::mt19937& 
   }
 }
 
+void test_conv3x3(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
+  // Output sizes 1..37 both ways (the 16-column tile and ragged tails), a row wider than one
+  // 256-column chunk, every input channel count, output channels around the register tiles.
+  std::vector<std::pair<int, int>> outs;
+  for (int oh : {1, 2, 3, 5, 8, 17, 37}) {
+    for (int ow = 1; ow <= 37; ow += (ow < 18 ? 1 : 3)) outs.push_back({oh, ow});
+  }
+  outs.push_back({3, 300});
+  outs.push_back({2, 517});
+  int variant = 0;
+  for (const auto& o : outs) {
+    for (int stride = 1; stride <= 2; ++stride) {
+      for (int cin = 1; cin <= kConv3x3MaxInChannels; ++cin) {
+        for (int cout : {1, 2, 3, 5, 6, 7, 8, 13, 16, 17, 33}) {
+          ++variant;
+          if (variant % 3 != 0 && cout > 8 && o.second > 20) continue;  // keep the sweep quick
+          const int out_h = o.first, out_w = o.second;
+          // Input exactly covered by padding 1 on both sides, or one column/row short of it.
+          const int short_by = variant % 2;
+          const int in_h = std::max(1, (out_h - 1) * stride + 1 - short_by);
+          const int in_w = std::max(1, (out_w - 1) * stride + 1 - short_by);
+          const std::size_t in_n = std::size_t(cin) * in_h * in_w;
+          GuardedFloats src(in_n + 1, variant % 4 < 2);
+          float* x = src.data() + 1;  // off the guard page's alignment by one float
+          for (std::size_t i = 0; i < in_n; ++i) x[i] = fdist(rng);
+          std::vector<float> w(std::size_t(cout) * cin * 9), bias(cout), slopes(cout);
+          for (auto& v : w) v = fdist(rng);
+          for (auto& v : bias) v = fdist(rng);
+          for (auto& v : slopes) v = fdist(rng);
+          RowBiasAct e;
+          switch (variant % 3) {
+            case 0: e.bias = bias.data(); e.lo = 0.0f; break;
+            case 1: e.bias = bias.data(); e.slopes = slopes.data(); break;
+            default: e.neg_slope = 0.1f; e.lo = -1.0f; e.hi = 2.0f; break;
+          }
+          const std::size_t out_n = std::size_t(cout) * out_h * out_w;
+          std::vector<float> want(out_n + 2, 7.0f), got = want;
+          ref.conv3x3_f32(x, cin, in_h, in_w, w.data(), cout, stride, want.data() + 1, out_h, out_w, e);
+          k.conv3x3_f32(x, cin, in_h, in_w, w.data(), cout, stride, got.data() + 1, out_h, out_w, e);
+          std::string detail;
+          if (got.front() != 7.0f || got.back() != 7.0f) detail = "wrote outside the output";
+          for (std::size_t i = 0; i < out_n && detail.empty(); ++i) {
+            // Scale: the sum of |w| * |x| bounds the terms (|x| <= 1), plus the bias.
+            const int m = int(i / (std::size_t(out_h) * out_w));
+            double scale = 1.0;
+            for (int q = 0; q < cin * 9; ++q) scale += std::fabs(w[std::size_t(m) * cin * 9 + q]);
+            if (!close_float(got[i + 1], want[i + 1], scale, 1e-5)) {
+              detail = fmt("at %g: got %.9g want %.9g", double(i), got[i + 1], want[i + 1]);
+            }
+          }
+          report(detail.empty(), "conv3x3_f32", k.isa,
+                 fmt("out=%gx%g stride=%g", out_h, out_w, stride) + fmt(" cin=%g cout=%g in=%g", cin, cout, in_h) +
+                     fmt("x%g variant=%g", in_w, variant % 3, 0),
+                 detail);
+        }
+      }
+    }
+  }
+}
+
 void test_bias_act(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
   std::uniform_real_distribution<float> fdist(-4.0f, 4.0f);
   const BiasActParams cases[] = {
@@ -667,6 +730,7 @@ int main(int argc, char** argv) {
       test_gemm(k, ref, rng);
       test_conv_gemm(k, ref, rng);
       test_dwconv3x3(k, ref, rng);
+      test_conv3x3(k, ref, rng);
       test_bias_act(k, ref, rng);
       std::printf("%s: %d passed, %d failed\n", isa_name(isa), g_passed - passed_before,
                   g_failed - failed_before);

@@ -71,6 +71,9 @@ struct RowBiasAct {
   float hi = std::numeric_limits<float>::infinity();
 };
 
+// Most input channels conv3x3_f32 takes: a network's stem (RGB, grey, RGBA).
+constexpr int kConv3x3MaxInChannels = 4;
+
 struct KernelTable {
   Isa isa;
 
@@ -121,6 +124,17 @@ struct KernelTable {
   // reference sums the taps in (ky, kx) order in float; SIMD variants fuse (FMA).
   void (*dwconv3x3_f32)(const float* src, int in_h, int in_w, const float* w, int stride,
                         float* dst, int out_h, int out_w, const BiasActParams& p);
+
+  // Direct 3x3 convolution with few input channels (a network's stem, no im2col), padding 1
+  // at the top and left: cin (1..kConv3x3MaxInChannels) contiguous in_h x in_w planes into
+  // cout contiguous out_h x out_w planes,
+  //   dst[m][oy][ox] = sum_{c<cin} sum_{ky<3} sum_{kx<3} w[((m*cin + c)*3 + ky)*3 + kx] * src[c][iy][ix],
+  //   iy = oy*stride - 1 + ky, ix = ox*stride - 1 + kx, taps outside the input are zero
+  // (bottom/right padding is implied by out_h, out_w), then plane m finished by the RowBiasAct
+  // step, as row m of conv_gemm_f32. stride is 1 or 2. The reference sums in (c, ky, kx)
+  // order in float; SIMD variants fuse (FMA). Buffers live on the kernel's stack (< 32 KiB).
+  void (*conv3x3_f32)(const float* src, int cin, int in_h, int in_w, const float* w, int cout, int stride,
+                      float* dst, int out_h, int out_w, const RowBiasAct& e);
 
   // In-place bias + activation of n floats (see BiasActParams).
   void (*bias_act_f32)(float* x, std::size_t n, const BiasActParams& p);

@@ -1,10 +1,11 @@
 // The convolution family of the native engine: Conv (with the importer's fused activation),
 // ConvTranspose, Gemm, MatMul, and the reference GEMM they end in.
 //
-// Conv picks one of three paths when it is planned, so SIMD kernels from the kernel table
+// Conv picks one of four paths when it is planned, so SIMD kernels from the kernel table
 // can replace each separately: pointwise (1x1, stride 1, no padding: one GEMM per image),
-// depthwise (one filter per channel: direct row accumulation) and generic (im2col into the
-// scratch buffer, then GEMM per group). Every path ends with the same epilogue: bias, then
+// depthwise (one filter per channel: direct row accumulation), direct 3x3 (a stem with at
+// most kConv3x3MaxInChannels inputs, where im2col would cost as much as the GEMM) and
+// generic (im2col into the scratch buffer, then GEMM per group). Every path ends with the same epilogue: bias, then
 // activation, per output channel plane.
 #include <algorithm>
 #include <cmath>
@@ -172,7 +173,11 @@ class Conv : public OpKernel {
     const Geom& gx = geo_[1];
     const bool unit = gy.kernel == 1 && gx.kernel == 1 && gy.stride == 1 && gx.stride == 1 && gy.pad == 0 &&
                       gx.pad == 0 && gy.pad_end == 0 && gx.pad_end == 0;
+    const bool small3x3 = g_ == 1 && c_ <= kConv3x3MaxInChannels && gy.kernel == 3 && gx.kernel == 3 &&
+                          gy.dilation == 1 && gx.dilation == 1 && gy.pad == 1 && gx.pad == 1 && gy.pad_end == 1 &&
+                          gx.pad_end == 1 && gy.stride == gx.stride && (gx.stride == 1 || gx.stride == 2);
     if (unit && g_ == 1) path_ = Path::kPointwise;
+    else if (small3x3) path_ = Path::kDirect3x3;
     else if (g_ == c_ && m_ == c_) {
       const bool k3 = gy.kernel == 3 && gx.kernel == 3 && gy.dilation == 1 && gx.dilation == 1 && gy.pad == 1 &&
                       gx.pad == 1 && gy.stride == gx.stride && (gx.stride == 1 || gx.stride == 2);
@@ -230,6 +235,13 @@ class Conv : public OpKernel {
           }
           continue;
         }
+        case Path::kDirect3x3:
+          // Non-linear activations take the plain sum and the shared epilogue below.
+          kernels().conv3x3_f32(xn, static_cast<int>(c_), static_cast<int>(gy.in), static_cast<int>(gx.in), w,
+                                static_cast<int>(m_), static_cast<int>(gx.stride), yn, static_cast<int>(gy.out),
+                                static_cast<int>(gx.out), linear_ ? row_epilogue(bias, slope, 0) : RowBiasAct{});
+          if (linear_) continue;
+          break;
         case Path::kDepthwise:
           for (std::int64_t c = 0; c < c_; ++c) {
             depthwise_plane(xn + c * in_plane, w + c * gy.kernel * gx.kernel, yn + c * out_plane);
@@ -261,7 +273,7 @@ class Conv : public OpKernel {
   }
 
  private:
-  enum class Path { kPointwise, kDepthwise3x3, kDepthwise, kGeneric };
+  enum class Path { kPointwise, kDepthwise3x3, kDirect3x3, kDepthwise, kGeneric };
   static constexpr std::int64_t kColumnBlock = 1024;
   static constexpr std::int64_t kIm2colBlockFloats = 32 * 1024;  // 128 KiB
 

@@ -9,6 +9,7 @@
 // anyway, fuses.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -1017,6 +1018,146 @@ void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int str
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// conv3x3_f32: the output is swept in chunks of kC3Chunk columns. Within a chunk every input
+// row a tap needs is copied once into a zero-padded stack row (deinterleaved into even and
+// odd columns at stride 2) and kept in a 3-row ring per channel while the output rows
+// advance, so each tap of a 16-column tile is one unaligned load with no border test. The
+// register tile is MB output channels x 16 columns: 2*MB accumulators, two loads and MB
+// weight broadcasts per tap.
+
+constexpr int kC3Chunk = 256;           // output columns per chunk, a multiple of 16
+constexpr int kC3Half = kC3Chunk + 16;  // floats per even / odd half of a padded row
+
+// Padded copy of input row `row` for the chunk of ncr (a multiple of 16) output columns from
+// x0: with Q[j] = row[x0*stride - 1 + j] (zero outside the row), stride 1 stores buf[j] = Q[j]
+// for j < ncr + 2; stride 2 stores buf[i] = Q[2i] and buf[kC3Half + i] = Q[2i + 1] for i <= ncr.
+void c3_fill(const float* row, int in_w, int x0, int ncr, int stride, float* buf) {
+  const int base = x0 * stride - 1;
+  auto q = [&](int j) {
+    const int ix = base + j;
+    return ix >= 0 && ix < in_w ? row[ix] : 0.0f;
+  };
+  if (stride == 1) {
+    for (int j = 0; j < ncr + 2;) {
+      if (base + j >= 0 && base + j + 8 <= in_w && j + 8 <= ncr + 2) {
+        _mm256_storeu_ps(buf + j, _mm256_loadu_ps(row + base + j));
+        j += 8;
+      } else {
+        buf[j] = q(j);
+        ++j;
+      }
+    }
+    return;
+  }
+  for (int i = 0; i <= ncr;) {
+    if (base + 2 * i >= 0 && base + 2 * i + 16 <= in_w && i + 8 <= ncr + 1) {
+      __m256 even, odd;
+      deinterleave16(row + base + 2 * i, &even, &odd);
+      _mm256_storeu_ps(buf + i, even);
+      _mm256_storeu_ps(buf + kC3Half + i, odd);
+      i += 8;
+    } else {
+      buf[i] = q(2 * i);
+      buf[kC3Half + i] = q(2 * i + 1);
+      ++i;
+    }
+  }
+}
+
+// The taps of one output row: tap t reads 16 columns at tap[t] + i0 and weight w[widx[t]].
+struct C3Taps {
+  const float* tap[kConv3x3MaxInChannels * 9];
+  int widx[kConv3x3MaxInChannels * 9];
+  int n = 0;
+};
+
+// Output channels m0..m0+MB-1, columns [i0, i0 + count) of the chunk (count <= 16); out
+// points at column 0 of the chunk in channel m0's output row.
+template <int MB>
+inline void c3_tile(const C3Taps& t, int i0, int count, const float* w, int wstride, float* out,
+                    std::ptrdiff_t out_plane, int m0, const RowBiasAct& e) {
+  __m256 acc[MB][2];
+  for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+  for (int k = 0; k < t.n; ++k) {
+    const __m256 x0 = _mm256_loadu_ps(t.tap[k] + i0), x1 = _mm256_loadu_ps(t.tap[k] + i0 + 8);
+    const float* wk = w + t.widx[k];
+    for (int m = 0; m < MB; ++m) {
+      const __m256 wv = _mm256_broadcast_ss(wk + m * wstride);
+      acc[m][0] = _mm256_fmadd_ps(wv, x0, acc[m][0]);
+      acc[m][1] = _mm256_fmadd_ps(wv, x1, acc[m][1]);
+    }
+  }
+  for (int m = 0; m < MB; ++m) {
+    const int r = m0 + m;
+    const ActVec act(e.bias ? e.bias[r] : 0.0f, e.slopes ? e.slopes[r] : e.neg_slope, e.lo, e.hi);
+    float* d = out + m * out_plane + i0;
+    const __m256 y0 = act(acc[m][0]), y1 = act(acc[m][1]);
+    if (count == 16) {
+      _mm256_storeu_ps(d, y0);
+      _mm256_storeu_ps(d + 8, y1);
+    } else {
+      alignas(32) float tmp[16];
+      _mm256_store_ps(tmp, y0);
+      _mm256_store_ps(tmp + 8, y1);
+      std::memcpy(d, tmp, static_cast<std::size_t>(count) * sizeof(float));
+    }
+  }
+}
+
+template <int MB>
+void c3_block(const C3Taps& t, int nc, const float* w, int wstride, float* out, std::ptrdiff_t out_plane, int m0,
+              const RowBiasAct& e) {
+  for (int i0 = 0; i0 < nc; i0 += 16) c3_tile<MB>(t, i0, std::min(16, nc - i0), w, wstride, out, out_plane, m0, e);
+}
+
+void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, int cout, int stride, float* dst,
+                 int out_h, int out_w, const RowBiasAct& e) {
+  alignas(32) float rows[kConv3x3MaxInChannels][3][2 * kC3Half];
+  const std::ptrdiff_t in_plane = static_cast<std::ptrdiff_t>(in_h) * in_w;
+  const std::ptrdiff_t out_plane = static_cast<std::ptrdiff_t>(out_h) * out_w;
+  const int wstride = cin * 9;
+  const int offs[2][3] = {{0, 1, 2}, {0, kC3Half, 1}};  // kx -> offset in a padded row
+  for (int x0 = 0; x0 < out_w; x0 += kC3Chunk) {
+    const int nc = std::min(kC3Chunk, out_w - x0), ncr = (nc + 15) & ~15;
+    int tag[3] = {-1, -1, -1};  // input row held by each ring slot
+    for (int oy = 0; oy < out_h; ++oy) {
+      C3Taps t;
+      for (int c = 0; c < cin; ++c) {
+        for (int ky = 0; ky < 3; ++ky) {
+          const int iy = oy * stride - 1 + ky;
+          if (iy < 0 || iy >= in_h) continue;
+          const int slot = iy % 3;
+          if (tag[slot] != iy) {
+            for (int cc = 0; cc < cin; ++cc) {
+              c3_fill(src + cc * in_plane + static_cast<std::ptrdiff_t>(iy) * in_w, in_w, x0, ncr, stride,
+                      rows[cc][slot]);
+            }
+            tag[slot] = iy;
+          }
+          for (int kx = 0; kx < 3; ++kx) {
+            t.tap[t.n] = rows[c][slot] + offs[stride - 1][kx];
+            t.widx[t.n] = (c * 3 + ky) * 3 + kx;
+            ++t.n;
+          }
+        }
+      }
+      float* out = dst + static_cast<std::ptrdiff_t>(oy) * out_w + x0;
+      int m0 = 0;
+      for (; m0 + 6 <= cout; m0 += 6) c3_block<6>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+      if (cout - m0 >= 4) {
+        c3_block<4>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+        m0 += 4;
+      }
+      if (cout - m0 >= 2) {
+        c3_block<2>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+        m0 += 2;
+      }
+      if (cout - m0 >= 1) c3_block<1>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+    }
+  }
+}
+
 }  // namespace
 
 void fill_avx2(KernelTable* t) {
@@ -1029,6 +1170,7 @@ void fill_avx2(KernelTable* t) {
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->dwconv3x3_f32 = dwconv3x3_f32;
+  t->conv3x3_f32 = conv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
 }
 

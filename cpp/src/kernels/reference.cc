@@ -121,6 +121,37 @@ void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int str
   }
 }
 
+void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, int cout, int stride,
+                 float* dst, int out_h, int out_w, const RowBiasAct& e) {
+  const std::ptrdiff_t in_plane = static_cast<std::ptrdiff_t>(in_h) * in_w;
+  for (int m = 0; m < cout; ++m) {
+    BiasActParams p;
+    p.bias = e.bias ? e.bias[m] : 0.0f;
+    p.neg_slope = e.slopes ? e.slopes[m] : e.neg_slope;
+    p.lo = e.lo;
+    p.hi = e.hi;
+    const float* wm = w + static_cast<std::ptrdiff_t>(m) * cin * 9;
+    float* plane = dst + static_cast<std::ptrdiff_t>(m) * out_h * out_w;
+    for (int oy = 0; oy < out_h; ++oy) {
+      for (int ox = 0; ox < out_w; ++ox) {
+        float acc = 0.0f;
+        for (int c = 0; c < cin; ++c) {
+          for (int ky = 0; ky < 3; ++ky) {
+            const int iy = oy * stride - 1 + ky;
+            if (iy < 0 || iy >= in_h) continue;
+            for (int kx = 0; kx < 3; ++kx) {
+              const int ix = ox * stride - 1 + kx;
+              if (ix < 0 || ix >= in_w) continue;
+              acc += wm[(c * 3 + ky) * 3 + kx] * src[c * in_plane + static_cast<std::ptrdiff_t>(iy) * in_w + ix];
+            }
+          }
+        }
+        plane[static_cast<std::ptrdiff_t>(oy) * out_w + ox] = bias_act(acc, p);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void fill_reference(KernelTable* t) {
@@ -134,6 +165,7 @@ void fill_reference(KernelTable* t) {
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->dwconv3x3_f32 = dwconv3x3_f32;
+  t->conv3x3_f32 = conv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
 }
 

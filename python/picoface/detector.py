@@ -24,8 +24,11 @@ class FaceDetector:
     """Finds faces, their scores and 5 landmarks.
 
     Args:
-        model: path or bytes of an ONNX detector (a shipped default arrives with issue #5).
-        head: the detector family of an ONNX model, e.g. "yunet" (see picoface.heads.HEADS).
+        model: path or bytes of a .pface detector (run by the native engine; it describes
+            its own head and input convention) or of an ONNX detector (run by onnxruntime).
+            A shipped default arrives with issue #5.
+        head: the detector family, required for ONNX models, e.g. "yunet" or "scrfd"
+            (see picoface.heads.HEADS).
         score_threshold: minimum score in [0, 1].
         nms_threshold: IoU in [0, 1] above which a lower-scored box is suppressed.
         max_faces: keep at most this many faces (0 = all).
@@ -36,7 +39,7 @@ class FaceDetector:
             keeping its aspect ratio (letterbox). None: the model's fixed size, or for a
             dynamic model the image's own size padded to the head's stride multiple
             (downscaled when the longer side exceeds 1920).
-        backend: "auto" or "onnxruntime".
+        backend: "auto" (native for .pface, onnxruntime for ONNX), "native" or "onnxruntime".
         threads: backend threads (1 = one core, the edge-device baseline).
 
     Calls are thread-safe and release the GIL during compute.
@@ -51,8 +54,9 @@ class FaceDetector:
                  input_size=None,
                  backend: str = "auto", threads: int = 1):
         if model is None:
-            raise ValueError("picoface ships no default detector yet (issue #5): pass an ONNX "
-                             "model path and head=, e.g. FaceDetector('yunet_s_dynamic.onnx', head='yunet')")
+            raise ValueError("picoface ships no default detector yet (issue #5): pass a .pface "
+                             "model, or an ONNX model and head=, e.g. "
+                             "FaceDetector('yunet_s_dynamic.onnx', head='yunet')")
         self.score_threshold = _validate.probability(score_threshold, "score_threshold")
         self.nms_threshold = _validate.probability(nms_threshold, "nms_threshold")
         self.max_faces = _validate.count(max_faces, "max_faces")

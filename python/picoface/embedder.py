@@ -30,10 +30,11 @@ class FaceEmbedder:
     """Maps aligned face crops to L2-normalised embeddings.
 
     Args:
-        model: path or bytes of an ONNX recogniser taking N x 3 x S x S.
+        model: path or bytes of a .pface recogniser (native engine; its metadata sets the
+            input convention and overrides ``preset``) or of an ONNX one taking N x 3 x S x S.
         preset: input convention, "arcface" (RGB, [-1, 1]) or "sface" (RGB, 0..255),
             or an :class:`EmbedderSpec`.
-        backend: "auto" or "onnxruntime".
+        backend: "auto" (native for .pface, onnxruntime for ONNX), "native" or "onnxruntime".
         threads: backend threads.
 
     Raises:

@@ -543,6 +543,92 @@ def test_dequantize_linear_blocked():
     check(single("DequantizeLinear", x, consts, attrs=dict(axis=1, block_size=7), opset=21), {"x": x})
 
 
+# Equal -> bool (the engine's 0/1 uint8); compare() reads ort's bool as uint8.
+@pytest.mark.parametrize("sa,sb", BROADCAST)
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_equal(sa, sb, dtype):
+    # Few distinct values so that both outcomes occur.
+    a = np.random.default_rng(6).integers(0, 3, sa).astype(dtype)
+    b = np.random.default_rng(7).integers(0, 3, sb).astype(dtype)
+    model = graph([helper.make_node("Equal", ["a", "b"], ["y"])], {"a": a, "b": b}, out_types=[TensorProto.BOOL])
+    ref = ort_session(model).run(None, {"a": a, "b": b})[0]
+    assert 0 < ref.sum() < ref.size or ref.size <= 1, "test data must give both outcomes"
+    check(model, {"a": a, "b": b})
+
+
+WHERE = [((2, 3, 4, 5), (2, 3, 4, 5), (2, 3, 4, 5)), ((3, 1, 5), (4, 1), (5,)), ((), (2, 7), (1,)),
+         ((13, 1), (1, 127), ()), ((2, 1, 6, 1), (1, 3, 1, 7), (2, 3, 6, 7)), ((4, 13), (), (4, 13))]
+
+
+@pytest.mark.parametrize("sc,sx,sy", WHERE)
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_where(sc, sx, sy, dtype):
+    # The .pface format has no bool: the condition comes from a Cast to bool inside the graph.
+    c = np.random.default_rng(8).integers(0, 2, sc).astype(np.uint8)
+    div = 1 if dtype == np.int64 else 7  # float values with fraction bits
+    x = np.asarray(np.random.default_rng(9).integers(-1000, 1000, sx) / div).astype(dtype)
+    y = np.asarray(np.random.default_rng(10).integers(-1000, 1000, sy) / div).astype(dtype)
+    nodes = [helper.make_node("Cast", ["c"], ["cb"], to=TensorProto.BOOL),
+             helper.make_node("Where", ["cb", "x", "y"], ["out"])]
+    feeds = {"c": c, "x": x, "y": y}
+    model = graph(nodes, feeds, outputs=("out",), out_types=[helper.np_dtype_to_tensor_dtype(np.dtype(dtype))])
+    check(model, feeds)
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 13), (13,)), ((2, 1, 5), (4, 1))])
+def test_equal_into_where(sa, sb):
+    a = np.random.default_rng(11).integers(0, 3, sa).astype(np.int64)
+    b = np.random.default_rng(12).integers(0, 3, sb).astype(np.int64)
+    x = rnd(*sa, seed=3)
+    nodes = [helper.make_node("Equal", ["a", "b"], ["m"]),
+             helper.make_node("Where", ["m", "x", "z"], ["y"])]
+    model = graph(nodes, {"a": a, "b": b, "x": x}, {"z": np.array(-1.0, np.float32)})
+    check(model, {"a": a, "b": b, "x": x})
+
+
+def test_where_rejects_non_bool_condition():
+    x = rnd(3, 5)
+    model = graph([helper.make_node("Where", ["x", "x", "x"], ["y"])], {"x": x})
+    with pytest.raises(Exception, match="condition"):
+        _core.Engine(to_pface(model)).run([x])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, None])
+@pytest.mark.parametrize("kind", ["tensor", "axis", "last_axis"])
+def test_quantize_linear(dtype, kind):
+    x = rnd(4, 13, 6, seed=5, lo=-60.0, hi=60.0)
+    if kind == "tensor":
+        s, z, attrs = np.array(0.05, np.float32), np.array(7, dtype or np.uint8), {}
+    elif kind == "axis":
+        s, z, attrs = rnd(13, lo=0.02, hi=0.2), np.arange(-6, 7).astype(dtype or np.uint8), dict(axis=1)
+    else:
+        s, z, attrs = rnd(6, lo=0.02, hi=0.2), np.arange(6).astype(dtype or np.uint8), dict(axis=-1)
+    consts = {"s": s} if dtype is None else {"s": s, "z": z}
+    out = helper.np_dtype_to_tensor_dtype(np.dtype(dtype or np.uint8))
+    model = single("QuantizeLinear", x, consts, attrs=attrs, out_types=[out])
+    ref = ort_session(model).run(None, {"x": x})[0]
+    info = np.iinfo(ref.dtype)
+    assert (ref == info.min).any() and (ref == info.max).any(), "test data must saturate both ways"
+    check(model, {"x": x})
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_quantize_linear_ties_and_saturation(dtype):
+    # Exact .5 ties round to even (-2.5 -> -2, 0.5 -> 0, 1.5 -> 2, 2.5 -> 2); scale 0.5 and
+    # these x are exact in float32. Far values and infinities saturate at both ends.
+    ties = np.array([-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 126.5, 127.5, -127.5, -128.5], np.float32)
+    far = np.array([1e6, -1e6, 300.0, -300.0, np.inf, -np.inf, 0.0, -0.0], np.float32)
+    x = np.concatenate([ties * 0.5, far]).reshape(4, 5)
+    for zp in (0, 3, -3) if dtype == np.int8 else (0, 3, 128):
+        consts = {"s": np.array(0.5, np.float32), "z": np.array(zp, dtype)}
+        model = single("QuantizeLinear", x, consts, out_types=[helper.np_dtype_to_tensor_dtype(np.dtype(dtype))])
+        check(model, {"x": x})
+    expect = np.round(ties)  # numpy rounds half to even too
+    got = _core.Engine(to_pface(model)).run([x])[0].ravel()[:ties.size].astype(np.float64) - zp
+    info = np.iinfo(dtype)
+    np.testing.assert_array_equal(got, np.clip(expect, info.min - zp, info.max - zp))
+
+
 def test_expand():
     x = rnd(3, 1, 5)
     check(single("Expand", x, {"s": np.array([2, 1, 4, 1], np.int64)}), {"x": x})
@@ -551,7 +637,8 @@ def test_expand():
 def test_op_list_is_sorted_and_complete():
     ops = _core.engine_op_types()
     assert ops == sorted(ops)
-    for op in ["Conv", "ConvTranspose", "Resize", "DequantizeLinear", "LayerNormalization", "Gemm", "MatMul"]:
+    for op in ["Conv", "ConvTranspose", "Resize", "DequantizeLinear", "LayerNormalization", "Gemm", "MatMul",
+               "Equal", "Where", "QuantizeLinear"]:
         assert op in ops
 
 

@@ -224,8 +224,8 @@ struct BroadcastLoop {
     }
   }
   // f(a_ptr, a_stride, b_ptr, b_stride, out_ptr, n) on each innermost row.
-  template <typename T, typename U, typename F>
-  void run(const T* a, const U* b, T* o, F f) const {
+  template <typename T, typename U, typename O, typename F>
+  void run(const T* a, const U* b, O* o, F f) const {
     const std::size_t r = dims.size();
     const std::int64_t n = dims[r - 1];
     std::int64_t rows = 1;
@@ -247,8 +247,8 @@ struct BroadcastLoop {
 };
 
 // Applies g(x, y) over a row with strides in {0, 1}, specialised so loops vectorise.
-template <typename T, typename U, typename G>
-void binary_row(const T* a, std::int64_t sa, const U* b, std::int64_t sb, T* o, std::int64_t n, G g) {
+template <typename T, typename U, typename O, typename G>
+void binary_row(const T* a, std::int64_t sa, const U* b, std::int64_t sb, O* o, std::int64_t n, G g) {
   if (sa == 1 && sb == 1) {
     for (std::int64_t i = 0; i < n; ++i) o[i] = g(a[i], b[i]);
   } else if (sa == 1 && sb == 0) {
@@ -337,6 +337,135 @@ class Binary : public Base {
   BinFn fn_;
   DType dtype_ = DType::kF32;
   BroadcastLoop loop_;
+};
+
+// The engine has no bool dtype: a bool tensor is kU8 holding 0 or 1 (as Cast to bool and
+// the importer's bool constants), so Equal writes kU8 and Where reads its condition as kU8.
+class Equal : public Base {
+ public:
+  explicit Equal(const Op& op) : Base(op) {}
+  void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
+    need_inputs(type_, in, 2);
+    dtype_ = in[0].desc->dtype;
+    if (in[1].desc->dtype != dtype_) {
+      fail(type_, std::string("operand dtypes differ: ") + dtype_name(dtype_) + " and " +
+                      dtype_name(in[1].desc->dtype));
+    }
+    if (dtype_ != DType::kF32 && dtype_ != DType::kI64 && dtype_ != DType::kI32 && dtype_ != DType::kU8) {
+      unsupported(type_, std::string("dtype ") + dtype_name(dtype_));
+    }
+    const Shape shape = broadcast_shapes(type_, in[0].desc->shape, in[1].desc->shape);
+    loop_.init(in[0].desc->shape, in[1].desc->shape, shape);
+    out[0] = {DType::kU8, shape};
+  }
+  void run(const void* const* in, void* const* out, void*) override {
+    switch (dtype_) {
+      case DType::kF32: run_typed<float>(in, out); break;
+      case DType::kI64: run_typed<std::int64_t>(in, out); break;
+      case DType::kI32: run_typed<std::int32_t>(in, out); break;
+      case DType::kU8: run_typed<std::uint8_t>(in, out); break;
+      default: break;
+    }
+  }
+
+ private:
+  template <typename T>
+  void run_typed(const void* const* in, void* const* out) {
+    loop_.run(static_cast<const T*>(in[0]), static_cast<const T*>(in[1]), static_cast<std::uint8_t*>(out[0]),
+              [](const T* x, std::int64_t sx, const T* y, std::int64_t sy, std::uint8_t* z, std::int64_t n) {
+                binary_row(x, sx, y, sy, z, n, [](T p, T q) { return static_cast<std::uint8_t>(p == q); });
+              });
+  }
+
+  DType dtype_ = DType::kF32;
+  BroadcastLoop loop_;
+};
+
+// out = condition ? x : y with three-way numpy broadcasting; condition is kU8 (see Equal).
+class Where : public Base {
+ public:
+  explicit Where(const Op& op) : Base(op) {}
+  void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
+    need_inputs(type_, in, 3);
+    need_dtype(type_, in[0], DType::kU8, "condition (bool as uint8)");
+    const DType t = in[1].desc->dtype;
+    if (in[2].desc->dtype != t) {
+      fail(type_, std::string("X and Y dtypes differ: ") + dtype_name(t) + " and " + dtype_name(in[2].desc->dtype));
+    }
+    es_ = dtype_size(t);
+    const Shape& sc = in[0].desc->shape;
+    const Shape& sx = in[1].desc->shape;
+    const Shape& sy = in[2].desc->shape;
+    const Shape shape = broadcast_shapes(type_, broadcast_shapes(type_, sc, sx), sy);
+    // Merge adjacent dimensions where all three operands allow (as BroadcastLoop does).
+    const Shape tc = broadcast_strides(sc, shape), tx = broadcast_strides(sx, shape), ty = broadcast_strides(sy, shape);
+    dims_.clear();
+    for (auto& s : strides_) s.clear();
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+      if (shape[i] == 1) continue;
+      const std::int64_t st[3] = {tc[i], tx[i], ty[i]};
+      bool merge = !dims_.empty();
+      for (int k = 0; merge && k < 3; ++k) merge = strides_[k].back() == st[k] * shape[i];
+      if (merge) {
+        dims_.back() *= shape[i];
+        for (int k = 0; k < 3; ++k) strides_[k].back() = st[k];
+        continue;
+      }
+      dims_.push_back(shape[i]);
+      for (int k = 0; k < 3; ++k) strides_[k].push_back(st[k]);
+    }
+    if (dims_.empty()) {
+      dims_ = {1};
+      for (auto& s : strides_) s = {0};
+    }
+    out[0] = {t, shape};
+  }
+  void run(const void* const* in, void* const* out, void*) override {
+    switch (es_) {
+      case 1: run_typed<std::uint8_t>(in, out); break;
+      case 4: run_typed<std::uint32_t>(in, out); break;
+      case 8: run_typed<std::uint64_t>(in, out); break;
+      default: break;
+    }
+  }
+
+ private:
+  // Selection copies bits, so one kernel per element size serves every dtype.
+  template <typename T>
+  void run_typed(const void* const* in, void* const* out) const {
+    const auto* c = static_cast<const std::uint8_t*>(in[0]);
+    const T* x = static_cast<const T*>(in[1]);
+    const T* y = static_cast<const T*>(in[2]);
+    T* o = static_cast<T*>(out[0]);
+    const std::size_t r = dims_.size();
+    const std::int64_t n = dims_[r - 1];
+    const std::int64_t s0 = strides_[0][r - 1], s1 = strides_[1][r - 1], s2 = strides_[2][r - 1];
+    std::int64_t rows = 1;
+    for (std::size_t d = 0; d + 1 < r; ++d) rows *= dims_[d];
+    std::vector<std::int64_t> idx(r, 0);
+    std::int64_t off[3] = {0, 0, 0};
+    for (std::int64_t row = 0; row < rows; ++row) {
+      const std::uint8_t* cr = c + off[0];
+      const T* xr = x + off[1];
+      const T* yr = y + off[2];
+      T* orow = o + row * n;
+      if (s0 == 1 && s1 == 1 && s2 == 1) {
+        for (std::int64_t i = 0; i < n; ++i) orow[i] = cr[i] ? xr[i] : yr[i];
+      } else {
+        for (std::int64_t i = 0; i < n; ++i) orow[i] = cr[i * s0] ? xr[i * s1] : yr[i * s2];
+      }
+      for (std::size_t d = r - 1; d-- > 0;) {
+        for (int k = 0; k < 3; ++k) off[k] += strides_[k][d];
+        if (++idx[d] < dims_[d]) break;
+        for (int k = 0; k < 3; ++k) off[k] -= strides_[k][d] * dims_[d];
+        idx[d] = 0;
+      }
+    }
+  }
+
+  std::size_t es_ = 4;
+  Shape dims_;
+  Shape strides_[3];  // condition, X, Y
 };
 
 enum class UnFn { kAct, kExp, kSqrt, kErf, kGelu, kGeluTanh, kNeg, kAbs };
@@ -946,7 +1075,7 @@ class Gather : public Base {
 };
 
 // ---------------------------------------------------------------------------------------
-// Shape, Cast, ConstantOfShape, DequantizeLinear
+// Shape, Cast, ConstantOfShape, QuantizeLinear, DequantizeLinear
 
 class ShapeOp : public Base {
  public:
@@ -1138,6 +1267,91 @@ class Dequantize : public Base {
   int mode_ = 0;
   std::int64_t n_ = 0, outer_ = 1, inner_ = 1, len_ = 1, groups_ = 1;
   int zp_index_ = -1;
+};
+
+// y = saturate(round_half_even(x / scale) + zero_point), per tensor or per axis. The output
+// dtype is the zero point's, uint8 when there is none (or the opset-21 output_dtype).
+class Quantize : public Base {
+ public:
+  explicit Quantize(const Op& op) : Base(op), axis_(attr_int(op, "axis", 1)) {
+    if (attr_int(op, "block_size", 0) != 0) unsupported(type_, "blocked quantization");
+    const std::int64_t od = attr_int(op, "output_dtype", 0);
+    bool to_bool = false;
+    if (od != 0 && (!dtype_from_onnx(od, &to_, &to_bool) || to_bool || (to_ != DType::kI8 && to_ != DType::kU8))) {
+      unsupported(type_, "output_dtype " + std::to_string(od));
+    }
+    explicit_to_ = od != 0;
+  }
+  void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
+    need_inputs(type_, in, 2);
+    need_dtype(type_, in[0], DType::kF32, "x");
+    need_dtype(type_, in[1], DType::kF32, "y_scale");
+    has_zp_ = opt(in, 2).present();
+    if (has_zp_) {
+      const DType zt = in[2].desc->dtype;
+      if (zt != DType::kI8 && zt != DType::kU8) unsupported(type_, std::string("y_zero_point dtype ") + dtype_name(zt));
+      if (explicit_to_ && zt != to_) fail(type_, "output_dtype differs from y_zero_point");
+      to_ = zt;
+      if (in[2].desc->shape != in[1].desc->shape) fail(type_, "y_zero_point shape differs from y_scale");
+    } else if (!explicit_to_) {
+      to_ = DType::kU8;
+    }
+    const Shape& s = in[0].desc->shape;
+    const Shape& ss = in[1].desc->shape;
+    n_ = elements(s);
+    outer_ = 1;
+    inner_ = 1;
+    len_ = 1;
+    per_axis_ = !(elements(ss) == 1 && ss.size() <= 1);
+    if (per_axis_) {
+      const std::int64_t axis = normalize_axis(type_, axis_, static_cast<std::int64_t>(s.size()));
+      for (std::int64_t d = 0; d < axis; ++d) outer_ *= s[d];
+      for (std::size_t d = axis + 1; d < s.size(); ++d) inner_ *= s[d];
+      len_ = s[axis];
+      if (ss.size() != 1 || ss[0] != len_) fail(type_, "per-axis scale must have " + std::to_string(len_) + " elements");
+    } else {
+      inner_ = n_;
+    }
+    out[0] = {to_, s};
+  }
+  void run(const void* const* in, void* const* out, void*) override {
+    if (to_ == DType::kI8) {
+      run_typed<std::int8_t>(in, out);
+    } else {
+      run_typed<std::uint8_t>(in, out);
+    }
+  }
+
+ private:
+  template <typename Q>
+  void run_typed(const void* const* in, void* const* out) const {
+    const float* x = static_cast<const float*>(in[0]);
+    const float* scale = static_cast<const float*>(in[1]);
+    const Q* zp = has_zp_ ? static_cast<const Q*>(in[2]) : nullptr;
+    Q* y = static_cast<Q*>(out[0]);
+    const float lo = static_cast<float>(std::numeric_limits<Q>::min());
+    const float hi = static_cast<float>(std::numeric_limits<Q>::max());
+    const std::int64_t groups = per_axis_ ? len_ : 1;
+    for (std::int64_t o = 0; o < outer_; ++o) {
+      for (std::int64_t a = 0; a < groups; ++a) {
+        // Divide (not multiply by the reciprocal) in float32 as the spec and onnxruntime do;
+        // nearbyint rounds half to even in the default rounding mode. Clamping in float before
+        // the integer conversion keeps out-of-range values (and infinities) defined.
+        const float sc = scale[a];
+        const float z = zp ? static_cast<float>(zp[a]) : 0.0f;
+        const std::int64_t base = (o * groups + a) * inner_;
+        for (std::int64_t i = 0; i < inner_; ++i) {
+          const float v = std::nearbyint(x[base + i] / sc) + z;
+          y[base + i] = static_cast<Q>(std::min(std::max(lo, v), hi));  // NaN -> lo
+        }
+      }
+    }
+  }
+
+  std::int64_t axis_;
+  DType to_ = DType::kU8;
+  bool explicit_to_ = false, has_zp_ = false, per_axis_ = false;
+  std::int64_t n_ = 0, outer_ = 1, inner_ = 1, len_ = 1;
 };
 
 std::unique_ptr<OpKernel> make_dequantize(const Op& op) {
@@ -1709,6 +1923,7 @@ std::vector<OpEntry> build_registry() {
       {"DequantizeLinear", &make_dequantize},
       {"Div", &make<Binary, BinFn::kDiv>},
       {"Dropout", [](const Op& op) -> std::unique_ptr<OpKernel> { return std::make_unique<View>(op, ViewKind::kIdentity); }},
+      {"Equal", &make<Equal>},
       {"Erf", &make<Unary, UnFn::kErf>},
       {"Exp", &make<Unary, UnFn::kExp>},
       {"Expand", &make<Expand>},
@@ -1728,6 +1943,7 @@ std::vector<OpEntry> build_registry() {
       {"PRelu", &make<Binary, BinFn::kPrelu>},
       {"Pad", &make<Pad>},
       {"Pow", &make<Binary, BinFn::kPow>},
+      {"QuantizeLinear", &make<Quantize>},
       {"ReduceL2", &make<Reduce, RedFn::kL2>},
       {"ReduceMax", &make<Reduce, RedFn::kMax>},
       {"ReduceMean", &make<Reduce, RedFn::kMean>},
@@ -1749,6 +1965,7 @@ std::vector<OpEntry> build_registry() {
       {"Transpose", &make<Transpose>},
       {"Unsqueeze", [](const Op& op) -> std::unique_ptr<OpKernel> { return std::make_unique<View>(op, ViewKind::kUnsqueeze); }},
       {"Upsample", &make<Resize>},
+      {"Where", &make<Where>},
   };
   append_conv_ops(r);
   std::sort(r.begin(), r.end(), [](const OpEntry& a, const OpEntry& b) { return std::string(a.type) < b.type; });

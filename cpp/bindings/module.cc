@@ -159,6 +159,25 @@ py::list isa_names(const std::vector<Isa>& isas) {
   return l;
 }
 
+// The per-row bias / activation epilogue of the conv kernels, checked against `rows`.
+RowBiasAct row_bias_act(const std::optional<CArray<float>>& bias,
+                        const std::optional<CArray<float>>& slopes, py::ssize_t rows,
+                        float neg_slope, float lo, float hi) {
+  RowBiasAct e;
+  if (bias) {
+    check_size(bias->size(), rows, "bias");
+    e.bias = bias->data();
+  }
+  if (slopes) {
+    check_size(slopes->size(), rows, "slopes");
+    e.slopes = slopes->data();
+  }
+  e.neg_slope = neg_slope;
+  e.lo = lo;
+  e.hi = hi;
+  return e;
+}
+
 void bind_kernels(py::module_& m) {
   // Direct access to one ISA's kernel table, for tests and benchmarks.
   m.def("kernel_resample_row",
@@ -296,18 +315,7 @@ void bind_kernels(py::module_& m) {
           require(w.shape(1) == cin && w.shape(2) == 3 && w.shape(3) == 3, "w must be M x C x 3 x 3");
           require(stride == 1 || stride == 2, "stride must be 1 or 2");
           require(out_h >= 1 && out_w >= 1, "output must not be empty");
-          RowBiasAct e;
-          if (bias) {
-            check_size(bias->size(), cout, "bias");
-            e.bias = bias->data();
-          }
-          if (slopes) {
-            check_size(slopes->size(), cout, "slopes");
-            e.slopes = slopes->data();
-          }
-          e.neg_slope = neg_slope;
-          e.lo = lo;
-          e.hi = hi;
+          const RowBiasAct e = row_bias_act(bias, slopes, cout, neg_slope, lo, hi);
           auto out = empty<float>({cout, py::ssize_t(out_h), py::ssize_t(out_w)});
           k.conv3x3_f32(src.data(), int(cin), int(src.shape(1)), int(src.shape(2)), w.data(), int(cout), stride,
                         out.mutable_data(), out_h, out_w, e);
@@ -320,18 +328,7 @@ void bind_kernels(py::module_& m) {
           require(a.ndim() == 2 && b.ndim() == 2, "a and b must be 2-D");
           const py::ssize_t m = a.shape(0), kk = a.shape(1), n = b.shape(1);
           require(b.shape(0) == kk, "shapes must be (m,k), (k,n)");
-          RowBiasAct e;
-          if (bias) {
-            check_size(bias->size(), m, "bias");
-            e.bias = bias->data();
-          }
-          if (slopes) {
-            check_size(slopes->size(), m, "slopes");
-            e.slopes = slopes->data();
-          }
-          e.neg_slope = neg_slope;
-          e.lo = lo;
-          e.hi = hi;
+          const RowBiasAct e = row_bias_act(bias, slopes, m, neg_slope, lo, hi);
           auto out = empty<float>({m, n});
           k.conv_gemm_f32(std::size_t(m), std::size_t(n), std::size_t(kk), a.data(), kk, b.data(), n,
                           out.mutable_data(), n, e);

@@ -60,6 +60,22 @@ struct Spatial {
       unsupported(op.type, "auto_pad '" + auto_pad + "'");
     }
   }
+  // Checks X and W (float32, 1-D or 2-D, same rank), resolves the spatial attributes for
+  // W's kernel and returns that kernel shape.
+  Shape check_operands(const std::string& type, const std::vector<PlanInput>& in) {
+    if (in.size() < 2) fail(type, "needs X and W");
+    need_f32(type, in[0], "X");
+    need_f32(type, in[1], "W");
+    const Shape& xs = in[0].desc->shape;
+    const Shape& ws = in[1].desc->shape;
+    if ((xs.size() != 3 && xs.size() != 4) || ws.size() != xs.size()) {
+      unsupported(type, "only 1-D and 2-D convolutions: X " + shape_str(xs) + ", W " + shape_str(ws));
+    }
+    const Shape k(ws.begin() + 2, ws.end());
+    resolve(type, k);
+    return k;
+  }
+
   // Fills strides/dilations/pads defaults for `sp` spatial dims with kernel `k`.
   void resolve(const std::string& type, const Shape& k) {
     const std::size_t sp = k.size();
@@ -111,16 +127,9 @@ class Conv : public OpKernel {
   }
 
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
-    if (in.size() < 2) fail(type_, "needs X and W");
-    need_f32(type_, in[0], "X");
-    need_f32(type_, in[1], "W");
+    const Shape k = sp_.check_operands(type_, in);
     const Shape& xs = in[0].desc->shape;
     const Shape& ws = in[1].desc->shape;
-    if ((xs.size() != 3 && xs.size() != 4) || ws.size() != xs.size()) {
-      unsupported(type_, "only 1-D and 2-D convolutions: X " + shape_str(xs) + ", W " + shape_str(ws));
-    }
-    const Shape k(ws.begin() + 2, ws.end());
-    sp_.resolve(type_, k);
     n_ = xs[0];
     c_ = xs[1];
     m_ = ws[0];
@@ -414,16 +423,9 @@ class ConvTranspose : public OpKernel {
   }
 
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
-    if (in.size() < 2) fail(type_, "needs X and W");
-    need_f32(type_, in[0], "X");
-    need_f32(type_, in[1], "W");
+    const Shape k = sp_.check_operands(type_, in);
     const Shape& xs = in[0].desc->shape;
     const Shape& ws = in[1].desc->shape;
-    if ((xs.size() != 3 && xs.size() != 4) || ws.size() != xs.size()) {
-      unsupported(type_, "only 1-D and 2-D: X " + shape_str(xs) + ", W " + shape_str(ws));
-    }
-    const Shape k(ws.begin() + 2, ws.end());
-    sp_.resolve(type_, k);
     const std::size_t sp = k.size();
     n_ = xs[0];
     c_ = xs[1];

@@ -273,6 +273,15 @@ class Base : public OpKernel {
 // ---------------------------------------------------------------------------------------
 // Elementwise
 
+// The dtype both operands of a binary op share (ONNX does not promote).
+DType common_dtype(const std::string& type, const std::vector<PlanInput>& in) {
+  const DType t = in[0].desc->dtype;
+  if (in[1].desc->dtype != t) {
+    fail(type, std::string("operand dtypes differ: ") + dtype_name(t) + " and " + dtype_name(in[1].desc->dtype));
+  }
+  return t;
+}
+
 enum class BinFn { kAdd, kSub, kMul, kDiv, kPow, kPrelu };
 
 class Binary : public Base {
@@ -280,11 +289,7 @@ class Binary : public Base {
   Binary(const Op& op, BinFn fn) : Base(op), fn_(fn) {}
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
     need_inputs(type_, in, 2);
-    dtype_ = in[0].desc->dtype;
-    if (in[1].desc->dtype != dtype_) {
-      fail(type_, std::string("operand dtypes differ: ") + dtype_name(dtype_) + " and " +
-                      dtype_name(in[1].desc->dtype));
-    }
+    dtype_ = common_dtype(type_, in);
     const bool is_int = dtype_ == DType::kI64 || dtype_ == DType::kI32;
     if (dtype_ != DType::kF32 && !(is_int && fn_ != BinFn::kPow && fn_ != BinFn::kPrelu)) {
       unsupported(type_, std::string("dtype ") + dtype_name(dtype_));
@@ -346,11 +351,7 @@ class Equal : public Base {
   explicit Equal(const Op& op) : Base(op) {}
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
     need_inputs(type_, in, 2);
-    dtype_ = in[0].desc->dtype;
-    if (in[1].desc->dtype != dtype_) {
-      fail(type_, std::string("operand dtypes differ: ") + dtype_name(dtype_) + " and " +
-                      dtype_name(in[1].desc->dtype));
-    }
+    dtype_ = common_dtype(type_, in);
     if (dtype_ != DType::kF32 && dtype_ != DType::kI64 && dtype_ != DType::kI32 && dtype_ != DType::kU8) {
       unsupported(type_, std::string("dtype ") + dtype_name(dtype_));
     }

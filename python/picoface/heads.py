@@ -5,6 +5,7 @@ described by naming their head. Decoding, NMS and the mapping back to image pixe
 the C++ core.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
@@ -31,6 +32,15 @@ class HeadSpec:
         raise NotImplementedError
 
 
+@functools.lru_cache(maxsize=16)
+def _anchor_points(input_w: int, input_h: int, strides: Tuple[int, ...], per_cell: int) -> np.ndarray:
+    """Anchor points of a frame size, computed once per size: a camera stream asks for the
+    same few sizes every frame."""
+    points = _core.anchor_points(input_w, input_h, list(strides), per_cell, 0.0)
+    points.setflags(write=False)
+    return points
+
+
 def _level_outputs(outputs, prefix, strides, width):
     try:
         parts = [outputs[f"{prefix}_{s}"].reshape(-1, width) for s in strides]
@@ -47,7 +57,7 @@ class YuNetHead(HeadSpec):
     kps_S (5 points in stride units from the cell corner)."""
 
     def decode(self, outputs, input_w, input_h, score_threshold):
-        points = _core.anchor_points(input_w, input_h, list(self.strides), 1, 0.0)
+        points = _anchor_points(input_w, input_h, tuple(self.strides), 1)
         cls = _level_outputs(outputs, "cls", self.strides, 1)
         obj = _level_outputs(outputs, "obj", self.strides, 1)
         bbox = _level_outputs(outputs, "bbox", self.strides, 4)
@@ -73,7 +83,7 @@ class ScrfdHead(HeadSpec):
             raise ValueError(f"expected {3 * n} outputs for a {self.name} head, got {len(outs)}")
         cat = lambda group, width: np.ascontiguousarray(np.concatenate(
             [o.reshape(-1, width) for o in group]), dtype=np.float32)
-        points = _core.anchor_points(input_w, input_h, list(self.strides), self.per_cell, 0.0)
+        points = _anchor_points(input_w, input_h, tuple(self.strides), self.per_cell)
         score, dist, kps = cat(outs[:n], 1), cat(outs[n:2 * n], 4), cat(outs[2 * n:], 10)
         if score.shape[0] != points.shape[0]:
             raise ValueError(f"model produced {score.shape[0]} anchors for a {input_w}x{input_h} "

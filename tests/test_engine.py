@@ -188,6 +188,78 @@ def test_conv_fused_activation(act, onnx_op, onnx_attrs, fused_attrs, channels, 
     check(ref, {"x": x}, native_model=fused)
 
 
+# The engine runs a pointwise Conv followed by its only reader, a depthwise 3x3 Conv, as one
+# step over bands of rows (rows of at least 128 columns). Ragged widths and heights, both
+# strides, batches, prelu and missing biases, and an intermediate that another op also reads
+# (which must not be fused).
+PW_DW = [
+    dict(x=(1, 5, 13, 131), mid=7, stride=1, act1=None, act2="relu", bias=(True, True)),
+    dict(x=(2, 3, 9, 200), mid=13, stride=2, act1="relu", act2="prelu", bias=(False, True)),
+    dict(x=(1, 16, 40, 137), mid=17, stride=2, act1="prelu", act2=None, bias=(True, False)),
+    dict(x=(1, 8, 3, 300), mid=9, stride=1, act1="leaky_relu", act2="clip", bias=(True, True)),
+    dict(x=(1, 4, 1, 129), mid=5, stride=1, act1=None, act2="relu", bias=(False, False)),
+]
+
+
+@pytest.mark.parametrize("case", PW_DW, ids=lambda c: f"x{c['x']}m{c['mid']}s{c['stride']}")
+@pytest.mark.parametrize("shared_mid", [False, True], ids=["fused", "mid-also-read"])
+def test_pointwise_depthwise_pair(case, shared_mid):
+    n, cin, h, w = case["x"]
+    mid = case["mid"]
+    x = rnd(*case["x"])
+    consts = {"w1": rnd(mid, cin, 1, 1, seed=3), "w2": rnd(mid, 1, 3, 3, seed=4),
+              "b1": rnd(mid, seed=5), "b2": rnd(mid, seed=6),
+              "s1": rnd(mid, seed=7, lo=0.05, hi=0.5), "s2": rnd(mid, seed=8, lo=0.05, hi=0.5)}
+
+    def conv(inputs, out, act, bias, which, **attrs):
+        names = inputs + (["b" + which] if bias else [""])
+        extra = {}
+        if act == "prelu":
+            names.append("s" + which)
+        elif act == "leaky_relu":
+            extra = dict(activation_alpha=0.2)
+        elif act == "clip":
+            extra = dict(activation_alpha=-0.5, activation_beta=1.0)
+        if act:
+            extra["activation"] = act
+        return helper.make_node("Conv", names, [out], **attrs, **extra)
+
+    nodes = [conv(["x", "w1"], "m", case["act1"], case["bias"][0], "1"),
+             conv(["m", "w2"], "y", case["act2"], case["bias"][1], "2", group=mid, pads=[1, 1, 1, 1],
+                  strides=[case["stride"]] * 2)]
+    outputs = ("y", "m2") if shared_mid else ("y",)
+    if shared_mid:
+        nodes.append(helper.make_node("Neg", ["m"], ["m2"]))
+    fused = graph(nodes, {"x": x}, consts, outputs)
+
+    # The reference: the same two convolutions and activations as plain ONNX ops.
+    def plain(inputs, out, act, bias, which, **attrs):
+        names = inputs + (["b" + which] if bias else [])
+        if not act:
+            return [helper.make_node("Conv", names, [out], **attrs)]
+        pre = out + "_pre"
+        node = helper.make_node("Conv", names, [pre], **attrs)
+        if act == "prelu":
+            return [node, helper.make_node("PRelu", [pre, "s" + which + "_3d"], [out])]
+        if act == "leaky_relu":
+            return [node, helper.make_node("LeakyRelu", [pre], [out], alpha=0.2)]
+        if act == "clip":
+            return [node, helper.make_node("Clip", [pre, "lo", "hi"], [out])]
+        return [node, helper.make_node("Relu", [pre], [out])]
+
+    ref_consts = dict(consts, s1_3d=consts["s1"].reshape(mid, 1, 1), s2_3d=consts["s2"].reshape(mid, 1, 1),
+                      lo=np.array(-0.5, np.float32), hi=np.array(1.0, np.float32))
+    ref_nodes = (plain(["x", "w1"], "m", case["act1"], case["bias"][0], "1")
+                 + plain(["m", "w2"], "y", case["act2"], case["bias"][1], "2", group=mid, pads=[1, 1, 1, 1],
+                         strides=[case["stride"]] * 2))
+    if shared_mid:
+        ref_nodes.append(helper.make_node("Neg", ["m"], ["m2"]))
+    ref = graph(ref_nodes, {"x": x}, ref_consts, outputs)
+    eng = check(ref, {"x": x}, native_model=fused)
+    steps = [op for op, *_ in eng.profile([x])]
+    assert steps == ([0, 1, 2] if shared_mid else [1]), f"executed ops {steps}"
+
+
 @pytest.mark.parametrize("x,w,attrs,bias", [
     ((1, 5, 7, 6), (5, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]), True),
     ((2, 4, 5, 7), (4, 2, 4, 4), dict(strides=[2, 2], pads=[1, 1, 1, 1], group=2), True),

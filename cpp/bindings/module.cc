@@ -296,8 +296,10 @@ void bind_kernels(py::module_& m) {
           p.neg_slope = neg_slope;
           p.lo = lo;
           p.hi = hi;
-          k.dwconv3x3_f32(src.data(), int(src.shape(0)), int(src.shape(1)), w.data(), stride, out.mutable_data(),
-                          out_h, out_w, p);
+          const int in_h = int(src.shape(0)), in_w = int(src.shape(1));
+          std::vector<float> ring(3 * dw_row_floats(in_w, out_w, stride));
+          dwconv3x3_plane_f32(k, src.data(), in_h, in_w, w.data(), stride, out.mutable_data(), out_h, out_w, p,
+                              ring.data());
           return out;
         },
         py::arg("src"), py::arg("w"), py::arg("stride"), py::arg("out_h"), py::arg("out_w"), py::arg("isa"),
@@ -651,6 +653,25 @@ py::array array_of(const TensorView& v) {
   return a;
 }
 
+// Python engine inputs as views, keeping the (possibly copied) arrays alive.
+struct EngineInputs {
+  std::vector<py::array> keep;
+  std::vector<TensorView> views;
+  explicit EngineInputs(const std::vector<py::object>& inputs) {
+    for (const py::object& o : inputs) {
+      require(py::isinstance<py::array>(o), "engine inputs must be numpy arrays");
+      py::array a = py::array::ensure(o, py::array::c_style);
+      require(static_cast<bool>(a), "engine input could not be made C-contiguous");
+      TensorView v;
+      v.dtype = dtype_of(a);
+      v.shape.assign(a.shape(), a.shape() + a.ndim());
+      v.data = a.data();
+      views.push_back(std::move(v));
+      keep.push_back(std::move(a));
+    }
+  }
+};
+
 void bind_engine(py::module_& m) {
   py::class_<PyEngine>(m, "Engine")
       .def(py::init([](const py::object& model, int threads) {
@@ -673,32 +694,38 @@ void bind_engine(py::module_& m) {
            py::arg("model"), py::arg("threads") = 1)
       .def("run",
            [](PyEngine& self, const std::vector<py::object>& inputs) {
-             std::vector<py::array> keep;
-             std::vector<TensorView> views;
-             for (const py::object& o : inputs) {
-               require(py::isinstance<py::array>(o), "engine inputs must be numpy arrays");
-               py::array a = py::array::ensure(o, py::array::c_style);
-               require(static_cast<bool>(a), "engine input could not be made C-contiguous");
-               TensorView v;
-               v.dtype = dtype_of(a);
-               v.shape.assign(a.shape(), a.shape() + a.ndim());
-               v.data = a.data();
-               views.push_back(std::move(v));
-               keep.push_back(std::move(a));
-             }
-             std::vector<TensorView> outs;
+             EngineInputs in(inputs);
+             py::gil_scoped_release release;
+             std::lock_guard<std::mutex> lock(self.mutex);
+             const std::vector<TensorView> outs = self.engine->run(in.views);
+             // Outputs point into the engine's arena: copy them while the lock is held.
+             py::gil_scoped_acquire acquire;
+             py::list result;
+             for (const TensorView& v : outs) result.append(array_of(v));
+             return result;
+           },
+           py::arg("inputs"))
+      .def("profile",
+           [](PyEngine& self, const std::vector<py::object>& inputs) {
+             EngineInputs in(inputs);
+             std::vector<double> seconds;
+             std::vector<std::size_t> ops;
              {
                py::gil_scoped_release release;
                std::lock_guard<std::mutex> lock(self.mutex);
-               outs = self.engine->run(views);
-               // Outputs point into the engine's arena: copy them while the lock is held.
-               py::gil_scoped_acquire acquire;
-               py::list result;
-               for (const TensorView& v : outs) result.append(array_of(v));
-               return result;
+               self.engine->run(in.views, &seconds);
+               ops = self.engine->step_ops();
              }
+             const Model& mo = self.engine->model();
+             py::list result;
+             for (std::size_t i = 0; i < ops.size(); ++i) {
+               const Op& op = mo.ops()[ops[i]];
+               result.append(py::make_tuple(ops[i], op.type, mo.tensors()[op.outputs[0]].name, seconds[i]));
+             }
+             return result;
            },
-           py::arg("inputs"))
+           py::arg("inputs"),
+           "Runs once and returns (op index, op type, first output name, seconds) per executed op.")
       .def_property_readonly("macs", [](PyEngine& self) {
         py::gil_scoped_release release;  // never wait for the lock while holding the GIL
         std::lock_guard<std::mutex> lock(self.mutex);

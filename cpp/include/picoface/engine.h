@@ -55,6 +55,13 @@ class Engine {
   // Multiply-accumulates of one run at the current plan (0 before the first run).
   std::int64_t macs() const;
 
+  // When `step_seconds` is given, run() also stores the wall time of each executed op
+  // there (ops folded at plan time take none), in execution order, with step_ops() naming
+  // the op of each entry: the profile behind `picoface bench --profile`.
+  std::vector<TensorView> run(const std::vector<TensorView>& inputs, std::vector<double>* step_seconds);
+  // Model op index of each executed step at the current plan.
+  std::vector<std::size_t> step_ops() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -116,14 +116,17 @@ struct KernelTable {
   void (*conv_gemm_f32)(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
                         const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e);
 
-  // Depthwise 3x3 convolution of one channel plane, padding 1 at the top and left, finished
-  // by the bias_act_f32 step of `p` (BiasActParams{} for the plain sum):
-  //   dst[oy*out_w + ox] = act(sum_{ky<3} sum_{kx<3} w[ky*3 + kx] * src[iy*in_w + ix]),
-  //   iy = oy*stride - 1 + ky, ix = ox*stride - 1 + kx, taps outside the input are zero
-  // (so any bottom/right padding is implied by out_h, out_w). stride is 1 or 2. The
-  // reference sums the taps in (ky, kx) order in float; SIMD variants fuse (FMA).
-  void (*dwconv3x3_f32)(const float* src, int in_h, int in_w, const float* w, int stride,
-                        float* dst, int out_h, int out_w, const BiasActParams& p);
+  // One output row of a depthwise 3x3 convolution (horizontal padding 1) from three padded
+  // input rows, finished by the bias_act_f32 step of `p` (BiasActParams{} for the plain sum):
+  //   dst[ox] = act(sum_{ky<3, rows[ky] != null} sum_{kx<3} w[ky*3 + kx] * rows[ky][ox*stride + kx]).
+  // rows[ky][j] holds input column j - 1: rows[ky][0] is the left padding and every float from
+  // the last input column up to dw_row_floats(in_w, out_w, stride) is readable and zero. A
+  // null row is a row of the vertical padding. stride is 1 or 2. The reference sums the taps
+  // in (ky, kx) order in float; SIMD variants fuse (FMA). Padded rows let every column,
+  // borders included, take the vector loop; dwconv3x3_plane_f32 and the engine's fused
+  // pointwise + depthwise convolution both feed it.
+  void (*dwconv3x3_row_f32)(const float* const* rows, const float* w, int stride, float* dst, int out_w,
+                            const BiasActParams& p);
 
   // Direct 3x3 convolution with few input channels (a network's stem, no im2col), padding 1
   // at the top and left: cin (1..kConv3x3MaxInChannels) contiguous in_h x in_w planes into
@@ -139,6 +142,22 @@ struct KernelTable {
   // In-place bias + activation of n floats (see BiasActParams).
   void (*bias_act_f32)(float* x, std::size_t n, const BiasActParams& p);
 };
+
+// Floats of one padded input row of dwconv3x3_row_f32: the left pad, in_w columns, and zeros
+// covering the widest vector over-read (16 lanes) of out_w outputs; a multiple of 16.
+inline std::size_t dw_row_floats(int in_w, int out_w, int stride) {
+  const std::size_t blocks = (static_cast<std::size_t>(out_w) + 15) / 16 * 16;
+  std::size_t n = static_cast<std::size_t>(stride) * blocks + 18;
+  if (n < static_cast<std::size_t>(in_w) + 1) n = static_cast<std::size_t>(in_w) + 1;
+  return (n + 15) / 16 * 16;
+}
+
+// Depthwise 3x3 convolution of one channel plane, padding 1 at the top and left, through
+// k.dwconv3x3_row_f32 (same sum and epilogue): taps outside the input are zero, so bottom/
+// right padding is implied by out_h, out_w. Each input row is copied once into a ring of
+// three padded rows in `ring` (3 * dw_row_floats(in_w, out_w, stride) floats).
+void dwconv3x3_plane_f32(const KernelTable& k, const float* src, int in_h, int in_w, const float* w, int stride,
+                         float* dst, int out_h, int out_w, const BiasActParams& p, float* ring);
 
 // Table of one level; throws Error(kUnsupported) if it is not compiled in or not runnable here.
 const KernelTable& kernels_for(Isa isa);

@@ -7,6 +7,7 @@
 #include "picoface/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -160,6 +161,7 @@ struct Engine::Impl {
   std::vector<char> is_static;
   std::vector<std::unique_ptr<AlignedBytes>> owned;  // storage of folded values
   std::vector<char> op_static;                       // op folded at construction
+  std::vector<int> readers;                          // per tensor: op inputs that read it
 
   // The current plan.
   bool planned = false;
@@ -261,6 +263,12 @@ void Engine::Impl::build() {
     op_static[i] = 1;
     for (std::int32_t id : ops[i].outputs) is_static[id] = 1;
   }
+  readers.assign(tensors.size(), 0);
+  for (const Op& op : ops) {
+    for (std::int32_t id : op.inputs) {
+      if (id >= 0) ++readers[id];
+    }
+  }
   input_ptrs.resize(model->inputs().size());
 }
 
@@ -319,6 +327,18 @@ void Engine::Impl::plan(const std::vector<TensorView>& inputs) {
     s.op = i;
     s.inputs = op.inputs;
     s.outputs = op.outputs;
+    const std::int32_t x = op.inputs.empty() ? -1 : op.inputs[0];
+    if (x >= 0 && !steps.empty() && readers[x] == 1 && !is_output[x] && loc[x].kind == Loc::kArena &&
+        buffers[loc[x].index].first == steps.size() - 1 && steps.back().outputs.size() == 1 &&
+        steps.back().scratch_buffer < 0 && k.absorb_producer(*kernels[steps.back().op], steps.back().inputs.size())) {
+      // The previous step produced x for this op alone: one step computes both, and x gets
+      // no memory (its buffer is left empty).
+      s.inputs = steps.back().inputs;
+      s.inputs.insert(s.inputs.end(), op.inputs.begin() + 1, op.inputs.end());
+      buffers[loc[x].index].bytes = 0;
+      loc[x] = Loc{};
+      steps.pop_back();
+    }
     const std::size_t step_index = steps.size();
     for (std::int32_t id : op.inputs) {
       if (id >= 0 && loc[id].kind == Loc::kArena) {
@@ -380,7 +400,17 @@ const Model& Engine::model() const { return *impl_->model; }
 
 std::int64_t Engine::macs() const { return impl_->planned ? impl_->macs : 0; }
 
-std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs) {
+std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs) { return run(inputs, nullptr); }
+
+std::vector<std::size_t> Engine::step_ops() const {
+  std::vector<std::size_t> ops;
+  if (impl_->planned) {
+    for (const Step& s : impl_->steps) ops.push_back(s.op);
+  }
+  return ops;
+}
+
+std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs, std::vector<double>* step_seconds) {
   Impl& m = *impl_;
   const auto& tensors = m.model->tensors();
   const auto& graph_inputs = m.model->inputs();
@@ -407,6 +437,7 @@ std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs) {
   if (!same) m.plan(inputs);
 
   for (std::size_t k = 0; k < inputs.size(); ++k) m.input_ptrs[k] = inputs[k].data;
+  if (step_seconds) step_seconds->clear();
   for (const Step& s : m.steps) {
     m.in_ptrs.resize(s.inputs.size());
     m.out_ptrs.resize(s.outputs.size());
@@ -417,7 +448,13 @@ std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs) {
       m.out_ptrs[j] = const_cast<void*>(m.resolve(s.outputs[j]));
     }
     void* scratch = s.scratch_buffer >= 0 ? m.arena.data() + m.buffers[s.scratch_buffer].offset : nullptr;
+    if (!step_seconds) {
+      m.kernels[s.op]->run(m.in_ptrs.data(), m.out_ptrs.data(), scratch);
+      continue;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
     m.kernels[s.op]->run(m.in_ptrs.data(), m.out_ptrs.data(), scratch);
+    step_seconds->push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::vector<TensorView> out;
   for (std::int32_t id : m.model->outputs()) {

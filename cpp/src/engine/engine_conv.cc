@@ -127,6 +127,7 @@ class Conv : public OpKernel {
   }
 
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
+    pw_ = nullptr;
     const Shape k = sp_.check_operands(type_, in);
     const Shape& xs = in[0].desc->shape;
     const Shape& ws = in[1].desc->shape;
@@ -198,13 +199,35 @@ class Conv : public OpKernel {
   }
 
   std::size_t scratch_bytes() const override {
-    if (path_ != Path::kGeneric) return 0;
-    return static_cast<std::size_t>(kdim_ * block_rows() * geo_[1].out) * sizeof(float);
+    switch (path_) {
+      case Path::kGeneric: return static_cast<std::size_t>(kdim_ * block_rows() * geo_[1].out) * sizeof(float);
+      case Path::kDepthwise3x3: return dw_rows() * dw_row_len() * sizeof(float);
+      default: return 0;
+    }
+  }
+
+  // A pointwise Conv feeding this depthwise 3x3 one is computed a band of rows at a time into
+  // a ring of padded rows that the depthwise kernel reads directly: the intermediate tensor
+  // (as large as the input of the pair) never goes out to memory and back. Only for rows
+  // wide enough that one GEMM per row stays efficient.
+  bool absorb_producer(OpKernel& producer, std::size_t producer_inputs) override {
+    auto* pw = dynamic_cast<Conv*>(&producer);
+    if (!pw || path_ != Path::kDepthwise3x3 || !linear_ || pw->path_ != Path::kPointwise || !pw->linear_ ||
+        pw->m_ != c_ || pw->n_ != n_ || geo_[1].in < kFuseMinWidth) {
+      return false;
+    }
+    pw_ = pw;
+    pw_inputs_ = producer_inputs;
+    return true;
   }
 
   std::int64_t macs() const override { return n_ * m_ * geo_[0].out * geo_[1].out * kdim_; }
 
   void run(const void* const* in, void* const* out, void* scratch) override {
+    if (pw_) {
+      run_fused(in, static_cast<float*>(out[0]), static_cast<float*>(scratch));
+      return;
+    }
     const float* x = static_cast<const float*>(in[0]);
     const float* w = static_cast<const float*>(in[1]);
     const float* bias = has_bias_ ? static_cast<const float*>(in[2]) : nullptr;
@@ -237,9 +260,9 @@ class Conv : public OpKernel {
           for (std::int64_t c = 0; c < c_; ++c) {
             BiasActParams p;
             if (linear_) p = channel_params(bias, slope, c);
-            kt.dwconv3x3_f32(xn + c * in_plane, static_cast<int>(gy.in), static_cast<int>(gx.in), w + c * 9,
-                             static_cast<int>(gx.stride), yn + c * out_plane, static_cast<int>(gy.out),
-                             static_cast<int>(gx.out), p);
+            dwconv3x3_plane_f32(kt, xn + c * in_plane, static_cast<int>(gy.in), static_cast<int>(gx.in), w + c * 9,
+                                static_cast<int>(gx.stride), yn + c * out_plane, static_cast<int>(gy.out),
+                                static_cast<int>(gx.out), p, static_cast<float*>(scratch));
             if (!linear_) epilogue(bias, slope, yn, out_plane, 0, out_plane, c, c + 1);  // while in cache
           }
           continue;
@@ -283,6 +306,70 @@ class Conv : public OpKernel {
 
  private:
   enum class Path { kPointwise, kDepthwise3x3, kDirect3x3, kDepthwise, kGeneric };
+  static constexpr std::int64_t kFuseMinWidth = 128;  // measured: narrower rows ran slower fused (YuNet-s, W = 80 and 40)
+  static constexpr std::size_t kFuseRingBytes = 192 * 1024;  // the ring of padded rows stays in L2
+
+  std::size_t dw_row_len() const {
+    return dw_row_floats(static_cast<int>(geo_[1].in), static_cast<int>(geo_[1].out), static_cast<int>(geo_[1].stride));
+  }
+  // Output rows per band of the fused pair, and the ring rows they need: each band of b
+  // output rows reads (b - 1)*stride + 3 rows of the intermediate, of which all but the
+  // first 3 - stride are new; b*stride + 2 ring rows hold them without overwriting a row
+  // the band still reads. Unfused, the ring is the three rows of dwconv3x3_plane_f32.
+  std::int64_t dw_band() const {
+    const std::int64_t s = geo_[1].stride;
+    const std::int64_t fit = static_cast<std::int64_t>(kFuseRingBytes / (c_ * dw_row_len() * sizeof(float)));
+    return std::max<std::int64_t>(1, std::min(geo_[0].out, (fit - 2) / s));
+  }
+  std::size_t dw_rows() const {
+    return pw_ ? static_cast<std::size_t>(c_ * (dw_band() * geo_[1].stride + 2)) : 3;
+  }
+
+  // The fused pointwise -> depthwise 3x3 pair (absorb_producer): in[] holds the pointwise
+  // Conv's inputs, then this op's inputs after X.
+  void run_fused(const void* const* in, float* y, float* ring) const {
+    const Conv& pw = *pw_;
+    auto own = [&](std::size_t i) { return static_cast<const float*>(in[pw_inputs_ + i - 1]); };
+    const float* x = static_cast<const float*>(in[0]);
+    const float* w1 = static_cast<const float*>(in[1]);
+    const RowBiasAct e1 = pw.row_epilogue(pw.has_bias_ ? static_cast<const float*>(in[2]) : nullptr,
+                                          pw.act_.act == Act::kPrelu ? static_cast<const float*>(in[3]) : nullptr, 0);
+    const float* w2 = own(1);
+    const float* bias = has_bias_ ? own(2) : nullptr;
+    const float* slope = act_.act == Act::kPrelu ? own(3) : nullptr;
+    const KernelTable& kt = kernels();
+    const Geom& gy = geo_[0];
+    const Geom& gx = geo_[1];
+    const std::int64_t h = gy.in, w = gx.in, s = gx.stride, in_plane = h * w, out_plane = gy.out * gx.out;
+    const std::int64_t band = dw_band(), cap = band * s + 2, len = static_cast<std::int64_t>(dw_row_len());
+    // Pads of the ring rows stay zero: the GEMM writes columns 1..w of each row only.
+    std::fill(ring, ring + c_ * cap * len, 0.0f);
+    for (std::int64_t n = 0; n < n_; ++n) {
+      const float* xn = x + n * pw.c_ * in_plane;
+      float* yn = y + n * m_ * out_plane;
+      std::int64_t done = 0;  // intermediate rows computed so far
+      for (std::int64_t oy0 = 0; oy0 < gy.out; oy0 += band) {
+        const std::int64_t oy1 = std::min(gy.out, oy0 + band);
+        const std::int64_t need = std::min(h, (oy1 - 1) * s + 2);
+        for (; done < need; ++done) {
+          kt.conv_gemm_f32(c_, w, pw.c_, w1, pw.c_, xn + done * w, in_plane, ring + (done % cap) * len + 1, cap * len, e1);
+        }
+        for (std::int64_t c = 0; c < c_; ++c) {
+          const BiasActParams p = channel_params(bias, slope, c);
+          const float* rc = ring + c * cap * len;
+          for (std::int64_t oy = oy0; oy < oy1; ++oy) {
+            const float* rows[3];
+            for (int ky = 0; ky < 3; ++ky) {
+              const std::int64_t iy = oy * s - 1 + ky;
+              rows[ky] = iy >= 0 && iy < h ? rc + (iy % cap) * len : nullptr;
+            }
+            kt.dwconv3x3_row_f32(rows, w2 + c * 9, static_cast<int>(s), yn + c * out_plane + oy * gx.out,
+                                 static_cast<int>(gx.out), p);
+          }
+        }
+      }
+    }
+  }
   static constexpr std::int64_t kColumnBlock = 1024;
   static constexpr std::int64_t kIm2colBlockFloats = 32 * 1024;  // 128 KiB
 
@@ -412,6 +499,8 @@ class Conv : public OpKernel {
   Geom geo_[2];
   std::int64_t n_ = 0, c_ = 0, m_ = 0, g_ = 1, kdim_ = 0;
   Path path_ = Path::kGeneric;
+  const Conv* pw_ = nullptr;  // the absorbed pointwise Conv, for this plan
+  std::size_t pw_inputs_ = 0;
 };
 
 class ConvTranspose : public OpKernel {

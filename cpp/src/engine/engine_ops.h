@@ -56,6 +56,11 @@ class OpKernel {
   // The outputs follow from input shapes alone (Shape): the op is folded at plan time even
   // when its input values are not known.
   virtual bool shape_only() const { return false; }
+  // Fusion with the op producing input 0, offered by the planner (after both are planned)
+  // when this op is that output's only reader and it is not a graph output. An op that
+  // accepts computes both: its run() then receives the producer's `producer_inputs` inputs
+  // first, followed by its own inputs after input 0; the intermediate is never stored.
+  virtual bool absorb_producer(OpKernel& /*producer*/, std::size_t /*producer_inputs*/) { return false; }
 };
 
 using OpFactory = std::unique_ptr<OpKernel> (*)(const Op& op);

@@ -867,25 +867,11 @@ void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, 
 }
 
 // ---------------------------------------------------------------------------------------
-// dwconv3x3_f32: one output row at a time from three input rows (none above or below the
-// input). Rows up to kDwMaxPadded floats are first copied into a ring of three zero-padded
-// buffers (each input row once), so every output column, borders included, takes the
-// 8-column vector loop; wider rows keep the reference's per-pixel loop at the borders.
-// Stride 2 deinterleaves even/odd columns. The epilogue runs on each finished row while it is
-// in L1 (inside the vector loop it would push the nine weights out of the 16 registers).
-
-inline float dw_pixel(const float* const* rows, int in_w, const float* w, int stride, int ox) {
-  float acc = 0.0f;
-  for (int ky = 0; ky < 3; ++ky) {
-    if (!rows[ky]) continue;
-    for (int kx = 0; kx < 3; ++kx) {
-      const int ix = ox * stride - 1 + kx;
-      if (ix < 0 || ix >= in_w) continue;
-      acc += w[ky * 3 + kx] * rows[ky][ix];
-    }
-  }
-  return acc;
-}
+// dwconv3x3_row_f32: 8 output columns per vector, every column including the borders (the
+// rows are padded); stride 2 deinterleaves even/odd columns. Four vectors are accumulated at
+// once: one accumulator would chain all nine FMAs on its latency (the kernel ran 4x slower
+// that way). The epilogue runs on the finished row while it is in L1 (inside the vector
+// loop it would push the nine weights out of the 16 registers).
 
 // Even and odd elements of the 16 floats at p.
 inline void deinterleave16(const float* p, __m256* even, __m256* odd) {
@@ -896,81 +882,37 @@ inline void deinterleave16(const float* p, __m256* even, __m256* odd) {
       _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-void dwconv_unpadded(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
-                   int out_h, int out_w, const BiasActParams& p) {
-  __m256 wv[9];
-  for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(w[t]);
-  // Vector blocks start at ox = 1 and need every tap inside the row: stride 1 reads columns
-  // up to ox + 8, stride 2 up to 2*ox + 15.
-  int vec_end;
-  if (stride == 1) vec_end = in_w - 1;   // ox + 8 <= in_w - 1  <=>  ox + 8 <= vec_end
-  else vec_end = (in_w - 16) / 2 + 8;    // 2*ox + 15 <= in_w - 1 <=> ox + 8 <= vec_end
-  if (in_w < 16 && stride != 1) vec_end = 0;
-  if (vec_end > out_w) vec_end = out_w;
-  for (int oy = 0; oy < out_h; ++oy) {
-    const float* rows[3];
-    for (int ky = 0; ky < 3; ++ky) {
-      const int iy = oy * stride - 1 + ky;
-      rows[ky] = iy >= 0 && iy < in_h ? src + static_cast<std::ptrdiff_t>(iy) * in_w : nullptr;
-    }
-    float* d = dst + static_cast<std::ptrdiff_t>(oy) * out_w;
-    int ox = 0;
-    if (out_w > 0) d[ox++] = dw_pixel(rows, in_w, w, stride, 0);
-    if (stride == 1) {
-      for (; ox + 8 <= vec_end; ox += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int ky = 0; ky < 3; ++ky) {
-          if (!rows[ky]) continue;
-          const float* r = rows[ky] + ox - 1;
-          acc = _mm256_fmadd_ps(wv[ky * 3 + 0], _mm256_loadu_ps(r), acc);
-          acc = _mm256_fmadd_ps(wv[ky * 3 + 1], _mm256_loadu_ps(r + 1), acc);
-          acc = _mm256_fmadd_ps(wv[ky * 3 + 2], _mm256_loadu_ps(r + 2), acc);
-        }
-        _mm256_storeu_ps(d + ox, acc);
-      }
-    } else {
-      for (; ox + 8 <= vec_end; ox += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int ky = 0; ky < 3; ++ky) {
-          if (!rows[ky]) continue;
-          __m256 c0, c1, c1b, c2;
-          deinterleave16(rows[ky] + 2 * ox - 1, &c0, &c1);
-          deinterleave16(rows[ky] + 2 * ox, &c1b, &c2);
-          acc = _mm256_fmadd_ps(wv[ky * 3 + 0], c0, acc);
-          acc = _mm256_fmadd_ps(wv[ky * 3 + 1], c1, acc);
-          acc = _mm256_fmadd_ps(wv[ky * 3 + 2], c2, acc);
-        }
-        _mm256_storeu_ps(d + ox, acc);
-      }
-    }
-    for (; ox < out_w; ++ox) d[ox] = dw_pixel(rows, in_w, w, stride, ox);
-    bias_act_f32(d, static_cast<std::size_t>(out_w), p);
+// acc += the three taps of one padded row r (already offset to the block's first column).
+template <int S>
+inline __m256 dw_taps(const float* r, const __m256* w3, __m256 acc) {
+  if (S == 1) {
+    acc = _mm256_fmadd_ps(w3[0], _mm256_loadu_ps(r), acc);
+    acc = _mm256_fmadd_ps(w3[1], _mm256_loadu_ps(r + 1), acc);
+    return _mm256_fmadd_ps(w3[2], _mm256_loadu_ps(r + 2), acc);
   }
+  __m256 c0, c1, c1b, c2;
+  deinterleave16(r, &c0, &c1);
+  deinterleave16(r + 1, &c1b, &c2);
+  acc = _mm256_fmadd_ps(w3[0], c0, acc);
+  acc = _mm256_fmadd_ps(w3[1], c1, acc);
+  return _mm256_fmadd_ps(w3[2], c2, acc);
 }
 
-constexpr int kDwMaxPadded = 2 * 1024 + 32;
-
-// One output row from padded rows p[ky] (p[ky][j] = input column j - 1, zero outside;
-// null: a row outside the input), every column by vectors; the last block goes through a
-// temporary when out_w is not a multiple of 8.
-inline void dw_row_padded(const float* const* p, const __m256* wv, int stride, float* d, int out_w) {
-  for (int ox = 0; ox < out_w; ox += 8) {
-    __m256 acc = _mm256_setzero_ps();
+template <int S>
+void dw_row(const float* const* p, const __m256* wv, float* d, int out_w) {
+  int ox = 0;
+  for (; ox + 32 <= out_w; ox += 32) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int ky = 0; ky < 3; ++ky) {
       if (!p[ky]) continue;
-      if (stride == 1) {
-        const float* r = p[ky] + ox;
-        acc = _mm256_fmadd_ps(wv[ky * 3 + 0], _mm256_loadu_ps(r), acc);
-        acc = _mm256_fmadd_ps(wv[ky * 3 + 1], _mm256_loadu_ps(r + 1), acc);
-        acc = _mm256_fmadd_ps(wv[ky * 3 + 2], _mm256_loadu_ps(r + 2), acc);
-      } else {
-        __m256 c0, c1, c1b, c2;
-        deinterleave16(p[ky] + 2 * ox, &c0, &c1);
-        deinterleave16(p[ky] + 2 * ox + 1, &c1b, &c2);
-        acc = _mm256_fmadd_ps(wv[ky * 3 + 0], c0, acc);
-        acc = _mm256_fmadd_ps(wv[ky * 3 + 1], c1, acc);
-        acc = _mm256_fmadd_ps(wv[ky * 3 + 2], c2, acc);
-      }
+      for (int u = 0; u < 4; ++u) acc[u] = dw_taps<S>(p[ky] + S * (ox + 8 * u), wv + 3 * ky, acc[u]);
+    }
+    for (int u = 0; u < 4; ++u) _mm256_storeu_ps(d + ox + 8 * u, acc[u]);
+  }
+  for (; ox < out_w; ox += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int ky = 0; ky < 3; ++ky) {
+      if (p[ky]) acc = dw_taps<S>(p[ky] + S * ox, wv + 3 * ky, acc);
     }
     if (ox + 8 <= out_w) {
       _mm256_storeu_ps(d + ox, acc);
@@ -982,40 +924,13 @@ inline void dw_row_padded(const float* const* p, const __m256* wv, int stride, f
   }
 }
 
-void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
-                   int out_h, int out_w, const BiasActParams& p) {
-  const int blocks = (out_w + 7) / 8 * 8;
-  // Columns the vector loop reads: stride 1 up to blocks + 1, stride 2 up to 2*blocks + 16.
-  const int len = stride == 1 ? blocks + 2 : 2 * blocks + 17;
-  if (len > kDwMaxPadded) {
-    dwconv_unpadded(src, in_h, in_w, w, stride, dst, out_h, out_w, p);
-    return;
-  }
+void dwconv3x3_row_f32(const float* const* p, const float* w, int stride, float* d, int out_w,
+                       const BiasActParams& bp) {
   __m256 wv[9];
   for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(w[t]);
-  alignas(32) float ring[3][kDwMaxPadded];
-  int held[3] = {-1, -1, -1};
-  const int copy = in_w < len - 1 ? in_w : len - 1;
-  for (int oy = 0; oy < out_h; ++oy) {
-    const float* rows[3];
-    for (int ky = 0; ky < 3; ++ky) {
-      const int iy = oy * stride - 1 + ky;
-      rows[ky] = nullptr;
-      if (iy < 0 || iy >= in_h) continue;
-      float* b = ring[iy % 3];  // three consecutive rows never share a slot
-      if (held[iy % 3] != iy) {
-        held[iy % 3] = iy;
-        b[0] = 0.0f;
-        std::memcpy(b + 1, src + static_cast<std::ptrdiff_t>(iy) * in_w,
-                    static_cast<std::size_t>(copy) * sizeof(float));
-        for (int j = copy + 1; j < len; ++j) b[j] = 0.0f;
-      }
-      rows[ky] = b;
-    }
-    float* d = dst + static_cast<std::ptrdiff_t>(oy) * out_w;
-    dw_row_padded(rows, wv, stride, d, out_w);
-    bias_act_f32(d, static_cast<std::size_t>(out_w), p);
-  }
+  if (stride == 1) dw_row<1>(p, wv, d, out_w);
+  else dw_row<2>(p, wv, d, out_w);
+  bias_act_f32(d, static_cast<std::size_t>(out_w), bp);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1169,7 +1084,7 @@ void fill_avx2(KernelTable* t) {
   t->dot_s8 = dot_s8;
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
-  t->dwconv3x3_f32 = dwconv3x3_f32;
+  t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
   t->conv3x3_f32 = conv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
 }

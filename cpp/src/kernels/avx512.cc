@@ -482,6 +482,59 @@ void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, 
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// dwconv3x3_row_f32: 16 output columns per vector, four vectors (four independent FMA
+// chains) per step, the epilogue applied in registers (32 of them hold the nine weights,
+// the accumulators and the epilogue constants). Stride 2 takes even/odd columns out of two
+// loads with one permute each. Reads stay within dw_row_floats; the tail store is masked.
+
+template <int S>
+inline __m512 dw_taps16(const float* r, const __m512* w3, __m512 acc) {
+  if (S == 1) {
+    acc = _mm512_fmadd_ps(w3[0], _mm512_loadu_ps(r), acc);
+    acc = _mm512_fmadd_ps(w3[1], _mm512_loadu_ps(r + 1), acc);
+    return _mm512_fmadd_ps(w3[2], _mm512_loadu_ps(r + 2), acc);
+  }
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 a = _mm512_loadu_ps(r), b = _mm512_loadu_ps(r + 16), c = _mm512_loadu_ps(r + 2),
+               d = _mm512_loadu_ps(r + 18);
+  acc = _mm512_fmadd_ps(w3[0], _mm512_permutex2var_ps(a, even, b), acc);
+  acc = _mm512_fmadd_ps(w3[1], _mm512_permutex2var_ps(a, odd, b), acc);
+  return _mm512_fmadd_ps(w3[2], _mm512_permutex2var_ps(c, even, d), acc);
+}
+
+template <int S>
+void dw_row16(const float* const* p, const __m512* wv, float* d, int out_w, const BiasActParams& bp) {
+  const __m512 bias = _mm512_set1_ps(bp.bias), slope = _mm512_set1_ps(bp.neg_slope), lo = _mm512_set1_ps(bp.lo),
+               hi = _mm512_set1_ps(bp.hi);
+  int ox = 0;
+  for (; ox + 64 <= out_w; ox += 64) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int ky = 0; ky < 3; ++ky) {
+      if (!p[ky]) continue;
+      for (int u = 0; u < 4; ++u) acc[u] = dw_taps16<S>(p[ky] + S * (ox + 16 * u), wv + 3 * ky, acc[u]);
+    }
+    for (int u = 0; u < 4; ++u) _mm512_storeu_ps(d + ox + 16 * u, bias_act16(acc[u], bias, slope, lo, hi));
+  }
+  for (; ox < out_w; ox += 16) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int ky = 0; ky < 3; ++ky) {
+      if (p[ky]) acc = dw_taps16<S>(p[ky] + S * ox, wv + 3 * ky, acc);
+    }
+    const int left = out_w - ox;
+    _mm512_mask_storeu_ps(d + ox, left >= 16 ? __mmask16(0xFFFF) : tail_mask16(left), bias_act16(acc, bias, slope, lo, hi));
+  }
+}
+
+void dwconv3x3_row_f32(const float* const* p, const float* w, int stride, float* d, int out_w,
+                       const BiasActParams& bp) {
+  __m512 wv[9];
+  for (int t = 0; t < 9; ++t) wv[t] = _mm512_set1_ps(w[t]);
+  if (stride == 1) dw_row16<1>(p, wv, d, out_w, bp);
+  else dw_row16<2>(p, wv, d, out_w, bp);
+}
+
 }  // namespace
 
 void fill_avx512(KernelTable* t) {
@@ -492,6 +545,7 @@ void fill_avx512(KernelTable* t) {
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->conv3x3_f32 = conv3x3_f32;
+  t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
 }
 
 }  // namespace picoface

@@ -1,5 +1,7 @@
 // Builds one kernel table per compiled ISA level, each starting from the level below it.
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <string>
 
 #include "isa_fill.h"
@@ -77,5 +79,27 @@ const KernelTable& kernels() { return *active().load(std::memory_order_acquire);
 void force_isa(Isa isa) { active().store(&kernels_for(isa), std::memory_order_release); }
 
 Isa active_isa() { return kernels().isa; }
+
+void dwconv3x3_plane_f32(const KernelTable& k, const float* src, int in_h, int in_w, const float* w, int stride,
+                         float* dst, int out_h, int out_w, const BiasActParams& p, float* ring) {
+  const std::size_t len = dw_row_floats(in_w, out_w, stride);
+  std::fill(ring, ring + 3 * len, 0.0f);  // pads stay zero: copies only write columns 1..in_w
+  int held[3] = {-1, -1, -1};
+  for (int oy = 0; oy < out_h; ++oy) {
+    const float* rows[3];
+    for (int ky = 0; ky < 3; ++ky) {
+      const int iy = oy * stride - 1 + ky;
+      rows[ky] = nullptr;
+      if (iy < 0 || iy >= in_h) continue;
+      float* slot = ring + static_cast<std::size_t>(iy % 3) * len;  // three consecutive rows never share one
+      if (held[iy % 3] != iy) {
+        held[iy % 3] = iy;
+        std::memcpy(slot + 1, src + static_cast<std::ptrdiff_t>(iy) * in_w, static_cast<std::size_t>(in_w) * sizeof(float));
+      }
+      rows[ky] = slot;
+    }
+    k.dwconv3x3_row_f32(rows, w, stride, dst + static_cast<std::ptrdiff_t>(oy) * out_w, out_w, p);
+  }
+}
 
 }  // namespace picoface

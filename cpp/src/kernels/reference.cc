@@ -102,22 +102,16 @@ void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, 
   }
 }
 
-void dwconv3x3_f32(const float* src, int in_h, int in_w, const float* w, int stride, float* dst,
-                   int out_h, int out_w, const BiasActParams& p) {
-  for (int oy = 0; oy < out_h; ++oy) {
-    for (int ox = 0; ox < out_w; ++ox) {
-      float acc = 0.0f;
-      for (int ky = 0; ky < 3; ++ky) {
-        const int iy = oy * stride - 1 + ky;
-        if (iy < 0 || iy >= in_h) continue;
-        for (int kx = 0; kx < 3; ++kx) {
-          const int ix = ox * stride - 1 + kx;
-          if (ix < 0 || ix >= in_w) continue;
-          acc += w[ky * 3 + kx] * src[static_cast<std::ptrdiff_t>(iy) * in_w + ix];
-        }
-      }
-      dst[static_cast<std::ptrdiff_t>(oy) * out_w + ox] = bias_act(acc, p);
+void dwconv3x3_row_f32(const float* const* rows, const float* w, int stride, float* dst, int out_w,
+                       const BiasActParams& p) {
+  for (int ox = 0; ox < out_w; ++ox) {
+    float acc = 0.0f;
+    for (int ky = 0; ky < 3; ++ky) {
+      if (!rows[ky]) continue;
+      const float* r = rows[ky] + static_cast<std::ptrdiff_t>(ox) * stride;
+      for (int kx = 0; kx < 3; ++kx) acc += w[ky * 3 + kx] * r[kx];
     }
+    dst[ox] = bias_act(acc, p);
   }
 }
 
@@ -164,7 +158,7 @@ void fill_reference(KernelTable* t) {
   t->dot_s8 = dot_s8;
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
-  t->dwconv3x3_f32 = dwconv3x3_f32;
+  t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
   t->conv3x3_f32 = conv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
 }

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from picoface.heads import HEADS
+
 log = logging.getLogger("picoface")
 
 
@@ -159,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("image", help="image file (anything OpenCV reads)")
     det.add_argument("--model", help="detector model (ONNX path)")
     det.add_argument("--head", help="head of an ONNX detector, e.g. yunet")
-    det.add_argument("--score-threshold", type=float, default=0.5)
-    det.add_argument("--nms-threshold", type=float, default=0.4)
+    det.add_argument("--score-threshold", type=float, help="default: the model's")
+    det.add_argument("--nms-threshold", type=float, help="default: the model's")
     det.add_argument("--max-faces", type=int, default=0, help="0 = all")
     det.add_argument("--input-size", type=_size, help="network input WIDTHxHEIGHT (letterboxed)")
     det.add_argument("--backend", default="auto")
@@ -172,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="convert an ONNX model to the picoface format (.pface)")
     conv.add_argument("model", help="ONNX file")
     conv.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
-    conv.add_argument("--head", help="detector head, e.g. yunet, scrfd")
+    conv.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
     conv.add_argument("--preset", help="recogniser input convention, e.g. arcface, sface")
     conv.add_argument("--output", "-o", required=True, help="output .pface file")
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")

@@ -53,8 +53,11 @@ def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_sh
         spec = HEADS[head]
         meta.update({"architecture": head, "input.color": spec.color, "input.mean": list(spec.mean),
                      "input.std": list(spec.std), "head.type": head,
-                     "head.strides": list(spec.strides), "threshold.score": 0.5,
-                     "threshold.nms": 0.4})
+                     "head.strides": list(spec.strides), "threshold.score": spec.score_threshold,
+                     "threshold.nms": spec.nms_threshold})
+        if spec.anchor_sizes:
+            meta.update({"head.anchor_sizes": [float(a) for level in spec.anchor_sizes for a in level],
+                         "head.anchor_counts": [len(level) for level in spec.anchor_sizes]})
         multiple = spec.size_multiple
     elif task == "embed":
         name = preset or "arcface"

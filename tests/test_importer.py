@@ -490,7 +490,8 @@ REAL_MODELS = {
                           None, (127, 128), dict(task="detect", head="ultraface")),
     "ultraface_slim_320": ("Linzaer__Ultra-Light-Fast-Generic-Face-Detector-1MB/models/onnx/version-slim-320.onnx",
                            None, (127, 128), dict(task="detect", head="ultraface")),
-    "pfld": ("cunjian__pytorch_face_landmark/onnx/pfld.onnx", (2, 112, 112), (0, 255), None),
+    "pfld": ("cunjian__pytorch_face_landmark/onnx/pfld.onnx", (2, 112, 112), (0, 255),
+             dict(task="landmarks", preset="pfld")),
 }
 
 

@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("model", help="ONNX file")
     conv.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
     conv.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
-    conv.add_argument("--preset", help="recogniser input convention, e.g. arcface, sface")
+    conv.add_argument("--preset", help="input convention of a recogniser (arcface, sface; default "
+                      "arcface) or a landmark model (pfld, the default)")
     conv.add_argument("--output", "-o", required=True, help="output .pface file")
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")
     conv.set_defaults(run=_cmd_convert)

@@ -220,11 +220,8 @@ def test_native_backend_matches_onnxruntime(model, head, wider_image, tmp_path):
     onnx_det = picoface.FaceDetector(model, head=head)
     assert (native.score_threshold, native.nms_threshold) == (onnx_det.score_threshold,
                                                               onnx_det.nms_threshold)
-    spec = native.head
-    w, h = native._fixed or (640, 480)
-    x = picoface._core.preprocess(wider_image, picoface._core.letterbox(
-        *wider_image.shape[1::-1], w, h, "keep_aspect"), "bgr", spec.color, list(spec.mean),
-        list(spec.std), "nchw", "float32", 1.0, 0, "auto", [0.0, 0.0, 0.0])[None]
+    x, _ = native.preprocess(wider_image)
+    np.testing.assert_array_equal(x, onnx_det.preprocess(wider_image)[0])
     want, got_raw = onnx_det._net.run(x), native._net.run(x)
     assert set(want) == set(got_raw)
     for name, r in want.items():

@@ -136,15 +136,26 @@ def _sizes(text: str):
 
 
 def _cmd_bench(args) -> int:
+    from picoface import imageio
     from picoface.bench import bench, markdown
 
     def progress(done, total):
         if not args.json and sys.stderr.isatty():
             print(f"\r{done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
+    images = None
+    if args.images:
+        root = Path(args.images)
+        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+            if root.is_dir() else [root]
+        if not paths:
+            raise ValueError(f"no .jpg/.png images in {str(root)!r}")
+        images = [imageio.read_bgr(p) for p in paths]
     report = bench(args.model, task=args.task, head=args.head, preset=args.preset,
-                   sizes=args.size, backends=args.backend.split(","), runs=args.runs,
-                   warmup=args.warmup, threads=args.threads, progress=progress)
+                   sizes=args.size, backends=args.backend.split(","),
+                   end_to_end=args.end_to_end,
+                   baselines=args.baseline.split(",") if args.baseline else (), images=images,
+                   runs=args.runs, warmup=args.warmup, threads=args.threads, progress=progress)
     print(json.dumps(report, indent=2) if args.json else markdown(report))
     return 0
 
@@ -181,14 +192,23 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")
     conv.set_defaults(run=_cmd_convert)
 
-    b = sub.add_parser("bench", help="native engine vs onnxruntime latency on one ONNX model")
+    b = sub.add_parser("bench", help="native engine vs onnxruntime latency on one ONNX model, "
+                       "with end-to-end detection and whole-detector baselines")
     b.add_argument("model", help="ONNX file (the native side converts it in memory)")
     b.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
-    b.add_argument("--head", help="detector head, e.g. yunet")
-    b.add_argument("--preset", help="recogniser input convention")
-    b.add_argument("--size", type=_sizes, default=[(320, 256)],
-                   help="comma-separated WIDTHxHEIGHT list (dynamic models)")
-    b.add_argument("--backend", default="native,onnxruntime")
+    b.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
+    b.add_argument("--preset", help="input convention of a recogniser or landmark model")
+    b.add_argument("--size", type=_sizes,
+                   help="comma-separated frame sizes WIDTHxHEIGHT (default: 320x240,640x480 "
+                        "for detectors, the model's input size otherwise)")
+    b.add_argument("--backend", default="native,onnxruntime", help="inference-only runners")
+    b.add_argument("--end-to-end", action="store_true",
+                   help="also time FaceDetector.detect natively (preprocess + inference + "
+                        "decode + NMS) on the same frames")
+    b.add_argument("--baseline", help="whole-detector baselines on the same frames: yuface "
+                   "(libfacedetection), opencv (FaceDetectorYN; YuNet models), comma-separated")
+    b.add_argument("--images", help="an image or a folder of them to make the frames from "
+                   "(default: seeded noise)")
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--threads", type=int, default=1)

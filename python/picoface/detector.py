@@ -132,16 +132,26 @@ class FaceDetector:
         """Detects faces in ``image`` (uint8 HxWx3 in ``color`` order, or HxW grey)."""
         return self.detect(image, color=color)[0]
 
-    def detect(self, image, color: str = "bgr"):
-        """Like calling the detector; also returns timings in ms
-        ``{"preprocess", "inference", "postprocess"}``."""
-        img = _validate.image(image, color)
+    def preprocess(self, image, color: str = "bgr"):
+        """The network input for ``image``: (float32 [1, 3, H, W] tensor, letterbox dict
+        mapping it back to the image), as :meth:`detect` computes it."""
+        return self._preprocess(_validate.image(image, color), color)
+
+    def _preprocess(self, img, color):
         h, w = img.shape[:2]
-        t0 = time.perf_counter()
         box = self._letterbox(w, h)
         head = self.head
         tensor = _core.preprocess(img, box, color, head.color, list(head.mean), list(head.std),
                                   "nchw", "float32", 1.0, 0, "auto", [0.0, 0.0, 0.0])[None]
+        return tensor, box
+
+    def detect(self, image, color: str = "bgr"):
+        """Like calling the detector; also returns timings in ms
+        ``{"preprocess", "inference", "postprocess"}``."""
+        img = _validate.image(image, color)
+        t0 = time.perf_counter()
+        tensor, box = self._preprocess(img, color)
+        head = self.head
         t1 = time.perf_counter()
         outputs = self._net.run(tensor)
         t2 = time.perf_counter()

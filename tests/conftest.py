@@ -14,7 +14,10 @@ YUNET_S = SHARED / "models/ShiqiYu__libfacedetection.train/onnx/yunet_s_dynamic.
 YUNET_S_320 = SHARED / "models/ShiqiYu__libfacedetection.train/onnx/yunet_s_320_320.onnx"
 SCRFD = SHARED / "models/hpc203__scrfd-opencv/weights"
 SFACE = SHARED / "models/opencv_zoo/face_recognition_sface_2021dec_int8bq.onnx"
+ULTRA = SHARED / "models/Linzaer__Ultra-Light-Fast-Generic-Face-Detector-1MB/models/onnx"
+PFLD = SHARED / "models/cunjian__pytorch_face_landmark/onnx/pfld.onnx"
 FULLRES12 = SHARED / "data/wider/fullres12"
+DLIB_FACES = SHARED / "data/dlib_examples/faces"
 
 ISAS = list(_core.supported_isas())
 

@@ -77,6 +77,12 @@ def test_decoders_match_numpy(rng):
     check(_core.decode_anchor_deltas(anchors, score, loc, landm, 5, 0.1, 0.2, 0.8),
           np_deltas(anchors, score, loc, landm, 0.1, 0.2, 0.8))
 
+    unit = rng.random((m, 4), np.float32)
+    keep = score >= 0.8
+    check(_core.decode_unit_boxes(score, unit, 5, 320.0, 240.0, 0.8),
+          (unit[keep] * np.float32([320, 240, 320, 240]), score[keep],
+           np.zeros((keep.sum(), 5, 2), np.float32)))
+
 
 def np_iou(a, b):
     x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])

@@ -486,12 +486,12 @@ REAL_MODELS = {
                        dict(task="detect", head="scrfd")),
     "scrfd_2.5g_kps": ("hpc203__scrfd-opencv/weights/scrfd_2.5g_kps.onnx", None, (127.5, 128),
                        dict(task="detect", head="scrfd")),
-    # No ultraface head nor landmark metadata yet: checked as graphs, not written as files.
     "ultraface_rfb_320": ("Linzaer__Ultra-Light-Fast-Generic-Face-Detector-1MB/models/onnx/version-RFB-320.onnx",
-                          None, (127, 128), None),
+                          None, (127, 128), dict(task="detect", head="ultraface")),
     "ultraface_slim_320": ("Linzaer__Ultra-Light-Fast-Generic-Face-Detector-1MB/models/onnx/version-slim-320.onnx",
-                           None, (127, 128), None),
-    "pfld": ("cunjian__pytorch_face_landmark/onnx/pfld.onnx", (2, 112, 112), (0, 255), None),
+                           None, (127, 128), dict(task="detect", head="ultraface")),
+    "pfld": ("cunjian__pytorch_face_landmark/onnx/pfld.onnx", (2, 112, 112), (0, 255),
+             dict(task="landmarks", preset="pfld")),
 }
 
 

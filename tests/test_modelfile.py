@@ -18,6 +18,10 @@ META = {"task": "detect", "architecture": "unit", "input.size_policy": "multiple
         "input.std": [1.0, 1.0, 1.0], "input.layout": "nchw", "head.type": "yunet",
         "head.strides": [8, 16, 32], "threshold.score": 0.5, "align.template": [1.0, 2.0, 3.0, 4.0]}
 
+LANDMARKS_META = dict(META, **{"task": "landmarks", "landmarks.points": 68,
+                               "landmarks.coords": "unit", "crop.policy": "square_max",
+                               "crop.scale": 1.1})
+
 
 def small_model(meta=None, **changes):
     rng = np.random.default_rng(0)
@@ -38,6 +42,10 @@ def small_model(meta=None, **changes):
 def with_crc(blob: bytes) -> bytes:
     """Recomputes the header checksum: a hostile file, not an accidental one."""
     return blob[:12] + struct.pack("<I", _core.crc32(blob[64:])) + blob[16:]
+
+
+def test_landmark_metadata_round_trips():
+    assert mf.summary(small_model(LANDMARKS_META))["metadata"] == LANDMARKS_META
 
 
 def test_round_trip():
@@ -82,6 +90,18 @@ def test_rejects_damaged_headers(mutate, match):
     (dict(metadata=dict(META, **{"input.std": [1.0, 0.0, 1.0]})), "zero"),
     (dict(metadata=dict(META, **{"input.size_policy": "fixed"})), "fixed input needs input.size"),
     (dict(metadata=dict(META, **{"align.template": [1.0, 2.0, 3.0]})), "x,y pairs"),
+    (dict(metadata=dict(META, **{"head.anchor_sizes": [8.0, 16.0, 32.0]})), "come together"),
+    (dict(metadata=dict(META, **{"head.anchor_sizes": [8.0, 16.0, 32.0],
+                                 "head.anchor_counts": [1, 1, 2]})), "sum to 4"),
+    (dict(metadata=dict(META, **{"head.anchor_sizes": [8.0, 16.0],
+                                 "head.anchor_counts": [1, 1]})), "one count per head.strides"),
+    (dict(metadata=dict(LANDMARKS_META, **{"landmarks.points": 0})), "landmarks.points within"),
+    (dict(metadata={k: v for k, v in LANDMARKS_META.items() if k != "crop.scale"}),
+     "needs landmarks.coords, crop.policy and crop.scale"),
+    (dict(metadata=dict(LANDMARKS_META, **{"crop.scale": 0.0})), "crop.scale must be"),
+    (dict(metadata=dict(LANDMARKS_META, **{"crop.scale": 1})), "crop.scale' has the wrong type"),
+    (dict(metadata=dict(LANDMARKS_META, **{"crop.policy": "circle"})), "unsupported value 'circle'"),
+    (dict(metadata=dict(LANDMARKS_META, **{"landmarks.coords": "mm"})), "unsupported value 'mm'"),
     (dict(outputs=["y", "w"]), None),
     (dict(inputs=["w"]), "is a constant"),
     (dict(ops=[mf.Op("Relu", ["z"], ["y"]), mf.Op("Relu", ["x"], ["z"])]), "before it is computed"),

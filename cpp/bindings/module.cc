@@ -455,6 +455,18 @@ void bind_pipeline(py::module_& m) {
           }
           return detections_tuple(d);
         });
+  m.def("decode_unit_boxes", [](const CArray<float>& score, const CArray<float>& boxes,
+                                int num_points, float scale_x, float scale_y, float threshold) {
+    const py::ssize_t n = score.size();
+    check_size(boxes.size(), 4 * n, "boxes");
+    Detections d;
+    {
+      py::gil_scoped_release release;
+      decode_unit_boxes(score.data(), boxes.data(), static_cast<int>(n), num_points, scale_x,
+                        scale_y, threshold, &d);
+    }
+    return detections_tuple(d);
+  });
   m.def("nms", [](const CArray<float>& boxes, const CArray<float>& scores, float iou,
                   const std::string& method, float sigma, float soft_threshold, int pre_top_k,
                   int max_keep) {

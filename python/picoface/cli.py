@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from picoface.heads import HEADS
+
 log = logging.getLogger("picoface")
 
 
@@ -134,15 +136,26 @@ def _sizes(text: str):
 
 
 def _cmd_bench(args) -> int:
+    from picoface import imageio
     from picoface.bench import bench, markdown
 
     def progress(done, total):
         if not args.json and sys.stderr.isatty():
             print(f"\r{done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
+    images = None
+    if args.images:
+        root = Path(args.images)
+        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+            if root.is_dir() else [root]
+        if not paths:
+            raise ValueError(f"no .jpg/.png images in {str(root)!r}")
+        images = [imageio.read_bgr(p) for p in paths]
     report = bench(args.model, task=args.task, head=args.head, preset=args.preset,
-                   sizes=args.size, backends=args.backend.split(","), runs=args.runs,
-                   warmup=args.warmup, threads=args.threads, progress=progress)
+                   sizes=args.size, backends=args.backend.split(","),
+                   end_to_end=args.end_to_end,
+                   baselines=args.baseline.split(",") if args.baseline else (), images=images,
+                   runs=args.runs, warmup=args.warmup, threads=args.threads, progress=progress)
     print(json.dumps(report, indent=2) if args.json else markdown(report))
     return 0
 
@@ -159,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("image", help="image file (anything OpenCV reads)")
     det.add_argument("--model", help="detector model (ONNX path)")
     det.add_argument("--head", help="head of an ONNX detector, e.g. yunet")
-    det.add_argument("--score-threshold", type=float, default=0.5)
-    det.add_argument("--nms-threshold", type=float, default=0.4)
+    det.add_argument("--score-threshold", type=float, help="default: the model's")
+    det.add_argument("--nms-threshold", type=float, help="default: the model's")
     det.add_argument("--max-faces", type=int, default=0, help="0 = all")
     det.add_argument("--input-size", type=_size, help="network input WIDTHxHEIGHT (letterboxed)")
     det.add_argument("--backend", default="auto")
@@ -172,20 +185,30 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="convert an ONNX model to the picoface format (.pface)")
     conv.add_argument("model", help="ONNX file")
     conv.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
-    conv.add_argument("--head", help="detector head, e.g. yunet, scrfd")
-    conv.add_argument("--preset", help="recogniser input convention, e.g. arcface, sface")
+    conv.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
+    conv.add_argument("--preset", help="input convention of a recogniser (arcface, sface; default "
+                      "arcface) or a landmark model (pfld, the default)")
     conv.add_argument("--output", "-o", required=True, help="output .pface file")
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")
     conv.set_defaults(run=_cmd_convert)
 
-    b = sub.add_parser("bench", help="native engine vs onnxruntime latency on one ONNX model")
+    b = sub.add_parser("bench", help="native engine vs onnxruntime latency on one ONNX model, "
+                       "with end-to-end detection and whole-detector baselines")
     b.add_argument("model", help="ONNX file (the native side converts it in memory)")
     b.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
-    b.add_argument("--head", help="detector head, e.g. yunet")
-    b.add_argument("--preset", help="recogniser input convention")
-    b.add_argument("--size", type=_sizes, default=[(320, 256)],
-                   help="comma-separated WIDTHxHEIGHT list (dynamic models)")
-    b.add_argument("--backend", default="native,onnxruntime")
+    b.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
+    b.add_argument("--preset", help="input convention of a recogniser or landmark model")
+    b.add_argument("--size", type=_sizes,
+                   help="comma-separated frame sizes WIDTHxHEIGHT (default: 320x240,640x480 "
+                        "for detectors, the model's input size otherwise)")
+    b.add_argument("--backend", default="native,onnxruntime", help="inference-only runners")
+    b.add_argument("--end-to-end", action="store_true",
+                   help="also time FaceDetector.detect natively (preprocess + inference + "
+                        "decode + NMS) on the same frames")
+    b.add_argument("--baseline", help="whole-detector baselines on the same frames: yuface "
+                   "(libfacedetection), opencv (FaceDetectorYN; YuNet models), comma-separated")
+    b.add_argument("--images", help="an image or a folder of them to make the frames from "
+                   "(default: seeded noise)")
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--threads", type=int, default=1)

@@ -16,6 +16,7 @@ import numpy as np
 from picoface import importer, modelfile
 from picoface.embedder import PRESETS as EMBED_PRESETS
 from picoface.heads import HEADS
+from picoface.landmarks import PRESETS as LANDMARK_PRESETS
 
 TASKS = ("detect", "landmarks", "embed")
 _SUPPORTED = {"float32", "int8", "uint8", "int32", "int64"}
@@ -53,19 +54,26 @@ def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_sh
         spec = HEADS[head]
         meta.update({"architecture": head, "input.color": spec.color, "input.mean": list(spec.mean),
                      "input.std": list(spec.std), "head.type": head,
-                     "head.strides": list(spec.strides), "threshold.score": 0.5,
-                     "threshold.nms": 0.4})
+                     "head.strides": list(spec.strides), "threshold.score": spec.score_threshold,
+                     "threshold.nms": spec.nms_threshold})
+        if spec.anchor_sizes:
+            meta.update({"head.anchor_sizes": [float(a) for level in spec.anchor_sizes for a in level],
+                         "head.anchor_counts": [len(level) for level in spec.anchor_sizes]})
         multiple = spec.size_multiple
-    elif task == "embed":
-        name = preset or "arcface"
-        if name not in EMBED_PRESETS:
-            raise ValueError(f"expected --preset one of {sorted(EMBED_PRESETS)}, got {name!r}")
-        spec = EMBED_PRESETS[name]
+    else:
+        presets, default = ((EMBED_PRESETS, "arcface") if task == "embed" else
+                            (LANDMARK_PRESETS, "pfld"))
+        name = preset or default
+        if name not in presets:
+            raise ValueError(f"expected --preset one of {sorted(presets)} for task {task!r}, "
+                             f"got {name!r}")
+        spec = presets[name]
         meta.update({"architecture": name, "input.color": spec.color, "input.mean": list(spec.mean),
                      "input.std": list(spec.std)})
+        if task == "landmarks":
+            meta.update({"landmarks.points": spec.num_points, "landmarks.coords": spec.coords,
+                         "crop.policy": spec.crop_policy, "crop.scale": float(spec.crop_scale)})
         multiple = 1
-    else:
-        raise ValueError("landmark models get their input convention with issue #6")
     if dynamic:
         meta.update({"input.size_policy": "multiple", "input.multiple": multiple})
     else:

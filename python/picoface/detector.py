@@ -29,14 +29,17 @@ class FaceDetector:
             A shipped default arrives with issue #5.
         head: the detector family, required for ONNX models, e.g. "yunet" or "scrfd"
             (see picoface.heads.HEADS).
-        score_threshold: minimum score in [0, 1].
-        nms_threshold: IoU in [0, 1] above which a lower-scored box is suppressed.
+        score_threshold: minimum score in [0, 1]. None: the model file's default, else the
+            head's (0.5 for YuNet and SCRFD, 0.7 for Ultra-Light).
+        nms_threshold: IoU in [0, 1] above which a lower-scored box is suppressed. None: the
+            model file's default, else the head's (0.4; 0.3 for Ultra-Light).
         max_faces: keep at most this many faces (0 = all).
         nms_method: "greedy" (default), or soft-NMS (Bodla et al. 2017) "soft_linear" /
             "soft_gaussian", which decay overlapping scores instead of dropping boxes (faces
             whose decayed score falls below score_threshold are dropped).
         input_size: (width, height) of the network input; the image is resized into it
-            keeping its aspect ratio (letterbox). None: the model's fixed size, or for a
+            keeping its aspect ratio (letterbox). A fixed-size model (e.g. Ultra-Light at
+            320x240) only takes its own size. None: the model's fixed size, or for a
             dynamic model the image's own size padded to the head's stride multiple
             (downscaled when the longer side exceeds 1920).
         backend: "auto" (native for .pface, onnxruntime for ONNX), "native" or "onnxruntime".
@@ -49,16 +52,18 @@ class FaceDetector:
         ValueError: any option out of range, or a model the backend cannot load.
     """
 
-    def __init__(self, model=None, *, head: Optional[str] = None, score_threshold: float = 0.5,
-                 nms_threshold: float = 0.4, max_faces: int = 0, nms_method: str = "greedy",
+    def __init__(self, model=None, *, head: Optional[str] = None,
+                 score_threshold: Optional[float] = None, nms_threshold: Optional[float] = None,
+                 max_faces: int = 0, nms_method: str = "greedy",
                  input_size=None,
                  backend: str = "auto", threads: int = 1):
         if model is None:
             raise ValueError("picoface ships no default detector yet (issue #5): pass a .pface "
                              "model, or an ONNX model and head=, e.g. "
                              "FaceDetector('yunet_s_dynamic.onnx', head='yunet')")
-        self.score_threshold = _validate.probability(score_threshold, "score_threshold")
-        self.nms_threshold = _validate.probability(nms_threshold, "nms_threshold")
+        # Checked before the model loads (a bad option fails fast); None resolves below.
+        thresholds = {name: None if v is None else _validate.probability(v, name) for name, v in
+                      (("score_threshold", score_threshold), ("nms_threshold", nms_threshold))}
         self.max_faces = _validate.count(max_faces, "max_faces")
         if nms_method not in NMS_METHODS:
             raise ValueError(f"expected nms_method one of {NMS_METHODS}, got {nms_method!r}")
@@ -69,6 +74,13 @@ class FaceDetector:
         self.model_name = "<bytes>" if isinstance(source, bytes) else str(source)
         self._net = open_backend(source, backend, self.threads)
         self.head = self._head_from(head)
+        meta = getattr(self._net, "metadata", None) or {}
+        self.score_threshold = thresholds["score_threshold"]
+        if self.score_threshold is None:
+            self.score_threshold = float(meta.get("threshold.score", self.head.score_threshold))
+        self.nms_threshold = thresholds["nms_threshold"]
+        if self.nms_threshold is None:
+            self.nms_threshold = float(meta.get("threshold.nms", self.head.nms_threshold))
         shape = self._net.input_shape
         self._fixed = (shape[3], shape[2]) if len(shape) == 4 and shape[2] and shape[3] else None
         m = self.head.size_multiple
@@ -76,10 +88,11 @@ class FaceDetector:
             w, h = self.input_size
             if max(w, h) > MAX_INPUT_SIDE:
                 raise ValueError(f"expected input_size sides <= {MAX_INPUT_SIDE}, got {self.input_size}")
-            if self._fixed and self.input_size != self._fixed:
-                raise ValueError(f"expected input_size {self._fixed} for this fixed-size model, "
-                                 f"got {self.input_size}")
-            if w % m or h % m:
+            if self._fixed:
+                if self.input_size != self._fixed:
+                    raise ValueError(f"expected input_size {self._fixed} for this fixed-size "
+                                     f"model, got {self.input_size}")
+            elif w % m or h % m:
                 raise ValueError(f"expected input_size sides that are multiples of {m} for a "
                                  f"{self.head.name} head, got {self.input_size}")
 
@@ -119,16 +132,26 @@ class FaceDetector:
         """Detects faces in ``image`` (uint8 HxWx3 in ``color`` order, or HxW grey)."""
         return self.detect(image, color=color)[0]
 
-    def detect(self, image, color: str = "bgr"):
-        """Like calling the detector; also returns timings in ms
-        ``{"preprocess", "inference", "postprocess"}``."""
-        img = _validate.image(image, color)
+    def preprocess(self, image, color: str = "bgr"):
+        """The network input for ``image``: (float32 [1, 3, H, W] tensor, letterbox dict
+        mapping it back to the image), as :meth:`detect` computes it."""
+        return self._preprocess(_validate.image(image, color), color)
+
+    def _preprocess(self, img, color):
         h, w = img.shape[:2]
-        t0 = time.perf_counter()
         box = self._letterbox(w, h)
         head = self.head
         tensor = _core.preprocess(img, box, color, head.color, list(head.mean), list(head.std),
                                   "nchw", "float32", 1.0, 0, "auto", [0.0, 0.0, 0.0])[None]
+        return tensor, box
+
+    def detect(self, image, color: str = "bgr"):
+        """Like calling the detector; also returns timings in ms
+        ``{"preprocess", "inference", "postprocess"}``."""
+        img = _validate.image(image, color)
+        t0 = time.perf_counter()
+        tensor, box = self._preprocess(img, color)
+        head = self.head
         t1 = time.perf_counter()
         outputs = self._net.run(tensor)
         t2 = time.perf_counter()

@@ -24,6 +24,11 @@ class HeadSpec:
     std: Tuple[float, float, float]
     strides: Tuple[int, ...]
     size_multiple: int  # dynamic inputs must be a multiple of this
+    # Defaults written into converted model files, from each family's published demo.
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.4
+    # Square anchor sizes in input pixels, one tuple per stride (anchor-based heads only).
+    anchor_sizes: Tuple[Tuple[float, ...], ...] = ()
 
     def decode(self, outputs: Dict[str, np.ndarray], input_w: int, input_h: int,
                score_threshold: float):
@@ -41,12 +46,15 @@ def _anchor_points(input_w: int, input_h: int, strides: Tuple[int, ...], per_cel
     return points
 
 
+def _output(outputs, name):
+    if name not in outputs:
+        raise ValueError(f"model has no output {name!r}; is it really this head? "
+                         f"outputs: {sorted(outputs)}")
+    return outputs[name]
+
+
 def _level_outputs(outputs, prefix, strides, width):
-    try:
-        parts = [outputs[f"{prefix}_{s}"].reshape(-1, width) for s in strides]
-    except KeyError as e:
-        raise ValueError(f"model has no output {e.args[0]!r}; is it really this head? "
-                         f"outputs: {sorted(outputs)}") from None
+    parts = [_output(outputs, f"{prefix}_{s}").reshape(-1, width) for s in strides]
     return np.ascontiguousarray(np.concatenate(parts, axis=0), dtype=np.float32)
 
 
@@ -91,11 +99,34 @@ class ScrfdHead(HeadSpec):
         return _core.decode_distance(points, score, dist, kps, 5, score_threshold)
 
 
+@dataclass(frozen=True)
+class UltraFaceHead(HeadSpec):
+    """Ultra-Light-Fast-Generic-Face-Detector-1MB (Linzaer 2019; RFB and slim): SSD-style,
+    anchors of ``anchor_sizes`` at strides 8/16/32/64, but the published exports decode the
+    boxes against their priors inside the graph, so those exports have a fixed input size.
+    Outputs ``scores`` [1, N, 2] (softmax: background, face) and ``boxes`` [1, N, 4] corners
+    as fractions of the input. No landmarks (zeros)."""
+
+    def decode(self, outputs, input_w, input_h, score_threshold):
+        scores = _output(outputs, "scores").reshape(-1, 2)
+        boxes = _output(outputs, "boxes").reshape(-1, 4)
+        if boxes.shape[0] != scores.shape[0]:
+            raise ValueError(f"model produced {scores.shape[0]} scores for {boxes.shape[0]} boxes")
+        face = np.ascontiguousarray(scores[:, 1], dtype=np.float32)
+        return _core.decode_unit_boxes(face, np.ascontiguousarray(boxes, dtype=np.float32), 5,
+                                       float(input_w), float(input_h), score_threshold)
+
+
 HEADS = {
     "yunet": YuNetHead("yunet", color="bgr", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                        strides=(8, 16, 32), size_multiple=32),
     "scrfd": ScrfdHead("scrfd", color="rgb", mean=(127.5, 127.5, 127.5), std=(128.0, 128.0, 128.0),
                        strides=(8, 16, 32), size_multiple=32),
+    # Ultra-Light's demos use score 0.7 and IoU 0.3 (fewer duplicates of large faces).
+    "ultraface": UltraFaceHead("ultraface", color="rgb", mean=(127.0, 127.0, 127.0),
+                               std=(128.0, 128.0, 128.0), strides=(8, 16, 32, 64),
+                               size_multiple=64, score_threshold=0.7, nms_threshold=0.3,
+                               anchor_sizes=((10, 16, 24), (32, 48), (64, 96), (128, 192, 256))),
 }
 
 

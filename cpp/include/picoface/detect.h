@@ -46,6 +46,12 @@ void decode_anchor_deltas(const float* anchors, const float* score, const float*
                           const float* landm, int num, int num_points, float variance0,
                           float variance1, float score_threshold, Detections* out);
 
+// Boxes the network already decoded against its priors (Ultra-Light bakes them into the
+// graph): corner form (x1, y1, x2, y2) as fractions of the input, scaled by (scale_x, scale_y)
+// to pixels. Such heads have no landmarks: zeros are stored.
+void decode_unit_boxes(const float* score, const float* boxes, int num, int num_points,
+                       float scale_x, float scale_y, float score_threshold, Detections* out);
+
 enum class NmsMethod { kGreedy, kSoftLinear, kSoftGaussian };
 
 struct NmsOptions {

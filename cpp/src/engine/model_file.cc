@@ -146,6 +146,16 @@ constexpr MetaKey kMetaSchema[] = {
     {"align.template", Value::Type::kFloats, false},
     {"align.size", Value::Type::kInts, false},
     {"embed.dim", Value::Type::kInt, false},
+    // Landmark models: points per face; their coordinates as "unit" fractions of the crop
+    // (x right, y down, [0, 1] inside it) or as "pixels" of the network input.
+    {"landmarks.points", Value::Type::kInt, false},
+    {"landmarks.coords", Value::Type::kString, false},
+    // How a face box becomes the crop a landmark model sees, centred on the box centre:
+    // "square_max" / "square_min" = a square of side max / min(w, h) * crop.scale, "box" =
+    // the box itself scaled by crop.scale; then resized to input.size (zero padding outside
+    // the image).
+    {"crop.policy", Value::Type::kString, false},
+    {"crop.scale", Value::Type::kFloat, false},
     {"threshold.score", Value::Type::kFloat, false},
     {"threshold.nms", Value::Type::kFloat, false},
     {"threshold.match", Value::Type::kFloat, false},
@@ -177,6 +187,8 @@ void validate_metadata(const Attributes& m) {
   check_one_of(m, "input.color", {"bgr", "rgb", "gray"});
   check_one_of(m, "input.layout", {"nchw", "nhwc"});
   check_one_of(m, "quant.scheme", {"none", "int8"});
+  check_one_of(m, "landmarks.coords", {"unit", "pixels"});
+  check_one_of(m, "crop.policy", {"square_max", "square_min", "box"});
   if (m.find("input.mean")->floats.size() != 3 || m.find("input.std")->floats.size() != 3) {
     corrupt("metadata input.mean and input.std need 3 values");
   }
@@ -198,6 +210,40 @@ void validate_metadata(const Attributes& m) {
   }
   if (const Value* t = m.find("align.template")) {
     if (t->floats.size() < 4 || t->floats.size() % 2) corrupt("align.template needs x,y pairs");
+  }
+  if (m.find("task")->s == "landmarks") {
+    const Value* points = m.find("landmarks.points");
+    if (points == nullptr || points->i < 1 || points->i > 4096) {
+      corrupt("a landmark model needs landmarks.points within 1..4096");
+    }
+    const Value* scale = m.find("crop.scale");
+    if (m.find("landmarks.coords") == nullptr || m.find("crop.policy") == nullptr ||
+        scale == nullptr) {
+      corrupt("a landmark model needs landmarks.coords, crop.policy and crop.scale");
+    }
+    if (!(scale->f > 0.0 && scale->f <= 10.0)) corrupt("metadata crop.scale must be in (0, 10]");
+  }
+  // Anchor sizes are listed flat, level after level: the counts must account for every size
+  // and name one level per stride, else a decoder would read past a level.
+  const Value* sizes = m.find("head.anchor_sizes");
+  const Value* counts = m.find("head.anchor_counts");
+  if ((sizes == nullptr) != (counts == nullptr)) {
+    corrupt("head.anchor_sizes and head.anchor_counts come together");
+  }
+  if (counts != nullptr) {
+    std::int64_t total = 0;
+    for (std::int64_t c : counts->ints) {
+      if (c < 1 || c > 1024) corrupt("head.anchor_counts must be within 1..1024");
+      total += c;
+    }
+    if (total != static_cast<std::int64_t>(sizes->floats.size())) {
+      corrupt("head.anchor_counts sum to " + std::to_string(total) + " but head.anchor_sizes has " +
+              std::to_string(sizes->floats.size()) + " values");
+    }
+    const Value* strides = m.find("head.strides");
+    if (strides != nullptr && strides->ints.size() != counts->ints.size()) {
+      corrupt("head.anchor_counts needs one count per head.strides level");
+    }
   }
 }
 

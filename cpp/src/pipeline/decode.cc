@@ -70,4 +70,15 @@ void decode_anchor_deltas(const float* anchors, const float* score, const float*
   }
 }
 
+void decode_unit_boxes(const float* score, const float* boxes, int num, int num_points,
+                       float scale_x, float scale_y, float score_threshold, Detections* out) {
+  out->num_points = num_points;
+  for (int i = 0; i < num; ++i) {
+    if (!(score[i] >= score_threshold)) continue;
+    const float* b = boxes + 4 * i;
+    push(out, b[0] * scale_x, b[1] * scale_y, b[2] * scale_x, b[3] * scale_y, score[i]);
+    out->landmarks.insert(out->landmarks.end(), 2 * num_points, 0.0f);
+  }
+}
+
 }  // namespace picoface

@@ -1,0 +1,72 @@
+"""Issue #3's model table: native fp32 vs onnxruntime (one thread, same frames, interleaved)
+on the public reference models in ../shared, detectors at 320x240 and 640x480 frames with
+native end-to-end detection and the libfacedetection / OpenCV FaceDetectorYN baselines.
+
+Each model is one ``picoface.bench.bench`` run (what ``picoface bench`` prints); a model
+whose file is absent gets a line saying so. Frames: the 12 full-size WIDER images with boxes.
+
+Usage:
+  python benchmarks/bench_models.py [--runs N] [--markdown FILE] [--json FILE]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from picoface import imageio
+from picoface.bench import bench, markdown
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO.parent / "shared" / "models"
+FRAMES = REPO.parent / "shared" / "data" / "wider" / "fullres12" / "images"
+
+# (label, path under ../shared/models, bench options)
+DETECT = dict(task="detect", end_to_end=True, baselines=("yuface", "opencv"))
+SUITE = [
+    ("YuNet-s", "ShiqiYu__libfacedetection.train/onnx/yunet_s_dynamic.onnx", dict(DETECT, head="yunet")),
+    ("YuNet-n", "ShiqiYu__libfacedetection.train/onnx/yunet_n_dynamic.onnx", dict(DETECT, head="yunet")),
+    ("SCRFD-500M (fixed 640x640)", "hpc203__scrfd-opencv/weights/scrfd_500m_kps.onnx",
+     dict(DETECT, head="scrfd")),
+    # No ONNX export in ../shared: the project's own RetinaFace definition exports it (issue #3).
+    ("RetinaFace-mnet0.25", "biubug6__Face-Detector-1MB-with-landmark/weights/mobilenet0.25_Final.onnx",
+     dict(DETECT, head="retinaface")),
+    ("Ultra-Light RFB (fixed 320x240)",
+     "Linzaer__Ultra-Light-Fast-Generic-Face-Detector-1MB/models/onnx/version-RFB-320.onnx",
+     dict(DETECT, head="ultraface")),
+    ("PFLD-68", "cunjian__pytorch_face_landmark/onnx/pfld.onnx", dict(task="landmarks")),
+    ("SFace int8bq", "opencv_zoo/face_recognition_sface_2021dec_int8bq.onnx",
+     dict(task="embed", preset="sface")),
+]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--markdown", type=Path, help="also write the tables here")
+    p.add_argument("--json", type=Path, help="write the reports here")
+    args = p.parse_args(argv)
+    if not FRAMES.is_dir():
+        print(f"needs {FRAMES} (../shared material)", file=sys.stderr)
+        return 1
+    images = [imageio.read_bgr(f) for f in sorted(FRAMES.glob("*.jpg"))]
+    reports, sections = [], []
+    for label, rel, options in SUITE:
+        path = MODELS / rel
+        if not path.exists():
+            sections.append(f"### {label}\n\nnot run: {path} is absent")
+        else:
+            report = bench(path, images=images, runs=args.runs, warmup=args.warmup, **options)
+            reports.append(report)
+            sections.append(f"### {label}\n\n{markdown(report)}")
+        print(sections[-1] + "\n", flush=True)
+    if args.markdown:
+        args.markdown.write_text("\n\n".join(sections) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -258,6 +258,9 @@ def test_pointwise_depthwise_pair(case, shared_mid):
     eng = check(ref, {"x": x}, native_model=fused)
     steps = [op for op, *_ in eng.profile([x])]
     assert steps == ([0, 1, 2] if shared_mid else [1]), f"executed ops {steps}"
+    # Worker threads take ranges of output rows, each with its own ring.
+    for r, o in zip(eng.run([x]), _core.Engine(to_pface(fused), 3).run([x])):
+        np.testing.assert_array_equal(o, r)
 
 
 @pytest.mark.parametrize("x,w,attrs,bias", [
@@ -794,6 +797,40 @@ def test_real_model_matches_onnxruntime(path, sizes, pre):
             assert o.shape == r.shape, (name, o.shape, r.shape)
             err = float(np.abs(o - r).max()) / max(1e-12, float(np.abs(r).max()))
             assert err <= 1e-4, f"{path.name} {w}x{h} output {name}: max relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("path,sizes,pre", REAL, ids=[Path(r[0]).stem for r in REAL])
+def test_real_model_threads_are_bit_exact(path, sizes, pre):
+    # Worker threads split work into column blocks, channels or row ranges without changing
+    # any element's arithmetic: 2 and 3 threads give exactly the single-thread outputs.
+    blob = convert_onnx(need(MODELS / path), task="detect", head="yunet")
+    w, h = sizes[-1]
+    x = _frame(w, h, pre)
+    want = _core.Engine(blob, 1).run([x])
+    for threads in (2, 3):
+        got = _core.Engine(blob, threads).run([x])
+        for r, o in zip(want, got):
+            np.testing.assert_array_equal(o, r, err_msg=f"{threads} threads")
+
+
+def test_threads_ragged_ops():
+    # Every Conv path with shapes that do not split evenly over 3 workers.
+    for case in CONV_CASES + [dict(x=(1, 5, 13, 131), w=(7, 5, 1, 1), bias=True, attrs={})]:
+        consts = {"w": rnd(*case["w"], seed=1)}
+        if case["bias"]:
+            consts["b"] = rnd(case["w"][0], seed=2)
+        blob = to_pface(single("Conv", rnd(*case["x"]), consts, attrs=case["attrs"]))
+        x = rnd(*case["x"])
+        (want,) = _core.Engine(blob, 1).run([x])
+        (got,) = _core.Engine(blob, 3).run([x])
+        np.testing.assert_array_equal(got, want, err_msg=str(case))
+
+
+def test_threads_out_of_range():
+    blob = to_pface(single("Relu", rnd(2, 3)))
+    for bad in (0, -1, 257):
+        with pytest.raises(ValueError, match="threads"):
+            _core.Engine(blob, bad)
 
 
 # --------------------------------------------------------------------------------------

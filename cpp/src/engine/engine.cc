@@ -13,6 +13,7 @@
 #include <set>
 
 #include "engine_ops.h"
+#include "thread_pool.h"
 #include "picoface/error.h"
 
 namespace picoface {
@@ -152,6 +153,7 @@ void plan_bounded(OpKernel& k, const Op& op, const std::vector<PlanInput>& in,
 struct Engine::Impl {
   std::shared_ptr<const Model> model;
   EngineOptions options;
+  std::unique_ptr<engine::ThreadPool> pool;  // threads > 1 only
   std::vector<std::unique_ptr<OpKernel>> kernels;  // one per op
 
   // Per tensor: description and value when known. Constants and statically folded values are
@@ -388,9 +390,12 @@ void Engine::Impl::plan(const std::vector<TensorView>& inputs) {
 
 Engine::Engine(std::shared_ptr<const Model> model, EngineOptions options) : impl_(new Impl) {
   require(model != nullptr, "Engine needs a model");
-  require(options.threads >= 1, "Engine threads must be >= 1, got " + std::to_string(options.threads));
+  require(options.threads >= 1 && options.threads <= 256,
+          "Engine threads must be within 1..256, got " + std::to_string(options.threads));
   impl_->model = std::move(model);
   impl_->options = options;
+  if (options.threads > 1) impl_->pool = std::make_unique<engine::ThreadPool>(options.threads);
+  engine::CurrentPool current(impl_->pool.get());
   impl_->build();
 }
 
@@ -412,6 +417,7 @@ std::vector<std::size_t> Engine::step_ops() const {
 
 std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs, std::vector<double>* step_seconds) {
   Impl& m = *impl_;
+  engine::CurrentPool current(m.pool.get());
   const auto& tensors = m.model->tensors();
   const auto& graph_inputs = m.model->inputs();
   require(inputs.size() == graph_inputs.size(), "expected " + std::to_string(graph_inputs.size()) +

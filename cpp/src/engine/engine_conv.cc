@@ -14,6 +14,7 @@
 
 #include "engine_ops.h"
 #include "picoface/kernels.h"
+#include "thread_pool.h"
 
 namespace picoface {
 namespace engine {
@@ -128,6 +129,7 @@ class Conv : public OpKernel {
 
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
     pw_ = nullptr;
+    threads_ = worker_count();
     const Shape k = sp_.check_operands(type_, in);
     const Shape& xs = in[0].desc->shape;
     const Shape& ws = in[1].desc->shape;
@@ -199,9 +201,10 @@ class Conv : public OpKernel {
   }
 
   std::size_t scratch_bytes() const override {
+    // One slice per worker thread.
     switch (path_) {
-      case Path::kGeneric: return static_cast<std::size_t>(kdim_ * block_rows() * geo_[1].out) * sizeof(float);
-      case Path::kDepthwise3x3: return dw_rows() * dw_row_len() * sizeof(float);
+      case Path::kGeneric: return threads_ * static_cast<std::size_t>(kdim_ * block_rows() * geo_[1].out) * sizeof(float);
+      case Path::kDepthwise3x3: return threads_ * dw_rows() * dw_row_len() * sizeof(float);
       default: return 0;
     }
   }
@@ -236,71 +239,78 @@ class Conv : public OpKernel {
     const Geom& gy = geo_[0];
     const Geom& gx = geo_[1];
     const std::int64_t in_plane = gy.in * gx.in, out_plane = gy.out * gx.out;
+    // Each path splits its work into tasks for the engine's worker threads (inline with one):
+    // column blocks, channels, output-channel chunks, or (group, row block) pairs.
+    const KernelTable& kt = kernels();
     for (std::int64_t n = 0; n < n_; ++n) {
       const float* xn = x + n * c_ * in_plane;
       float* yn = y + n * m_ * out_plane;
       switch (path_) {
-        case Path::kPointwise:
-          if (linear_) {  // the epilogue applied to the register tiles
-            for (std::int64_t j0 = 0; j0 < out_plane; j0 += kColumnBlock) {
-              const std::int64_t nj = std::min(kColumnBlock, out_plane - j0);
-              kernels().conv_gemm_f32(m_, nj, c_, w, c_, xn + j0, in_plane, yn + j0, out_plane, row_epilogue(bias, slope, 0));
+        case Path::kPointwise: {
+          const std::int64_t block = column_block(out_plane);
+          parallel_for((out_plane + block - 1) / block, [&](std::int64_t t, int) {
+            const std::int64_t j0 = t * block, nj = std::min(block, out_plane - j0);
+            if (linear_) {  // the epilogue applied to the register tiles
+              kt.conv_gemm_f32(m_, nj, c_, w, c_, xn + j0, in_plane, yn + j0, out_plane, row_epilogue(bias, slope, 0));
+              return;
             }
-            continue;
-          }
-          // Column blocks of the output, each finished by the epilogue while it is in cache.
-          for (std::int64_t j0 = 0; j0 < out_plane; j0 += kColumnBlock) {
-            const std::int64_t nj = std::min(kColumnBlock, out_plane - j0);
+            // Finished by the epilogue while the block is in cache.
             gemm_f32(m_, nj, c_, w, c_, xn + j0, in_plane, yn + j0, out_plane, false);
             epilogue(bias, slope, yn, out_plane, j0, nj);
-          }
+          });
           continue;
-        case Path::kDepthwise3x3: {
-          const KernelTable& kt = kernels();
-          for (std::int64_t c = 0; c < c_; ++c) {
+        }
+        case Path::kDepthwise3x3:
+          parallel_for(c_, [&](std::int64_t c, int worker) {
             BiasActParams p;
             if (linear_) p = channel_params(bias, slope, c);
             dwconv3x3_plane_f32(kt, xn + c * in_plane, static_cast<int>(gy.in), static_cast<int>(gx.in), w + c * 9,
                                 static_cast<int>(gx.stride), yn + c * out_plane, static_cast<int>(gy.out),
-                                static_cast<int>(gx.out), p, static_cast<float*>(scratch));
+                                static_cast<int>(gx.out), p, static_cast<float*>(scratch) + worker * 3 * dw_row_len());
             if (!linear_) epilogue(bias, slope, yn, out_plane, 0, out_plane, c, c + 1);  // while in cache
-          }
+          });
+          continue;
+        case Path::kDirect3x3: {
+          // Non-linear activations take the plain sum and the epilogue, per chunk.
+          const std::int64_t chunk = (m_ + threads_ - 1) / threads_;
+          parallel_for((m_ + chunk - 1) / chunk, [&](std::int64_t t, int) {
+            const std::int64_t m0 = t * chunk, mc = std::min(chunk, m_ - m0);
+            kt.conv3x3_f32(xn, static_cast<int>(c_), static_cast<int>(gy.in), static_cast<int>(gx.in), w + m0 * c_ * 9,
+                           static_cast<int>(mc), static_cast<int>(gx.stride), yn + m0 * out_plane,
+                           static_cast<int>(gy.out), static_cast<int>(gx.out),
+                           linear_ ? row_epilogue(bias, slope, m0) : RowBiasAct{});
+            if (!linear_) epilogue(bias, slope, yn, out_plane, 0, out_plane, m0, m0 + mc);
+          });
           continue;
         }
-        case Path::kDirect3x3:
-          // Non-linear activations take the plain sum and the shared epilogue below.
-          kernels().conv3x3_f32(xn, static_cast<int>(c_), static_cast<int>(gy.in), static_cast<int>(gx.in), w,
-                                static_cast<int>(m_), static_cast<int>(gx.stride), yn, static_cast<int>(gy.out),
-                                static_cast<int>(gx.out), linear_ ? row_epilogue(bias, slope, 0) : RowBiasAct{});
-          if (linear_) continue;
-          break;
         case Path::kDepthwise:
-          for (std::int64_t c = 0; c < c_; ++c) {
+          parallel_for(c_, [&](std::int64_t c, int) {
             depthwise_plane(xn + c * in_plane, w + c * gy.kernel * gx.kernel, yn + c * out_plane);
-          }
-          break;
+            epilogue(bias, slope, yn, out_plane, 0, out_plane, c, c + 1);
+          });
+          continue;
         case Path::kGeneric: {
-          float* col = static_cast<float*>(scratch);
           const std::int64_t cg = c_ / g_, mg = m_ / g_, rows = block_rows();
-          for (std::int64_t g = 0; g < g_; ++g) {
+          const std::int64_t row_blocks = (gy.out + rows - 1) / rows;
+          parallel_for(g_ * row_blocks, [&](std::int64_t t, int worker) {
+            const std::int64_t g = t / row_blocks, oy0 = (t % row_blocks) * rows;
+            float* col = static_cast<float*>(scratch) + worker * kdim_ * rows * gx.out;
             const float* wg = w + g * mg * kdim_;
-            for (std::int64_t oy0 = 0; oy0 < gy.out; oy0 += rows) {
-              const std::int64_t oy1 = std::min(gy.out, oy0 + rows), nj = (oy1 - oy0) * gx.out;
-              im2col(xn + g * cg * in_plane, cg, oy0, oy1, col);
-              float* yg = yn + g * mg * out_plane + oy0 * gx.out;
-              if (linear_) {
-                kernels().conv_gemm_f32(mg, nj, kdim_, wg, kdim_, col, nj, yg, out_plane,
-                                        row_epilogue(bias, slope, g * mg));
-              } else {
-                gemm_f32(mg, nj, kdim_, wg, kdim_, col, nj, yg, out_plane, false);
-              }
+            const std::int64_t oy1 = std::min(gy.out, oy0 + rows), nj = (oy1 - oy0) * gx.out;
+            im2col(xn + g * cg * in_plane, cg, oy0, oy1, col);
+            float* yg = yn + g * mg * out_plane + oy0 * gx.out;
+            if (linear_) {
+              kt.conv_gemm_f32(mg, nj, kdim_, wg, kdim_, col, nj, yg, out_plane, row_epilogue(bias, slope, g * mg));
+              return;
             }
-          }
-          if (linear_) continue;
-          break;
+            gemm_f32(mg, nj, kdim_, wg, kdim_, col, nj, yg, out_plane, false);
+            for (std::int64_t m = g * mg; m < (g + 1) * mg; ++m) {
+              epilogue(bias, slope, yn, out_plane, oy0 * gx.out, nj, m, m + 1);
+            }
+          });
+          continue;
         }
       }
-      epilogue(bias, slope, yn, out_plane, 0, out_plane);
     }
   }
 
@@ -342,21 +352,27 @@ class Conv : public OpKernel {
     const Geom& gx = geo_[1];
     const std::int64_t h = gy.in, w = gx.in, s = gx.stride, in_plane = h * w, out_plane = gy.out * gx.out;
     const std::int64_t band = dw_band(), cap = band * s + 2, len = static_cast<std::int64_t>(dw_row_len());
-    // Pads of the ring rows stay zero: the GEMM writes columns 1..w of each row only.
-    std::fill(ring, ring + c_ * cap * len, 0.0f);
-    for (std::int64_t n = 0; n < n_; ++n) {
+    // Workers take ranges of output rows, each with its own ring (re-computing the one or two
+    // intermediate rows a range shares with the one above).
+    const std::int64_t per = (gy.out + threads_ - 1) / threads_;
+    parallel_for(n_ * ((gy.out + per - 1) / per), [&](std::int64_t t, int worker) {
+      const std::int64_t ranges = (gy.out + per - 1) / per, n = t / ranges;
+      const std::int64_t first = (t % ranges) * per, last = std::min(gy.out, first + per);
+      float* rw = ring + worker * c_ * cap * len;
+      // Pads of the ring rows stay zero: the GEMM writes columns 1..w of each row only.
+      std::fill(rw, rw + c_ * cap * len, 0.0f);
       const float* xn = x + n * pw.c_ * in_plane;
       float* yn = y + n * m_ * out_plane;
-      std::int64_t done = 0;  // intermediate rows computed so far
-      for (std::int64_t oy0 = 0; oy0 < gy.out; oy0 += band) {
-        const std::int64_t oy1 = std::min(gy.out, oy0 + band);
+      std::int64_t done = std::max<std::int64_t>(0, first * s - 1);  // next intermediate row to compute
+      for (std::int64_t oy0 = first; oy0 < last; oy0 += band) {
+        const std::int64_t oy1 = std::min(last, oy0 + band);
         const std::int64_t need = std::min(h, (oy1 - 1) * s + 2);
         for (; done < need; ++done) {
-          kt.conv_gemm_f32(c_, w, pw.c_, w1, pw.c_, xn + done * w, in_plane, ring + (done % cap) * len + 1, cap * len, e1);
+          kt.conv_gemm_f32(c_, w, pw.c_, w1, pw.c_, xn + done * w, in_plane, rw + (done % cap) * len + 1, cap * len, e1);
         }
         for (std::int64_t c = 0; c < c_; ++c) {
           const BiasActParams p = channel_params(bias, slope, c);
-          const float* rc = ring + c * cap * len;
+          const float* rc = rw + c * cap * len;
           for (std::int64_t oy = oy0; oy < oy1; ++oy) {
             const float* rows[3];
             for (int ky = 0; ky < 3; ++ky) {
@@ -368,9 +384,14 @@ class Conv : public OpKernel {
           }
         }
       }
-    }
+    });
   }
   static constexpr std::int64_t kColumnBlock = 1024;
+  // Output columns per pointwise task: kColumnBlock, or smaller so every worker gets some.
+  std::int64_t column_block(std::int64_t out_plane) const {
+    const std::int64_t share = (out_plane + threads_ - 1) / threads_;
+    return std::min(kColumnBlock, std::max<std::int64_t>(64, (share + 63) / 64 * 64));
+  }
   static constexpr std::int64_t kIm2colBlockFloats = 32 * 1024;  // 128 KiB
 
   // The piecewise-linear activations (none, relu, leaky relu, clip, prelu) as the kernels'
@@ -501,6 +522,7 @@ class Conv : public OpKernel {
   Path path_ = Path::kGeneric;
   const Conv* pw_ = nullptr;  // the absorbed pointwise Conv, for this plan
   std::size_t pw_inputs_ = 0;
+  std::int64_t threads_ = 1;  // worker threads at plan time: tasks and scratch slices
 };
 
 class ConvTranspose : public OpKernel {

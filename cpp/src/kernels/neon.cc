@@ -1,11 +1,14 @@
 // Advanced SIMD (NEON) kernels, the AArch64 baseline. Compiled with -march=armv8-a and
-// -ffp-contract=off: every float result below is computed with the same operations in the
-// same order as the scalar reference (separate multiply and add, no FMA), so resample, blend,
-// pack and warp (whose taps are then blended in integers) are bit-exact with it; only dot_f32
-// reassociates. Accumulators start from +0 as the reference's do, which also reproduces its
-// signed zeros.
+// -ffp-contract=off: the preprocessing kernels compute every float result with the same
+// operations in the same order as the scalar reference (separate multiply and add, no FMA), so
+// resample, blend, pack and warp (whose taps are then blended in integers) are bit-exact with
+// it; accumulators start from +0 as the reference's do, which also reproduces its signed
+// zeros. dot_f32 and the convolution kernels (gemm, conv_gemm, dwconv, conv3x3) fuse and
+// reassociate with explicit FMA intrinsics, as kernels.h allows; their bias + activation
+// epilogue is bit-identical to the reference's.
 #include <arm_neon.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -507,6 +510,250 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return sum;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Convolution kernels. These fuse (FMA) and reassociate as kernels.h allows; the epilogue is
+// the reference's compare-selects, so it is bit-identical on any sum it is given.
+
+// Loads / stores the first n (0..4) floats of a vector without touching memory past p[n-1];
+// missing lanes load as zero.
+inline float32x4_t load_upto4(const float* p, std::size_t n) {
+  if (n >= 4) return vld1q_f32(p);
+  float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  std::memcpy(t, p, n * sizeof(float));
+  return vld1q_f32(t);
+}
+inline void store_upto4(float* p, float32x4_t v, std::size_t n) {
+  if (n >= 4) return vst1q_f32(p, v);
+  float t[4];
+  vst1q_f32(t, v);
+  std::memcpy(p, t, n * sizeof(float));
+}
+
+// The bias_act_f32 step on one vector: the reference's compare-selects in its order. FMAX /
+// FMIN would not do: they return NaN for a NaN operand and +0 for max(-0, +0), where the
+// reference keeps y in both cases.
+struct ActVec {
+  float32x4_t bias, slope, lo, hi;
+  explicit ActVec(const BiasActParams& p)
+      : bias(vdupq_n_f32(p.bias)), slope(vdupq_n_f32(p.neg_slope)), lo(vdupq_n_f32(p.lo)), hi(vdupq_n_f32(p.hi)) {}
+  float32x4_t operator()(float32x4_t x) const {
+    float32x4_t y = vaddq_f32(x, bias);
+    y = vbslq_f32(vcltzq_f32(y), vmulq_f32(y, slope), y);
+    y = vbslq_f32(vcltq_f32(y, lo), lo, y);
+    return vbslq_f32(vcltq_f32(hi, y), hi, y);
+  }
+};
+
+// The BiasActParams of row (output channel) i of a RowBiasAct.
+inline BiasActParams row_act(const RowBiasAct& e, std::size_t i) {
+  BiasActParams p;
+  p.bias = e.bias ? e.bias[i] : 0.0f;
+  p.neg_slope = e.slopes ? e.slopes[i] : e.neg_slope;
+  p.lo = e.lo;
+  p.hi = e.hi;
+  return p;
+}
+
+void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
+  const ActVec act(p);
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const float32x4_t v0 = vld1q_f32(x + i), v1 = vld1q_f32(x + i + 4);
+    const float32x4_t v2 = vld1q_f32(x + i + 8), v3 = vld1q_f32(x + i + 12);
+    vst1q_f32(x + i, act(v0));
+    vst1q_f32(x + i + 4, act(v1));
+    vst1q_f32(x + i + 8, act(v2));
+    vst1q_f32(x + i + 12, act(v3));
+  }
+  // The tail goes through the same vector step (lane-wise, so bit-identical) on a copy.
+  for (; i < n; i += 4) store_upto4(x + i, act(load_upto4(x + i, n - i)), n - i);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm_f32: B is packed one 8-column panel at a time (kKc rows deep, zero-padded on the right,
+// 8 KiB on the stack, so it stays in L1 while every 8-row tile of A sweeps it). The 8x8
+// register tile holds 16 accumulators; A is read in place, one 4-float load per row covering
+// four k steps, each step an FMA by lane (vfmaq_laneq_f32) against two panel loads: 16 + 8 + 2
+// of the 32 vector registers.
+
+constexpr std::size_t kGemmNr = 8;
+constexpr std::size_t kGemmMr = 8;
+constexpr std::size_t kGemmKc = 256;
+
+void pack_panel8(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, float* panel) {
+  const std::size_t n0 = nc < 4 ? nc : 4, n1 = nc - n0;
+  for (std::size_t p = 0; p < kc; ++p) {
+    const float* row = b + static_cast<std::ptrdiff_t>(p) * ldb;
+    vst1q_f32(panel + p * kGemmNr, load_upto4(row, n0));
+    vst1q_f32(panel + p * kGemmNr + 4, load_upto4(row + 4, n1));
+  }
+}
+
+// One k step of an MR-row tile: panel row bp times lane Q of each row's A vector.
+template <int MR, int Q>
+inline void gemm_step(const float* bp, const float32x4_t* av, float32x4_t* lo, float32x4_t* hi) {
+  const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4);
+  for (int r = 0; r < MR; ++r) {
+    lo[r] = vfmaq_laneq_f32(lo[r], b0, av[r], Q);
+    hi[r] = vfmaq_laneq_f32(hi[r], b1, av[r], Q);
+  }
+}
+
+// How a tile's rows leave the registers: plain store, add to C, or the conv epilogue (row
+// `row0 + r` of the RowBiasAct).
+struct TileStore {
+  bool load_c = false;
+  const RowBiasAct* epi = nullptr;
+  std::size_t row0 = 0;
+};
+
+inline void store_row8(float* cr, float32x4_t lo, float32x4_t hi, std::size_t nc, const TileStore& st, int r) {
+  const std::size_t n0 = nc < 4 ? nc : 4, n1 = nc - n0;
+  if (st.load_c) {
+    lo = vaddq_f32(lo, load_upto4(cr, n0));
+    hi = vaddq_f32(hi, load_upto4(cr + 4, n1));
+  }
+  if (st.epi) {
+    const ActVec act(row_act(*st.epi, st.row0 + static_cast<std::size_t>(r)));
+    lo = act(lo);
+    hi = act(hi);
+  }
+  store_upto4(cr, lo, n0);
+  store_upto4(cr + 4, hi, n1);
+}
+
+template <int MR>
+void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c, std::ptrdiff_t ldc,
+               std::size_t nc, const TileStore& st) {
+  float32x4_t lo[MR], hi[MR];
+  const float* ar[MR];
+  for (int r = 0; r < MR; ++r) {
+    lo[r] = hi[r] = vdupq_n_f32(0.0f);
+    ar[r] = a + r * lda;
+  }
+  const float* bp = panel;
+  std::size_t p = 0;
+  for (; p + 4 <= kc; p += 4, bp += 4 * kGemmNr) {
+    float32x4_t av[MR];  // lane q of av[r] is A[r][p + q]
+    for (int r = 0; r < MR; ++r) av[r] = vld1q_f32(ar[r] + p);
+    gemm_step<MR, 0>(bp, av, lo, hi);
+    gemm_step<MR, 1>(bp + kGemmNr, av, lo, hi);
+    gemm_step<MR, 2>(bp + 2 * kGemmNr, av, lo, hi);
+    gemm_step<MR, 3>(bp + 3 * kGemmNr, av, lo, hi);
+  }
+  for (; p < kc; ++p, bp += kGemmNr) {
+    float32x4_t av[MR];
+    for (int r = 0; r < MR; ++r) av[r] = vld1q_dup_f32(ar[r] + p);
+    gemm_step<MR, 0>(bp, av, lo, hi);
+  }
+  for (int r = 0; r < MR; ++r) store_row8(c + r * ldc, lo[r], hi[r], nc, st, r);
+}
+
+// Shared by gemm_f32 and conv_gemm_f32, so that both compute the same sums: `epi` (or null)
+// finishes the last k block.
+void gemm_blocked(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda, const float* b,
+                  std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate, const RowBiasAct* epi) {
+  if (k == 0) {
+    for (std::size_t i = 0; i < m; ++i) {
+      float* cr = c + static_cast<std::ptrdiff_t>(i) * ldc;
+      if (!accumulate) std::fill(cr, cr + n, 0.0f);
+      if (epi) bias_act_f32(cr, n, row_act(*epi, i));
+    }
+    return;
+  }
+  alignas(16) float panel[kGemmKc * kGemmNr];
+  for (std::size_t k0 = 0; k0 < k; k0 += kGemmKc) {
+    const std::size_t kc = k - k0 < kGemmKc ? k - k0 : kGemmKc;
+    TileStore st;
+    st.load_c = accumulate || k0 > 0;
+    st.epi = k0 + kc == k ? epi : nullptr;
+    for (std::size_t j0 = 0; j0 < n; j0 += kGemmNr) {
+      const std::size_t nc = n - j0 < kGemmNr ? n - j0 : kGemmNr;
+      pack_panel8(b + static_cast<std::ptrdiff_t>(k0) * ldb + j0, ldb, kc, nc, panel);
+      for (std::size_t i0 = 0; i0 < m; i0 += kGemmMr) {
+        const float* ai = a + static_cast<std::ptrdiff_t>(i0) * lda + k0;
+        float* ci = c + static_cast<std::ptrdiff_t>(i0) * ldc + j0;
+        st.row0 = i0;
+        switch (m - i0 < kGemmMr ? m - i0 : kGemmMr) {
+          case 1: gemm_tile<1>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 2: gemm_tile<2>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 3: gemm_tile<3>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 4: gemm_tile<4>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 5: gemm_tile<5>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 6: gemm_tile<6>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          case 7: gemm_tile<7>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+          default: gemm_tile<8>(kc, ai, lda, panel, ci, ldc, nc, st); break;
+        }
+      }
+    }
+  }
+}
+
+void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda, const float* b,
+              std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
+  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, accumulate, nullptr);
+}
+
+void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda, const float* b,
+                   std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e) {
+  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, false, &e);
+}
+
+// ---------------------------------------------------------------------------------------------
+// dwconv3x3_row_f32: 4 output columns per vector, every column including the borders (the rows
+// are padded); stride 2 deinterleaves even/odd columns with vld2q. The main loop accumulates
+// eight vectors at once: two FMA pipes of four cycles' latency (Neoverse, Cortex-A7x) need
+// eight independent chains, and one chain would serialise all nine FMAs of a column. The
+// epilogue runs in registers: 9 weights, 4 epilogue constants and 8 accumulators fit the 32.
+
+// acc += the three taps of one padded row r (already offset to the vector's first column).
+template <int S>
+inline float32x4_t dw_taps(const float* r, const float32x4_t* w3, float32x4_t acc) {
+  if constexpr (S == 1) {
+    acc = vfmaq_f32(acc, w3[0], vld1q_f32(r));
+    acc = vfmaq_f32(acc, w3[1], vld1q_f32(r + 1));
+    return vfmaq_f32(acc, w3[2], vld1q_f32(r + 2));
+  }
+  // Columns 2i, 2i + 1 and 2i + 2 of four outputs: reads up to r[9], inside the padded row.
+  const float32x4x2_t c01 = vld2q_f32(r), c23 = vld2q_f32(r + 2);
+  acc = vfmaq_f32(acc, w3[0], c01.val[0]);
+  acc = vfmaq_f32(acc, w3[1], c01.val[1]);
+  return vfmaq_f32(acc, w3[2], c23.val[0]);
+}
+
+// U vectors of output columns from ox on; the last store keeps to out_w.
+template <int S, int U>
+inline void dw_block(const float* const* rows, const float32x4_t* wv, const ActVec& act, int ox, float* d,
+                     int out_w) {
+  float32x4_t acc[U];
+  for (int u = 0; u < U; ++u) acc[u] = vdupq_n_f32(0.0f);
+  for (int ky = 0; ky < 3; ++ky) {
+    if (!rows[ky]) continue;
+    const float* r = rows[ky] + S * ox;
+    for (int u = 0; u < U; ++u) acc[u] = dw_taps<S>(r + S * 4 * u, wv + 3 * ky, acc[u]);
+  }
+  for (int u = 0; u < U; ++u) {
+    const int col = ox + 4 * u;
+    store_upto4(d + col, act(acc[u]), static_cast<std::size_t>(out_w - col));
+  }
+}
+
+template <int S>
+void dw_row(const float* const* rows, const float32x4_t* wv, const ActVec& act, float* d, int out_w) {
+  int ox = 0;
+  for (; ox + 32 <= out_w; ox += 32) dw_block<S, 8>(rows, wv, act, ox, d, out_w);
+  for (; ox < out_w; ox += 4) dw_block<S, 1>(rows, wv, act, ox, d, out_w);
+}
+
+void dwconv3x3_row_f32(const float* const* rows, const float* w, int stride, float* dst, int out_w,
+                       const BiasActParams& p) {
+  float32x4_t wv[9];
+  for (int t = 0; t < 9; ++t) wv[t] = vdupq_n_f32(w[t]);
+  const ActVec act(p);
+  if (stride == 1) dw_row<1>(rows, wv, act, dst, out_w);
+  else dw_row<2>(rows, wv, act, dst, out_w);
+}
+
 }  // namespace
 
 void fill_neon(KernelTable* t) {
@@ -516,6 +763,10 @@ void fill_neon(KernelTable* t) {
   t->warp_affine_u8 = warp_affine_u8;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->gemm_f32 = gemm_f32;
+  t->conv_gemm_f32 = conv_gemm_f32;
+  t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
+  t->bias_act_f32 = bias_act_f32;
 }
 
 }  // namespace picoface

@@ -574,7 +574,9 @@ void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
 // 8 KiB on the stack, so it stays in L1 while every 8-row tile of A sweeps it). The 8x8
 // register tile holds 16 accumulators; A is read in place, one 4-float load per row covering
 // four k steps, each step an FMA by lane (vfmaq_laneq_f32) against two panel loads: 16 + 8 + 2
-// of the 32 vector registers.
+// of the 32 vector registers. The loops over the tile's rows are unrolled by pragma: GCC
+// scalarises the accumulator arrays into registers only once those loops are gone (otherwise
+// it stores all 16 accumulators to the stack every k step).
 
 constexpr std::size_t kGemmNr = 8;
 constexpr std::size_t kGemmMr = 8;
@@ -593,6 +595,7 @@ void pack_panel8(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t
 template <int MR, int Q>
 inline void gemm_step(const float* bp, const float32x4_t* av, float32x4_t* lo, float32x4_t* hi) {
   const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4);
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     lo[r] = vfmaq_laneq_f32(lo[r], b0, av[r], Q);
     hi[r] = vfmaq_laneq_f32(hi[r], b1, av[r], Q);
@@ -627,6 +630,7 @@ void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* 
                std::size_t nc, const TileStore& st) {
   float32x4_t lo[MR], hi[MR];
   const float* ar[MR];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     lo[r] = hi[r] = vdupq_n_f32(0.0f);
     ar[r] = a + r * lda;
@@ -635,6 +639,7 @@ void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* 
   std::size_t p = 0;
   for (; p + 4 <= kc; p += 4, bp += 4 * kGemmNr) {
     float32x4_t av[MR];  // lane q of av[r] is A[r][p + q]
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) av[r] = vld1q_f32(ar[r] + p);
     gemm_step<MR, 0>(bp, av, lo, hi);
     gemm_step<MR, 1>(bp + kGemmNr, av, lo, hi);
@@ -643,9 +648,11 @@ void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* 
   }
   for (; p < kc; ++p, bp += kGemmNr) {
     float32x4_t av[MR];
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) av[r] = vld1q_dup_f32(ar[r] + p);
     gemm_step<MR, 0>(bp, av, lo, hi);
   }
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) store_row8(c + r * ldc, lo[r], hi[r], nc, st, r);
 }
 
@@ -754,6 +761,145 @@ void dwconv3x3_row_f32(const float* const* rows, const float* w, int stride, flo
   else dw_row<2>(rows, wv, act, dst, out_w);
 }
 
+// ---------------------------------------------------------------------------------------------
+// conv3x3_f32: the output is swept in chunks of kC3Chunk columns. Within a chunk every input
+// row a tap needs is copied once into a zero-padded stack row (deinterleaved into even and odd
+// columns at stride 2) and kept in a 3-row ring per channel while the output rows advance, so
+// each tap of a 16-column tile is four unaligned loads with no border test. The register tile
+// is MB output channels x 16 columns: 4*MB accumulators (24 at MB = 6), four loads and MB
+// weight broadcasts per tap.
+
+constexpr int kC3Chunk = 256;           // output columns per chunk, a multiple of 16
+constexpr int kC3Half = kC3Chunk + 16;  // floats per even / odd half of a padded row
+
+// Padded copy of input row `row` for the chunk of ncr (a multiple of 16) output columns from
+// x0: with Q[j] = row[x0*stride - 1 + j] (zero outside the row), stride 1 stores buf[j] = Q[j]
+// for j < ncr + 2; stride 2 stores buf[i] = Q[2i] and buf[kC3Half + i] = Q[2i + 1] for i <= ncr.
+void c3_fill(const float* row, int in_w, int x0, int ncr, int stride, float* buf) {
+  const int base = x0 * stride - 1;
+  auto q = [&](int j) {
+    const int ix = base + j;
+    return ix >= 0 && ix < in_w ? row[ix] : 0.0f;
+  };
+  if (stride == 1) {
+    for (int j = 0; j < ncr + 2;) {
+      if (base + j >= 0 && base + j + 4 <= in_w && j + 4 <= ncr + 2) {
+        vst1q_f32(buf + j, vld1q_f32(row + base + j));
+        j += 4;
+      } else {
+        buf[j] = q(j);
+        ++j;
+      }
+    }
+    return;
+  }
+  for (int i = 0; i <= ncr;) {
+    if (base + 2 * i >= 0 && base + 2 * i + 8 <= in_w && i + 4 <= ncr + 1) {
+      const float32x4x2_t eo = vld2q_f32(row + base + 2 * i);
+      vst1q_f32(buf + i, eo.val[0]);
+      vst1q_f32(buf + kC3Half + i, eo.val[1]);
+      i += 4;
+    } else {
+      buf[i] = q(2 * i);
+      buf[kC3Half + i] = q(2 * i + 1);
+      ++i;
+    }
+  }
+}
+
+// The taps of one output row: tap t reads 16 columns at tap[t] + i0 and weight w[widx[t]].
+struct C3Taps {
+  const float* tap[kConv3x3MaxInChannels * 9];
+  int widx[kConv3x3MaxInChannels * 9];
+  int n = 0;
+};
+
+// Output channels m0..m0+MB-1, columns [i0, i0 + count) of the chunk (count <= 16); out points
+// at column 0 of the chunk in channel m0's output row. Row loops unrolled as in gemm_tile.
+template <int MB>
+inline void c3_tile(const C3Taps& t, int i0, int count, const float* w, int wstride, float* out,
+                    std::ptrdiff_t out_plane, int m0, const RowBiasAct& e) {
+  float32x4_t acc[MB][4];
+#pragma GCC unroll 6
+  for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = vdupq_n_f32(0.0f);
+  for (int k = 0; k < t.n; ++k) {
+    const float* x = t.tap[k] + i0;
+    const float32x4_t x0 = vld1q_f32(x), x1 = vld1q_f32(x + 4), x2 = vld1q_f32(x + 8), x3 = vld1q_f32(x + 12);
+    const float* wk = w + t.widx[k];
+#pragma GCC unroll 6
+    for (int m = 0; m < MB; ++m) {
+      const float32x4_t wv = vld1q_dup_f32(wk + m * wstride);
+      acc[m][0] = vfmaq_f32(acc[m][0], wv, x0);
+      acc[m][1] = vfmaq_f32(acc[m][1], wv, x1);
+      acc[m][2] = vfmaq_f32(acc[m][2], wv, x2);
+      acc[m][3] = vfmaq_f32(acc[m][3], wv, x3);
+    }
+  }
+#pragma GCC unroll 6
+  for (int m = 0; m < MB; ++m) {
+    const ActVec act(row_act(e, static_cast<std::size_t>(m0 + m)));
+    float* d = out + m * out_plane + i0;
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const int left = count - 4 * v;
+      if (left > 0) store_upto4(d + 4 * v, act(acc[m][v]), static_cast<std::size_t>(left));
+    }
+  }
+}
+
+template <int MB>
+void c3_block(const C3Taps& t, int nc, const float* w, int wstride, float* out, std::ptrdiff_t out_plane, int m0,
+              const RowBiasAct& e) {
+  for (int i0 = 0; i0 < nc; i0 += 16) c3_tile<MB>(t, i0, std::min(16, nc - i0), w, wstride, out, out_plane, m0, e);
+}
+
+void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, int cout, int stride, float* dst,
+                 int out_h, int out_w, const RowBiasAct& e) {
+  alignas(16) float rows[kConv3x3MaxInChannels][3][2 * kC3Half];
+  const std::ptrdiff_t in_plane = static_cast<std::ptrdiff_t>(in_h) * in_w;
+  const std::ptrdiff_t out_plane = static_cast<std::ptrdiff_t>(out_h) * out_w;
+  const int wstride = cin * 9;
+  const int offs[2][3] = {{0, 1, 2}, {0, kC3Half, 1}};  // kx -> offset in a padded row
+  for (int x0 = 0; x0 < out_w; x0 += kC3Chunk) {
+    const int nc = std::min(kC3Chunk, out_w - x0), ncr = (nc + 15) & ~15;
+    int tag[3] = {-1, -1, -1};  // input row held by each ring slot
+    for (int oy = 0; oy < out_h; ++oy) {
+      C3Taps t;
+      for (int c = 0; c < cin; ++c) {
+        for (int ky = 0; ky < 3; ++ky) {
+          const int iy = oy * stride - 1 + ky;
+          if (iy < 0 || iy >= in_h) continue;
+          const int slot = iy % 3;
+          if (tag[slot] != iy) {
+            for (int cc = 0; cc < cin; ++cc) {
+              c3_fill(src + cc * in_plane + static_cast<std::ptrdiff_t>(iy) * in_w, in_w, x0, ncr, stride,
+                      rows[cc][slot]);
+            }
+            tag[slot] = iy;
+          }
+          for (int kx = 0; kx < 3; ++kx) {
+            t.tap[t.n] = rows[c][slot] + offs[stride - 1][kx];
+            t.widx[t.n] = (c * 3 + ky) * 3 + kx;
+            ++t.n;
+          }
+        }
+      }
+      float* out = dst + static_cast<std::ptrdiff_t>(oy) * out_w + x0;
+      int m0 = 0;
+      for (; m0 + 6 <= cout; m0 += 6) c3_block<6>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+      if (cout - m0 >= 4) {
+        c3_block<4>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+        m0 += 4;
+      }
+      if (cout - m0 >= 2) {
+        c3_block<2>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+        m0 += 2;
+      }
+      if (cout - m0 >= 1) c3_block<1>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+    }
+  }
+}
+
 }  // namespace
 
 void fill_neon(KernelTable* t) {
@@ -766,6 +912,7 @@ void fill_neon(KernelTable* t) {
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
+  t->conv3x3_f32 = conv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
 }
 

@@ -515,18 +515,27 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
 // the reference's compare-selects, so it is bit-identical on any sum it is given.
 
 // Loads / stores the first n (0..4) floats of a vector without touching memory past p[n-1];
-// missing lanes load as zero.
+// missing lanes load as zero. Lane moves rather than memcpy: a library call in a tile's store
+// would make the register allocator keep the other rows' accumulators in memory.
 inline float32x4_t load_upto4(const float* p, std::size_t n) {
   if (n >= 4) return vld1q_f32(p);
-  float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  std::memcpy(t, p, n * sizeof(float));
-  return vld1q_f32(t);
+  float32x4_t v = vdupq_n_f32(0.0f);
+  switch (n) {
+    case 3: v = vld1q_lane_f32(p + 2, v, 2); [[fallthrough]];
+    case 2: v = vld1q_lane_f32(p + 1, v, 1); [[fallthrough]];
+    case 1: v = vld1q_lane_f32(p, v, 0); break;
+    default: break;
+  }
+  return v;
 }
 inline void store_upto4(float* p, float32x4_t v, std::size_t n) {
   if (n >= 4) return vst1q_f32(p, v);
-  float t[4];
-  vst1q_f32(t, v);
-  std::memcpy(p, t, n * sizeof(float));
+  if (n & 2) {
+    vst1_f32(p, vget_low_f32(v));
+    p += 2;
+    v = vextq_f32(v, v, 2);
+  }
+  if (n & 1) vst1q_lane_f32(p, v, 0);
 }
 
 // The bias_act_f32 step on one vector: the reference's compare-selects in its order. FMAX /
@@ -766,8 +775,9 @@ void dwconv3x3_row_f32(const float* const* rows, const float* w, int stride, flo
 // row a tap needs is copied once into a zero-padded stack row (deinterleaved into even and odd
 // columns at stride 2) and kept in a 3-row ring per channel while the output rows advance, so
 // each tap of a 16-column tile is four unaligned loads with no border test. The register tile
-// is MB output channels x 16 columns: 4*MB accumulators (24 at MB = 6), four loads and MB
-// weight broadcasts per tap.
+// is MB (at most 4) output channels x 16 columns: 4*MB accumulators, four loads and MB weight
+// broadcasts per tap. MB = 6 would not fit: its 24 accumulators, 4 columns and 6 weights
+// exceed the 32 registers and GCC keeps three accumulators in memory.
 
 constexpr int kC3Chunk = 256;           // output columns per chunk, a multiple of 16
 constexpr int kC3Half = kC3Chunk + 16;  // floats per even / odd half of a padded row
@@ -820,13 +830,13 @@ template <int MB>
 inline void c3_tile(const C3Taps& t, int i0, int count, const float* w, int wstride, float* out,
                     std::ptrdiff_t out_plane, int m0, const RowBiasAct& e) {
   float32x4_t acc[MB][4];
-#pragma GCC unroll 6
+#pragma GCC unroll 4
   for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = vdupq_n_f32(0.0f);
   for (int k = 0; k < t.n; ++k) {
     const float* x = t.tap[k] + i0;
     const float32x4_t x0 = vld1q_f32(x), x1 = vld1q_f32(x + 4), x2 = vld1q_f32(x + 8), x3 = vld1q_f32(x + 12);
     const float* wk = w + t.widx[k];
-#pragma GCC unroll 6
+#pragma GCC unroll 4
     for (int m = 0; m < MB; ++m) {
       const float32x4_t wv = vld1q_dup_f32(wk + m * wstride);
       acc[m][0] = vfmaq_f32(acc[m][0], wv, x0);
@@ -835,7 +845,7 @@ inline void c3_tile(const C3Taps& t, int i0, int count, const float* w, int wstr
       acc[m][3] = vfmaq_f32(acc[m][3], wv, x3);
     }
   }
-#pragma GCC unroll 6
+#pragma GCC unroll 4
   for (int m = 0; m < MB; ++m) {
     const ActVec act(row_act(e, static_cast<std::size_t>(m0 + m)));
     float* d = out + m * out_plane + i0;
@@ -886,11 +896,7 @@ void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, 
       }
       float* out = dst + static_cast<std::ptrdiff_t>(oy) * out_w + x0;
       int m0 = 0;
-      for (; m0 + 6 <= cout; m0 += 6) c3_block<6>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-      if (cout - m0 >= 4) {
-        c3_block<4>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-        m0 += 4;
-      }
+      for (; m0 + 4 <= cout; m0 += 4) c3_block<4>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
       if (cout - m0 >= 2) {
         c3_block<2>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
         m0 += 2;

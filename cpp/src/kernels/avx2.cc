@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "gemm_driver.h"
 #include "isa_fill.h"
 #include "scalar_pixels.h"
 
@@ -739,14 +740,6 @@ void pack_panel16(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_
     hi##r = _mm256_fmadd_ps(av, b1, hi##r);                         \
   }
 
-// How a tile's rows leave the registers: plain store, add to C, or the conv epilogue (row
-// `row0 + r` of the RowBiasAct).
-struct TileStore {
-  bool load_c = false;
-  const RowBiasAct* epi = nullptr;
-  std::size_t row0 = 0;
-};
-
 inline void store_row16(float* cr, __m256 lo, __m256 hi, std::size_t nc, const TileStore& st, int r) {
   if (st.load_c) {
     if (nc == kGemmNr) {
@@ -809,61 +802,28 @@ inline void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const 
 
 #undef PICOFACE_GEMM_ROW
 
-// Shared by gemm_f32 and conv_gemm_f32: `epi` (or null) finishes the last k block.
-void gemm_blocked(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
-                  const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
-                  const RowBiasAct* epi) {
-  if (k == 0) {
-    for (std::size_t i = 0; i < m; ++i) {
-      float* cr = c + static_cast<std::ptrdiff_t>(i) * ldc;
-      if (!accumulate) {
-        for (std::size_t j = 0; j < n; ++j) cr[j] = 0.0f;
-      }
-      if (epi) {
-        BiasActParams p;
-        p.bias = epi->bias ? epi->bias[i] : 0.0f;
-        p.neg_slope = epi->slopes ? epi->slopes[i] : epi->neg_slope;
-        p.lo = epi->lo;
-        p.hi = epi->hi;
-        bias_act_f32(cr, n, p);
-      }
-    }
-    return;
+// gemm_driver.h's view of the 6x16 tile.
+struct Avx2Tile {
+  static constexpr std::size_t kMr = kGemmMr, kNr = kGemmNr, kKc = kGemmKc;
+  static void pack(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, float* panel) {
+    pack_panel16(b, ldb, kc, nc, panel);
   }
-  alignas(64) float panel[kGemmKc * kGemmNr];
-  for (std::size_t k0 = 0; k0 < k; k0 += kGemmKc) {
-    const std::size_t kc = k - k0 < kGemmKc ? k - k0 : kGemmKc;
-    TileStore st;
-    st.load_c = accumulate || k0 > 0;
-    st.epi = k0 + kc == k ? epi : nullptr;
-    for (std::size_t j0 = 0; j0 < n; j0 += kGemmNr) {
-      const std::size_t nc = n - j0 < kGemmNr ? n - j0 : kGemmNr;
-      pack_panel16(b + static_cast<std::ptrdiff_t>(k0) * ldb + j0, ldb, kc, nc, panel);
-      for (std::size_t i0 = 0; i0 < m; i0 += kGemmMr) {
-        const float* ai = a + static_cast<std::ptrdiff_t>(i0) * lda + k0;
-        float* ci = c + static_cast<std::ptrdiff_t>(i0) * ldc + j0;
-        st.row0 = i0;
-        switch (m - i0 < kGemmMr ? m - i0 : kGemmMr) {
-          case 1: gemm_tile<1>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 2: gemm_tile<2>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 3: gemm_tile<3>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 4: gemm_tile<4>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 5: gemm_tile<5>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          default: gemm_tile<6>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-        }
-      }
-    }
+  template <int MR>
+  static void tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                   std::ptrdiff_t ldc, std::size_t nc, const TileStore& st) {
+    gemm_tile<MR>(kc, a, lda, panel, c, ldc, nc, st);
   }
-}
+  static void bias_act(float* x, std::size_t n, const BiasActParams& p) { bias_act_f32(x, n, p); }
+};
 
 void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
               const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
-  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, accumulate, nullptr);
+  gemm_blocked<Avx2Tile>(m, n, k, a, lda, b, ldb, c, ldc, accumulate, nullptr);
 }
 
 void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
                    const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e) {
-  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, false, &e);
+  gemm_blocked<Avx2Tile>(m, n, k, a, lda, b, ldb, c, ldc, false, &e);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,15 +1,19 @@
 // Advanced SIMD (NEON) kernels, the AArch64 baseline. Compiled with -march=armv8-a and
-// -ffp-contract=off: every float result below is computed with the same operations in the
-// same order as the scalar reference (separate multiply and add, no FMA), so resample, blend,
-// pack and warp (whose taps are then blended in integers) are bit-exact with it; only dot_f32
-// reassociates. Accumulators start from +0 as the reference's do, which also reproduces its
-// signed zeros.
+// -ffp-contract=off: the preprocessing kernels compute every float result with the same
+// operations in the same order as the scalar reference (separate multiply and add, no FMA), so
+// resample, blend, pack and warp (whose taps are then blended in integers) are bit-exact with
+// it; accumulators start from +0 as the reference's do, which also reproduces its signed
+// zeros. dot_f32 and the convolution kernels (gemm, conv_gemm, dwconv, conv3x3) fuse and
+// reassociate with explicit FMA intrinsics, as kernels.h allows; their bias + activation
+// epilogue is bit-identical to the reference's.
 #include <arm_neon.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "gemm_driver.h"
 #include "isa_fill.h"
 #include "scalar_pixels.h"
 
@@ -507,6 +511,358 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return sum;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Convolution kernels. These fuse (FMA) and reassociate as kernels.h allows; the epilogue is
+// the reference's compare-selects, so it is bit-identical on any sum it is given.
+
+// Loads / stores the first n (0..4) floats of a vector without touching memory past p[n-1];
+// missing lanes load as zero. Lane moves rather than memcpy: a library call in a tile's store
+// would make the register allocator keep the other rows' accumulators in memory.
+inline float32x4_t load_upto4(const float* p, std::size_t n) {
+  if (n >= 4) return vld1q_f32(p);
+  float32x4_t v = vdupq_n_f32(0.0f);
+  switch (n) {
+    case 3: v = vld1q_lane_f32(p + 2, v, 2); [[fallthrough]];
+    case 2: v = vld1q_lane_f32(p + 1, v, 1); [[fallthrough]];
+    case 1: v = vld1q_lane_f32(p, v, 0); break;
+    default: break;
+  }
+  return v;
+}
+inline void store_upto4(float* p, float32x4_t v, std::size_t n) {
+  if (n >= 4) return vst1q_f32(p, v);
+  if (n & 2) {
+    vst1_f32(p, vget_low_f32(v));
+    p += 2;
+    v = vextq_f32(v, v, 2);
+  }
+  if (n & 1) vst1q_lane_f32(p, v, 0);
+}
+
+// The bias_act_f32 step on one vector: the reference's compare-selects in its order. FMAX /
+// FMIN would not do: they return NaN for a NaN operand and +0 for max(-0, +0), where the
+// reference keeps y in both cases.
+struct ActVec {
+  float32x4_t bias, slope, lo, hi;
+  explicit ActVec(const BiasActParams& p)
+      : bias(vdupq_n_f32(p.bias)), slope(vdupq_n_f32(p.neg_slope)), lo(vdupq_n_f32(p.lo)), hi(vdupq_n_f32(p.hi)) {}
+  float32x4_t operator()(float32x4_t x) const {
+    float32x4_t y = vaddq_f32(x, bias);
+    y = vbslq_f32(vcltzq_f32(y), vmulq_f32(y, slope), y);
+    y = vbslq_f32(vcltq_f32(y, lo), lo, y);
+    return vbslq_f32(vcltq_f32(hi, y), hi, y);
+  }
+};
+
+void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
+  const ActVec act(p);
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const float32x4_t v0 = vld1q_f32(x + i), v1 = vld1q_f32(x + i + 4);
+    const float32x4_t v2 = vld1q_f32(x + i + 8), v3 = vld1q_f32(x + i + 12);
+    vst1q_f32(x + i, act(v0));
+    vst1q_f32(x + i + 4, act(v1));
+    vst1q_f32(x + i + 8, act(v2));
+    vst1q_f32(x + i + 12, act(v3));
+  }
+  // The tail goes through the same vector step (lane-wise, so bit-identical) on a copy.
+  for (; i < n; i += 4) store_upto4(x + i, act(load_upto4(x + i, n - i)), n - i);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm_f32: B is packed one 8-column panel at a time (kKc rows deep, zero-padded on the right,
+// 8 KiB on the stack, so it stays in L1 while every 8-row tile of A sweeps it). The 8x8
+// register tile holds 16 accumulators; A is read in place, one 4-float load per row covering
+// four k steps, each step an FMA by lane (vfmaq_laneq_f32) against two panel loads: 16 + 8 + 2
+// of the 32 vector registers. The loops over the tile's rows are unrolled by pragma: GCC
+// scalarises the accumulator arrays into registers only once those loops are gone (otherwise
+// it stores all 16 accumulators to the stack every k step).
+
+constexpr std::size_t kGemmNr = 8;
+constexpr std::size_t kGemmMr = 8;
+constexpr std::size_t kGemmKc = 256;
+
+void pack_panel8(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, float* panel) {
+  const std::size_t n0 = nc < 4 ? nc : 4, n1 = nc - n0;
+  for (std::size_t p = 0; p < kc; ++p) {
+    const float* row = b + static_cast<std::ptrdiff_t>(p) * ldb;
+    vst1q_f32(panel + p * kGemmNr, load_upto4(row, n0));
+    vst1q_f32(panel + p * kGemmNr + 4, load_upto4(row + 4, n1));
+  }
+}
+
+// One k step of an MR-row tile: panel row bp times lane Q of each row's A vector.
+template <int MR, int Q>
+inline void gemm_step(const float* bp, const float32x4_t* av, float32x4_t* lo, float32x4_t* hi) {
+  const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4);
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    lo[r] = vfmaq_laneq_f32(lo[r], b0, av[r], Q);
+    hi[r] = vfmaq_laneq_f32(hi[r], b1, av[r], Q);
+  }
+}
+
+inline void store_row8(float* cr, float32x4_t lo, float32x4_t hi, std::size_t nc, const TileStore& st, int r) {
+  const std::size_t n0 = nc < 4 ? nc : 4, n1 = nc - n0;
+  if (st.load_c) {
+    lo = vaddq_f32(lo, load_upto4(cr, n0));
+    hi = vaddq_f32(hi, load_upto4(cr + 4, n1));
+  }
+  if (st.epi) {
+    const ActVec act(row_act(*st.epi, st.row0 + static_cast<std::size_t>(r)));
+    lo = act(lo);
+    hi = act(hi);
+  }
+  store_upto4(cr, lo, n0);
+  store_upto4(cr + 4, hi, n1);
+}
+
+template <int MR>
+void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c, std::ptrdiff_t ldc,
+               std::size_t nc, const TileStore& st) {
+  float32x4_t lo[MR], hi[MR];
+  const float* ar[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    lo[r] = hi[r] = vdupq_n_f32(0.0f);
+    ar[r] = a + r * lda;
+  }
+  const float* bp = panel;
+  std::size_t p = 0;
+  for (; p + 4 <= kc; p += 4, bp += 4 * kGemmNr) {
+    float32x4_t av[MR];  // lane q of av[r] is A[r][p + q]
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) av[r] = vld1q_f32(ar[r] + p);
+    gemm_step<MR, 0>(bp, av, lo, hi);
+    gemm_step<MR, 1>(bp + kGemmNr, av, lo, hi);
+    gemm_step<MR, 2>(bp + 2 * kGemmNr, av, lo, hi);
+    gemm_step<MR, 3>(bp + 3 * kGemmNr, av, lo, hi);
+  }
+  for (; p < kc; ++p, bp += kGemmNr) {
+    float32x4_t av[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) av[r] = vld1q_dup_f32(ar[r] + p);
+    gemm_step<MR, 0>(bp, av, lo, hi);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) store_row8(c + r * ldc, lo[r], hi[r], nc, st, r);
+}
+
+// gemm_driver.h's view of the 8x8 tile.
+struct NeonTile {
+  static constexpr std::size_t kMr = kGemmMr, kNr = kGemmNr, kKc = kGemmKc;
+  static void pack(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, float* panel) {
+    pack_panel8(b, ldb, kc, nc, panel);
+  }
+  template <int MR>
+  static void tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                   std::ptrdiff_t ldc, std::size_t nc, const TileStore& st) {
+    gemm_tile<MR>(kc, a, lda, panel, c, ldc, nc, st);
+  }
+  static void bias_act(float* x, std::size_t n, const BiasActParams& p) { bias_act_f32(x, n, p); }
+};
+
+void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda, const float* b,
+              std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
+  gemm_blocked<NeonTile>(m, n, k, a, lda, b, ldb, c, ldc, accumulate, nullptr);
+}
+
+void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda, const float* b,
+                   std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e) {
+  gemm_blocked<NeonTile>(m, n, k, a, lda, b, ldb, c, ldc, false, &e);
+}
+
+// ---------------------------------------------------------------------------------------------
+// dwconv3x3_row_f32: 4 output columns per vector, every column including the borders (the rows
+// are padded); stride 2 deinterleaves even/odd columns with vld2q. The main loop accumulates
+// eight vectors at once: two FMA pipes of four cycles' latency (Neoverse, Cortex-A7x) need
+// eight independent chains, and one chain would serialise all nine FMAs of a column. The
+// epilogue runs in registers: 9 weights, 4 epilogue constants and 8 accumulators fit the 32.
+
+// acc += the three taps of one padded row r (already offset to the vector's first column).
+template <int S>
+inline float32x4_t dw_taps(const float* r, const float32x4_t* w3, float32x4_t acc) {
+  if constexpr (S == 1) {
+    acc = vfmaq_f32(acc, w3[0], vld1q_f32(r));
+    acc = vfmaq_f32(acc, w3[1], vld1q_f32(r + 1));
+    return vfmaq_f32(acc, w3[2], vld1q_f32(r + 2));
+  }
+  // Columns 2i, 2i + 1 and 2i + 2 of four outputs: reads up to r[9], inside the padded row.
+  const float32x4x2_t c01 = vld2q_f32(r), c23 = vld2q_f32(r + 2);
+  acc = vfmaq_f32(acc, w3[0], c01.val[0]);
+  acc = vfmaq_f32(acc, w3[1], c01.val[1]);
+  return vfmaq_f32(acc, w3[2], c23.val[0]);
+}
+
+// U vectors of output columns from ox on; the last store keeps to out_w.
+template <int S, int U>
+inline void dw_block(const float* const* rows, const float32x4_t* wv, const ActVec& act, int ox, float* d,
+                     int out_w) {
+  float32x4_t acc[U];
+  for (int u = 0; u < U; ++u) acc[u] = vdupq_n_f32(0.0f);
+  for (int ky = 0; ky < 3; ++ky) {
+    if (!rows[ky]) continue;
+    const float* r = rows[ky] + S * ox;
+    for (int u = 0; u < U; ++u) acc[u] = dw_taps<S>(r + S * 4 * u, wv + 3 * ky, acc[u]);
+  }
+  for (int u = 0; u < U; ++u) {
+    const int col = ox + 4 * u;
+    store_upto4(d + col, act(acc[u]), static_cast<std::size_t>(out_w - col));
+  }
+}
+
+template <int S>
+void dw_row(const float* const* rows, const float32x4_t* wv, const ActVec& act, float* d, int out_w) {
+  int ox = 0;
+  for (; ox + 32 <= out_w; ox += 32) dw_block<S, 8>(rows, wv, act, ox, d, out_w);
+  for (; ox < out_w; ox += 4) dw_block<S, 1>(rows, wv, act, ox, d, out_w);
+}
+
+void dwconv3x3_row_f32(const float* const* rows, const float* w, int stride, float* dst, int out_w,
+                       const BiasActParams& p) {
+  float32x4_t wv[9];
+  for (int t = 0; t < 9; ++t) wv[t] = vdupq_n_f32(w[t]);
+  const ActVec act(p);
+  if (stride == 1) dw_row<1>(rows, wv, act, dst, out_w);
+  else dw_row<2>(rows, wv, act, dst, out_w);
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv3x3_f32: the output is swept in chunks of kC3Chunk columns. Within a chunk every input
+// row a tap needs is copied once into a zero-padded stack row (deinterleaved into even and odd
+// columns at stride 2) and kept in a 3-row ring per channel while the output rows advance, so
+// each tap of a 16-column tile is four unaligned loads with no border test. The register tile
+// is MB (at most 4) output channels x 16 columns: 4*MB accumulators, four loads and MB weight
+// broadcasts per tap. MB = 6 would not fit: its 24 accumulators, 4 columns and 6 weights
+// exceed the 32 registers and GCC keeps three accumulators in memory.
+
+constexpr int kC3Chunk = 256;           // output columns per chunk, a multiple of 16
+constexpr int kC3Half = kC3Chunk + 16;  // floats per even / odd half of a padded row
+
+// Padded copy of input row `row` for the chunk of ncr (a multiple of 16) output columns from
+// x0: with Q[j] = row[x0*stride - 1 + j] (zero outside the row), stride 1 stores buf[j] = Q[j]
+// for j < ncr + 2; stride 2 stores buf[i] = Q[2i] and buf[kC3Half + i] = Q[2i + 1] for i <= ncr.
+void c3_fill(const float* row, int in_w, int x0, int ncr, int stride, float* buf) {
+  const int base = x0 * stride - 1;
+  auto q = [&](int j) {
+    const int ix = base + j;
+    return ix >= 0 && ix < in_w ? row[ix] : 0.0f;
+  };
+  if (stride == 1) {
+    for (int j = 0; j < ncr + 2;) {
+      if (base + j >= 0 && base + j + 4 <= in_w && j + 4 <= ncr + 2) {
+        vst1q_f32(buf + j, vld1q_f32(row + base + j));
+        j += 4;
+      } else {
+        buf[j] = q(j);
+        ++j;
+      }
+    }
+    return;
+  }
+  for (int i = 0; i <= ncr;) {
+    if (base + 2 * i >= 0 && base + 2 * i + 8 <= in_w && i + 4 <= ncr + 1) {
+      const float32x4x2_t eo = vld2q_f32(row + base + 2 * i);
+      vst1q_f32(buf + i, eo.val[0]);
+      vst1q_f32(buf + kC3Half + i, eo.val[1]);
+      i += 4;
+    } else {
+      buf[i] = q(2 * i);
+      buf[kC3Half + i] = q(2 * i + 1);
+      ++i;
+    }
+  }
+}
+
+// The taps of one output row: tap t reads 16 columns at tap[t] + i0 and weight w[widx[t]].
+struct C3Taps {
+  const float* tap[kConv3x3MaxInChannels * 9];
+  int widx[kConv3x3MaxInChannels * 9];
+  int n = 0;
+};
+
+// Output channels m0..m0+MB-1, columns [i0, i0 + count) of the chunk (count <= 16); out points
+// at column 0 of the chunk in channel m0's output row. Row loops unrolled as in gemm_tile.
+template <int MB>
+inline void c3_tile(const C3Taps& t, int i0, int count, const float* w, int wstride, float* out,
+                    std::ptrdiff_t out_plane, int m0, const RowBiasAct& e) {
+  float32x4_t acc[MB][4];
+#pragma GCC unroll 4
+  for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = vdupq_n_f32(0.0f);
+  for (int k = 0; k < t.n; ++k) {
+    const float* x = t.tap[k] + i0;
+    const float32x4_t x0 = vld1q_f32(x), x1 = vld1q_f32(x + 4), x2 = vld1q_f32(x + 8), x3 = vld1q_f32(x + 12);
+    const float* wk = w + t.widx[k];
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; ++m) {
+      const float32x4_t wv = vld1q_dup_f32(wk + m * wstride);
+      acc[m][0] = vfmaq_f32(acc[m][0], wv, x0);
+      acc[m][1] = vfmaq_f32(acc[m][1], wv, x1);
+      acc[m][2] = vfmaq_f32(acc[m][2], wv, x2);
+      acc[m][3] = vfmaq_f32(acc[m][3], wv, x3);
+    }
+  }
+#pragma GCC unroll 4
+  for (int m = 0; m < MB; ++m) {
+    const ActVec act(row_act(e, static_cast<std::size_t>(m0 + m)));
+    float* d = out + m * out_plane + i0;
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const int left = count - 4 * v;
+      if (left > 0) store_upto4(d + 4 * v, act(acc[m][v]), static_cast<std::size_t>(left));
+    }
+  }
+}
+
+template <int MB>
+void c3_block(const C3Taps& t, int nc, const float* w, int wstride, float* out, std::ptrdiff_t out_plane, int m0,
+              const RowBiasAct& e) {
+  for (int i0 = 0; i0 < nc; i0 += 16) c3_tile<MB>(t, i0, std::min(16, nc - i0), w, wstride, out, out_plane, m0, e);
+}
+
+void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, int cout, int stride, float* dst,
+                 int out_h, int out_w, const RowBiasAct& e) {
+  alignas(16) float rows[kConv3x3MaxInChannels][3][2 * kC3Half];
+  const std::ptrdiff_t in_plane = static_cast<std::ptrdiff_t>(in_h) * in_w;
+  const std::ptrdiff_t out_plane = static_cast<std::ptrdiff_t>(out_h) * out_w;
+  const int wstride = cin * 9;
+  const int offs[2][3] = {{0, 1, 2}, {0, kC3Half, 1}};  // kx -> offset in a padded row
+  for (int x0 = 0; x0 < out_w; x0 += kC3Chunk) {
+    const int nc = std::min(kC3Chunk, out_w - x0), ncr = (nc + 15) & ~15;
+    int tag[3] = {-1, -1, -1};  // input row held by each ring slot
+    for (int oy = 0; oy < out_h; ++oy) {
+      C3Taps t;
+      for (int c = 0; c < cin; ++c) {
+        for (int ky = 0; ky < 3; ++ky) {
+          const int iy = oy * stride - 1 + ky;
+          if (iy < 0 || iy >= in_h) continue;
+          const int slot = iy % 3;
+          if (tag[slot] != iy) {
+            for (int cc = 0; cc < cin; ++cc) {
+              c3_fill(src + cc * in_plane + static_cast<std::ptrdiff_t>(iy) * in_w, in_w, x0, ncr, stride,
+                      rows[cc][slot]);
+            }
+            tag[slot] = iy;
+          }
+          for (int kx = 0; kx < 3; ++kx) {
+            t.tap[t.n] = rows[c][slot] + offs[stride - 1][kx];
+            t.widx[t.n] = (c * 3 + ky) * 3 + kx;
+            ++t.n;
+          }
+        }
+      }
+      float* out = dst + static_cast<std::ptrdiff_t>(oy) * out_w + x0;
+      int m0 = 0;
+      for (; m0 + 4 <= cout; m0 += 4) c3_block<4>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+      if (cout - m0 >= 2) {
+        c3_block<2>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+        m0 += 2;
+      }
+      if (cout - m0 >= 1) c3_block<1>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
+    }
+  }
+}
+
 }  // namespace
 
 void fill_neon(KernelTable* t) {
@@ -516,6 +872,11 @@ void fill_neon(KernelTable* t) {
   t->warp_affine_u8 = warp_affine_u8;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->gemm_f32 = gemm_f32;
+  t->conv_gemm_f32 = conv_gemm_f32;
+  t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
+  t->conv3x3_f32 = conv3x3_f32;
+  t->bias_act_f32 = bias_act_f32;
 }
 
 }  // namespace picoface

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "gemm_driver.h"
 #include "isa_fill.h"
 
 namespace picoface {
@@ -200,11 +201,6 @@ inline __m512 bias_act16(__m512 x, __m512 bias, __m512 slope, __m512 lo, __m512 
   return _mm512_min_ps(hi, y);  // hi < y ? hi : y
 }
 
-struct TileStore {
-  bool load_c = false;
-  const RowBiasAct* epi = nullptr;
-  std::size_t row0 = 0;
-};
 
 inline void store_row32(float* cr, __m512 lo, __m512 hi, std::size_t nc, const TileStore& st, int r) {
   const bool full = nc == kGemmNr;
@@ -279,61 +275,38 @@ inline void gemm_tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const 
 #undef PICOFACE_GEMM_ROW
 #undef PICOFACE_GEMM_STORE
 
-void gemm_blocked(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
-                  const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
-                  const RowBiasAct* epi) {
-  if (k == 0) {
-    for (std::size_t i = 0; i < m; ++i) {
-      float* cr = c + static_cast<std::ptrdiff_t>(i) * ldc;
-      for (std::size_t j = 0; j < n; ++j) {
-        float y = accumulate ? cr[j] : 0.0f;
-        if (epi) {
-          y += epi->bias ? epi->bias[i] : 0.0f;
-          y = y < 0.0f ? y * (epi->slopes ? epi->slopes[i] : epi->neg_slope) : y;
-          y = y < epi->lo ? epi->lo : y;
-          y = epi->hi < y ? epi->hi : y;
-        }
-        cr[j] = y;
-      }
-    }
-    return;
-  }
-  alignas(64) float panel[kGemmKc * kGemmNr];
-  for (std::size_t k0 = 0; k0 < k; k0 += kGemmKc) {
-    const std::size_t kc = k - k0 < kGemmKc ? k - k0 : kGemmKc;
-    TileStore st;
-    st.load_c = accumulate || k0 > 0;
-    st.epi = k0 + kc == k ? epi : nullptr;
-    for (std::size_t j0 = 0; j0 < n; j0 += kGemmNr) {
-      const std::size_t nc = n - j0 < kGemmNr ? n - j0 : kGemmNr;
-      pack_panel32(b + static_cast<std::ptrdiff_t>(k0) * ldb + j0, ldb, kc, nc, panel);
-      for (std::size_t i0 = 0; i0 < m; i0 += kGemmMr) {
-        const float* ai = a + static_cast<std::ptrdiff_t>(i0) * lda + k0;
-        float* ci = c + static_cast<std::ptrdiff_t>(i0) * ldc + j0;
-        st.row0 = i0;
-        switch (m - i0 < kGemmMr ? m - i0 : kGemmMr) {
-          case 1: gemm_tile<1>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 2: gemm_tile<2>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 3: gemm_tile<3>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 4: gemm_tile<4>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 5: gemm_tile<5>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 6: gemm_tile<6>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          case 7: gemm_tile<7>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-          default: gemm_tile<8>(kc, ai, lda, panel, ci, ldc, nc, st); break;
-        }
-      }
-    }
+// bias_act_f32 at 16 lanes, the tail through masks.
+void bias_act_f32(float* x, std::size_t n, const BiasActParams& p) {
+  const __m512 bias = _mm512_set1_ps(p.bias), slope = _mm512_set1_ps(p.neg_slope), lo = _mm512_set1_ps(p.lo),
+               hi = _mm512_set1_ps(p.hi);
+  for (std::size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask16(static_cast<int>(n - i));
+    _mm512_mask_storeu_ps(x + i, m, bias_act16(_mm512_maskz_loadu_ps(m, x + i), bias, slope, lo, hi));
   }
 }
 
+// gemm_driver.h's view of the 8x32 tile.
+struct Avx512Tile {
+  static constexpr std::size_t kMr = kGemmMr, kNr = kGemmNr, kKc = kGemmKc;
+  static void pack(const float* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, float* panel) {
+    pack_panel32(b, ldb, kc, nc, panel);
+  }
+  template <int MR>
+  static void tile(std::size_t kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                   std::ptrdiff_t ldc, std::size_t nc, const TileStore& st) {
+    gemm_tile<MR>(kc, a, lda, panel, c, ldc, nc, st);
+  }
+  static void bias_act(float* x, std::size_t n, const BiasActParams& p) { bias_act_f32(x, n, p); }
+};
+
 void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
               const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
-  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, accumulate, nullptr);
+  gemm_blocked<Avx512Tile>(m, n, k, a, lda, b, ldb, c, ldc, accumulate, nullptr);
 }
 
 void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
                    const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, const RowBiasAct& e) {
-  gemm_blocked(m, n, k, a, lda, b, ldb, c, ldc, false, &e);
+  gemm_blocked<Avx512Tile>(m, n, k, a, lda, b, ldb, c, ldc, false, &e);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -546,6 +519,7 @@ void fill_avx512(KernelTable* t) {
   t->conv_gemm_f32 = conv_gemm_f32;
   t->conv3x3_f32 = conv3x3_f32;
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
+  t->bias_act_f32 = bias_act_f32;
 }
 
 }  // namespace picoface

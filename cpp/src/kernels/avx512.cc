@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "conv3x3_driver.h"
 #include "gemm_driver.h"
 #include "isa_fill.h"
 
@@ -310,8 +311,7 @@ void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, 
 }
 
 // ---------------------------------------------------------------------------------------
-// conv3x3_f32: the AVX2 kernel's scheme (a zero-padded 3-row ring per input channel and
-// chunk of kC3Chunk output columns, deinterleaved at stride 2) with an 8 x 32 register tile:
+// conv3x3_f32 (driver in conv3x3_driver.h) with an 8 x 32 register tile:
 // 8 output channels x 2 vectors of 16 columns, two loads, 8 weight broadcasts and 16 FMAs
 // per tap. Measured on the YuNet stem (3 -> 16, stride 2, 640x480) against 16 x 16, 16 x 32,
 // 12 x 32, 4 x 64, 6 x 64 and 8 x 64 tiles, it was the fastest by 5-40%: one broadcast
@@ -321,8 +321,6 @@ void conv_gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, 
 constexpr int kC3Mb = 8;                // output channels per register tile
 constexpr int kC3Nv = 2;                // 16-column vectors per register tile
 constexpr int kC3Cols = 16 * kC3Nv;     // output columns per register tile
-constexpr int kC3Chunk = 256;           // output columns per chunk, a multiple of kC3Cols
-constexpr int kC3Half = kC3Chunk + 16;  // floats per even / odd half of a padded row
 
 // Padded copy of input row `row` for the chunk of ncr (a multiple of kC3Cols) output columns from
 // x0: with Q[j] = row[x0*stride - 1 + j] (zero outside the row), stride 1 stores buf[j] = Q[j]
@@ -362,12 +360,6 @@ void c3_fill(const float* row, int in_w, int x0, int ncr, int stride, float* buf
 }
 
 // The taps of one output row: tap t reads 16 columns at tap[t] + i0 and weight w[widx[t]].
-struct C3Taps {
-  const float* tap[kConv3x3MaxInChannels * 9];
-  int widx[kConv3x3MaxInChannels * 9];
-  int n = 0;
-};
-
 // Output channels m0..m0+MB-1, columns [i0, i0 + count) of the chunk (count <= 16*NV); out
 // points at column 0 of the chunk in channel m0's output row.
 template <int MB, int NV>
@@ -406,53 +398,22 @@ void c3_block(const C3Taps& t, int nc, const float* w, int wstride, float* out, 
   }
 }
 
+// conv3x3_driver.h's view of the register tiles.
+struct Avx512Conv3x3 {
+  static constexpr int kMb = kC3Mb, kCols = kC3Cols;
+  static void fill(const float* row, int in_w, int x0, int ncr, int stride, float* buf) {
+    c3_fill(row, in_w, x0, ncr, stride, buf);
+  }
+  template <int MB>
+  static void block(const C3Taps& t, int nc, const float* w, int wstride, float* out, std::ptrdiff_t out_plane, int m0,
+                    const RowBiasAct& e) {
+    c3_block<MB>(t, nc, w, wstride, out, out_plane, m0, e);
+  }
+};
+
 void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, int cout, int stride, float* dst,
                  int out_h, int out_w, const RowBiasAct& e) {
-  alignas(64) float rows[kConv3x3MaxInChannels][3][2 * kC3Half];
-  const std::ptrdiff_t in_plane = static_cast<std::ptrdiff_t>(in_h) * in_w;
-  const std::ptrdiff_t out_plane = static_cast<std::ptrdiff_t>(out_h) * out_w;
-  const int wstride = cin * 9;
-  const int offs[2][3] = {{0, 1, 2}, {0, kC3Half, 1}};  // kx -> offset in a padded row
-  for (int x0 = 0; x0 < out_w; x0 += kC3Chunk) {
-    const int nc = std::min(kC3Chunk, out_w - x0), ncr = (nc + kC3Cols - 1) / kC3Cols * kC3Cols;
-    int tag[3] = {-1, -1, -1};  // input row held by each ring slot
-    for (int oy = 0; oy < out_h; ++oy) {
-      C3Taps t;
-      for (int c = 0; c < cin; ++c) {
-        for (int ky = 0; ky < 3; ++ky) {
-          const int iy = oy * stride - 1 + ky;
-          if (iy < 0 || iy >= in_h) continue;
-          const int slot = iy % 3;
-          if (tag[slot] != iy) {
-            for (int cc = 0; cc < cin; ++cc) {
-              c3_fill(src + cc * in_plane + static_cast<std::ptrdiff_t>(iy) * in_w, in_w, x0, ncr, stride,
-                      rows[cc][slot]);
-            }
-            tag[slot] = iy;
-          }
-          for (int kx = 0; kx < 3; ++kx) {
-            t.tap[t.n] = rows[c][slot] + offs[stride - 1][kx];
-            t.widx[t.n] = (c * 3 + ky) * 3 + kx;
-            ++t.n;
-          }
-        }
-      }
-      float* out = dst + static_cast<std::ptrdiff_t>(oy) * out_w + x0;
-      int m0 = 0;
-      for (; m0 + kC3Mb <= cout; m0 += kC3Mb) {
-        c3_block<kC3Mb>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-      }
-      if (cout - m0 >= 4) {
-        c3_block<4>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-        m0 += 4;
-      }
-      if (cout - m0 >= 2) {
-        c3_block<2>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-        m0 += 2;
-      }
-      if (cout - m0 >= 1) c3_block<1>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-    }
-  }
+  conv3x3_driver<Avx512Conv3x3>(src, cin, in_h, in_w, w, cout, stride, dst, out_h, out_w, e);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "conv3x3_driver.h"
 #include "gemm_driver.h"
 #include "isa_fill.h"
 #include "scalar_pixels.h"
@@ -728,16 +729,11 @@ void dwconv3x3_row_f32(const float* const* rows, const float* w, int stride, flo
 }
 
 // ---------------------------------------------------------------------------------------------
-// conv3x3_f32: the output is swept in chunks of kC3Chunk columns. Within a chunk every input
-// row a tap needs is copied once into a zero-padded stack row (deinterleaved into even and odd
-// columns at stride 2) and kept in a 3-row ring per channel while the output rows advance, so
-// each tap of a 16-column tile is four unaligned loads with no border test. The register tile
-// is MB (at most 4) output channels x 16 columns: 4*MB accumulators, four loads and MB weight
+// conv3x3_f32 (driver in conv3x3_driver.h): each tap of a 16-column tile is four unaligned
+// loads with no border test. The register tile is MB (at most 4) output channels x 16 columns: 4*MB accumulators, four loads and MB weight
 // broadcasts per tap. MB = 6 would not fit: its 24 accumulators, 4 columns and 6 weights
 // exceed the 32 registers and GCC keeps three accumulators in memory.
 
-constexpr int kC3Chunk = 256;           // output columns per chunk, a multiple of 16
-constexpr int kC3Half = kC3Chunk + 16;  // floats per even / odd half of a padded row
 
 // Padded copy of input row `row` for the chunk of ncr (a multiple of 16) output columns from
 // x0: with Q[j] = row[x0*stride - 1 + j] (zero outside the row), stride 1 stores buf[j] = Q[j]
@@ -775,12 +771,6 @@ void c3_fill(const float* row, int in_w, int x0, int ncr, int stride, float* buf
 }
 
 // The taps of one output row: tap t reads 16 columns at tap[t] + i0 and weight w[widx[t]].
-struct C3Taps {
-  const float* tap[kConv3x3MaxInChannels * 9];
-  int widx[kConv3x3MaxInChannels * 9];
-  int n = 0;
-};
-
 // Output channels m0..m0+MB-1, columns [i0, i0 + count) of the chunk (count <= 16); out points
 // at column 0 of the chunk in channel m0's output row. Row loops unrolled as in gemm_tile.
 template <int MB>
@@ -820,47 +810,22 @@ void c3_block(const C3Taps& t, int nc, const float* w, int wstride, float* out, 
   for (int i0 = 0; i0 < nc; i0 += 16) c3_tile<MB>(t, i0, std::min(16, nc - i0), w, wstride, out, out_plane, m0, e);
 }
 
+// conv3x3_driver.h's view of the register tiles.
+struct NeonConv3x3 {
+  static constexpr int kMb = 4, kCols = 16;
+  static void fill(const float* row, int in_w, int x0, int ncr, int stride, float* buf) {
+    c3_fill(row, in_w, x0, ncr, stride, buf);
+  }
+  template <int MB>
+  static void block(const C3Taps& t, int nc, const float* w, int wstride, float* out, std::ptrdiff_t out_plane, int m0,
+                    const RowBiasAct& e) {
+    c3_block<MB>(t, nc, w, wstride, out, out_plane, m0, e);
+  }
+};
+
 void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, int cout, int stride, float* dst,
                  int out_h, int out_w, const RowBiasAct& e) {
-  alignas(16) float rows[kConv3x3MaxInChannels][3][2 * kC3Half];
-  const std::ptrdiff_t in_plane = static_cast<std::ptrdiff_t>(in_h) * in_w;
-  const std::ptrdiff_t out_plane = static_cast<std::ptrdiff_t>(out_h) * out_w;
-  const int wstride = cin * 9;
-  const int offs[2][3] = {{0, 1, 2}, {0, kC3Half, 1}};  // kx -> offset in a padded row
-  for (int x0 = 0; x0 < out_w; x0 += kC3Chunk) {
-    const int nc = std::min(kC3Chunk, out_w - x0), ncr = (nc + 15) & ~15;
-    int tag[3] = {-1, -1, -1};  // input row held by each ring slot
-    for (int oy = 0; oy < out_h; ++oy) {
-      C3Taps t;
-      for (int c = 0; c < cin; ++c) {
-        for (int ky = 0; ky < 3; ++ky) {
-          const int iy = oy * stride - 1 + ky;
-          if (iy < 0 || iy >= in_h) continue;
-          const int slot = iy % 3;
-          if (tag[slot] != iy) {
-            for (int cc = 0; cc < cin; ++cc) {
-              c3_fill(src + cc * in_plane + static_cast<std::ptrdiff_t>(iy) * in_w, in_w, x0, ncr, stride,
-                      rows[cc][slot]);
-            }
-            tag[slot] = iy;
-          }
-          for (int kx = 0; kx < 3; ++kx) {
-            t.tap[t.n] = rows[c][slot] + offs[stride - 1][kx];
-            t.widx[t.n] = (c * 3 + ky) * 3 + kx;
-            ++t.n;
-          }
-        }
-      }
-      float* out = dst + static_cast<std::ptrdiff_t>(oy) * out_w + x0;
-      int m0 = 0;
-      for (; m0 + 4 <= cout; m0 += 4) c3_block<4>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-      if (cout - m0 >= 2) {
-        c3_block<2>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-        m0 += 2;
-      }
-      if (cout - m0 >= 1) c3_block<1>(t, nc, w + m0 * wstride, wstride, out + m0 * out_plane, out_plane, m0, e);
-    }
-  }
+  conv3x3_driver<NeonConv3x3>(src, cin, in_h, in_w, w, cout, stride, dst, out_h, out_w, e);
 }
 
 }  // namespace

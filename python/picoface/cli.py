@@ -188,12 +188,13 @@ def _cmd_eval_wider(args) -> int:
     detector = _open_detector(args)
     t0 = time.perf_counter()
     report = eval_wider.evaluate_detector(detector, args.data, limit=args.limit,
-                                          progress=_progress(args))
+                                          unstretch=args.unstretch, progress=_progress(args))
     if args.json:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                           for k, v in report.items()}))
         return 0
-    print(f"WIDER-val416 AP (official protocol), {report['images']} images, "
+    geometry = ", unstretched to original sizes" if args.unstretch else ""
+    print(f"WIDER-val416 AP (official protocol{geometry}), {report['images']} images, "
           f"{detector.model_name} [{detector.backend}], score >= {detector.score_threshold:g}, "
           f"NMS {detector.nms_threshold:g}, {time.perf_counter() - t0:.1f} s")
     print("| easy | medium | hard |")
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     wider.add_argument("--data", required=True,
                        help="WIDER-val416 folder (gt_416.jsonl, images/), e.g. ../shared/data/wider/val416")
     wider.add_argument("--limit", type=int, help="evaluate only the first N images")
+    wider.add_argument("--unstretch", action="store_true",
+                       help="resize each 416x416 image back to its original size before detection "
+                            "(undoes the aspect distortion; not the default WIDER-val416 protocol)")
     wider.add_argument("--json", action="store_true",
                        help='print {"easy": AP, "medium": AP, "hard": AP, "images": N}')
     wider.set_defaults(run=_cmd_eval_wider)

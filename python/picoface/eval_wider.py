@@ -53,12 +53,14 @@ class GtImage:
         image: path of the image file.
         boxes: float64 [M, 4] official boxes x, y, w, h in the original image's pixels.
         scale_xy: (sx, sy) from original pixels to the evaluated image's pixels.
+        original_size: (width, height) of the original image.
         keep: setting name -> bool [M], the boxes that count in that setting.
     """
 
     image: Path
     boxes: np.ndarray
     scale_xy: tuple
+    original_size: tuple
     keep: Dict[str, np.ndarray]
 
 
@@ -248,28 +250,44 @@ def load_ground_truth(data_dir, limit: Optional[int] = None) -> List[GtImage]:
             boxes = np.asarray(rec["boxes_xywh_orig"], np.float64).reshape(-1, 4)
             keep = {s: np.asarray(rec[f"in_{s}"], bool).reshape(-1) for s in SETTINGS}
             scale = tuple(float(v) for v in rec["scale_xy"])
+            size = tuple(int(v) for v in rec["orig_wh"])
             image = root / rec["image"]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}:{n}: malformed ground truth ({e})") from None
-        if any(k.shape[0] != boxes.shape[0] for k in keep.values()) or len(scale) != 2:
-            raise ValueError(f"{path}:{n}: expected one in_easy/in_medium/in_hard flag per box "
-                             "and scale_xy (sx, sy)")
+        if any(k.shape[0] != boxes.shape[0] for k in keep.values()) or len(scale) != 2 \
+                or len(size) != 2:
+            raise ValueError(f"{path}:{n}: expected one in_easy/in_medium/in_hard flag per box, "
+                             "scale_xy (sx, sy) and orig_wh (W, H)")
         if not image.is_file():
             raise FileNotFoundError(f"image not found: {image}")
-        images.append(GtImage(image, boxes, scale, keep))
+        images.append(GtImage(image, boxes, scale, size, keep))
     return images
 
 
-def detect_all(detector, ground_truth: Sequence[GtImage],
+def detect_all(detector, ground_truth: Sequence[GtImage], *, unstretch: bool = False,
                progress: Optional[Callable[[int, int], None]] = None):
     """Runs ``detector`` on each image -> ``(boxes, scores)`` per image, boxes mapped into
-    the ground truth's original frame by ``1 / scale_xy``."""
+    the ground truth's original frame.
+
+    With ``unstretch`` each image is first resized (bilinear) back to its original size, so
+    the detector sees undistorted faces; its boxes are then already in the original frame.
+    Otherwise the detector sees the stretched image and its boxes are mapped by
+    ``1 / scale_xy``.
+    """
     from picoface import imageio
 
     out = []
     for i, gt in enumerate(ground_truth):
-        faces = detector(imageio.read_bgr(gt.image))
-        sx, sy = gt.scale_xy
+        image = imageio.read_bgr(gt.image)
+        if unstretch:
+            import cv2
+
+            image = cv2.resize(image, gt.original_size, interpolation=cv2.INTER_LINEAR)
+            sx = image.shape[1] / gt.original_size[0]
+            sy = image.shape[0] / gt.original_size[1]
+        else:
+            sx, sy = gt.scale_xy
+        faces = detector(image)
         boxes = faces.boxes.astype(np.float64) / np.array([sx, sy, sx, sy])
         out.append((boxes, faces.scores.astype(np.float64)))
         if progress is not None:
@@ -278,7 +296,7 @@ def detect_all(detector, ground_truth: Sequence[GtImage],
 
 
 def evaluate_detector(detector, data_dir, *, limit: Optional[int] = None,
-                      progress: Optional[Callable[[int, int], None]] = None) -> dict:
+                      unstretch: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """WIDER-val416 AP of a :class:`picoface.FaceDetector`.
 
     Args:
@@ -287,6 +305,9 @@ def evaluate_detector(detector, data_dir, *, limit: Optional[int] = None,
             whole PR curve.
         data_dir: the val416 folder (gt_416.jsonl and images/).
         limit: evaluate only the first N images.
+        unstretch: resize each image back to its original size first (see
+            :func:`detect_all`): undoes the aspect distortion of val416, closer to how
+            published full-resolution WIDER numbers are made. Needs OpenCV.
         progress: called with (done, total) after each image.
 
     Returns:
@@ -295,7 +316,7 @@ def evaluate_detector(detector, data_dir, *, limit: Optional[int] = None,
     gt = load_ground_truth(data_dir, limit)
     if not gt:
         raise ValueError(f"no images to evaluate in {str(data_dir)!r}")
-    results = evaluate(detect_all(detector, gt, progress), gt)
+    results = evaluate(detect_all(detector, gt, unstretch=unstretch, progress=progress), gt)
     report = {s: r.ap for s, r in results.items()}
     report["images"] = len(gt)
     return report

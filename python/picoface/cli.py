@@ -33,14 +33,37 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _add_detector_options(p, score_threshold=None, score_help="default: the model's"):
+    """The options that open a detector, shared by every subcommand that runs one."""
+    p.add_argument("--model", help="detector model: a .pface file, or an ONNX file with --head")
+    p.add_argument("--head", help="head of an ONNX detector: " + ", ".join(sorted(HEADS)))
+    p.add_argument("--score-threshold", type=float, default=score_threshold, help=score_help)
+    p.add_argument("--nms-threshold", type=float, help="default: the model's")
+    p.add_argument("--input-size", type=_size, help="network input WIDTHxHEIGHT (letterboxed)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def _open_detector(args):
+    from picoface import FaceDetector
+
+    return FaceDetector(args.model, head=args.head, score_threshold=args.score_threshold,
+                        nms_threshold=args.nms_threshold, max_faces=getattr(args, "max_faces", 0),
+                        input_size=args.input_size, backend=args.backend, threads=args.threads)
+
+
+def _progress(args):
+    def show(done, total):
+        if not args.json and sys.stderr.isatty():
+            print(f"\r{done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    return show
+
+
 def _cmd_detect(args) -> int:
-    from picoface import FaceDetector, imageio
+    from picoface import imageio
 
     image = imageio.read_bgr(args.image)
-    detector = FaceDetector(args.model, head=args.head, score_threshold=args.score_threshold,
-                            nms_threshold=args.nms_threshold, max_faces=args.max_faces,
-                            input_size=args.input_size, backend=args.backend,
-                            threads=args.threads)
+    detector = _open_detector(args)
     t0 = time.perf_counter()
     faces, parts = detector.detect(image)
     ms = (time.perf_counter() - t0) * 1e3
@@ -139,10 +162,7 @@ def _cmd_bench(args) -> int:
     from picoface import imageio
     from picoface.bench import bench, markdown
 
-    def progress(done, total):
-        if not args.json and sys.stderr.isatty():
-            print(f"\r{done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
+    progress = _progress(args)
     images = None
     if args.images:
         root = Path(args.images)
@@ -160,6 +180,29 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_eval_wider(args) -> int:
+    from picoface import eval_wider
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"expected --limit >= 1, got {args.limit}")
+    detector = _open_detector(args)
+    t0 = time.perf_counter()
+    report = eval_wider.evaluate_detector(detector, args.data, limit=args.limit,
+                                          unstretch=args.unstretch, progress=_progress(args))
+    if args.json:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                          for k, v in report.items()}))
+        return 0
+    geometry = ", unstretched to original sizes" if args.unstretch else ""
+    print(f"WIDER-val416 AP (official protocol{geometry}), {report['images']} images, "
+          f"{detector.model_name} [{detector.backend}], score >= {detector.score_threshold:g}, "
+          f"NMS {detector.nms_threshold:g}, {time.perf_counter() - t0:.1f} s")
+    print("| easy | medium | hard |")
+    print("|---|---|---|")
+    print("| " + " | ".join(f"{report[s]:.4f}" for s in eval_wider.SETTINGS) + " |")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="picoface", description="Face detection and recognition on one CPU core.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,14 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     det = sub.add_parser("detect", help="detect faces in an image")
     det.add_argument("image", help="image file (anything OpenCV reads)")
-    det.add_argument("--model", help="detector model (ONNX path)")
-    det.add_argument("--head", help="head of an ONNX detector, e.g. yunet")
-    det.add_argument("--score-threshold", type=float, help="default: the model's")
-    det.add_argument("--nms-threshold", type=float, help="default: the model's")
+    _add_detector_options(det)
     det.add_argument("--max-faces", type=int, default=0, help="0 = all")
-    det.add_argument("--input-size", type=_size, help="network input WIDTHxHEIGHT (letterboxed)")
-    det.add_argument("--backend", default="auto")
-    det.add_argument("--threads", type=int, default=1)
     det.add_argument("--output", "-o", help="write an annotated copy of the image here")
     det.add_argument("--json", action="store_true", help="print JSON")
     det.set_defaults(run=_cmd_detect)
@@ -220,6 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true")
     ins.add_argument("--size", type=_size, help="also count MACs at this WIDTHxHEIGHT input")
     ins.set_defaults(run=_cmd_inspect)
+
+    ev = sub.add_parser("eval", help="accuracy on public benchmarks")
+    ev_sub = ev.add_subparsers(dest="benchmark", required=True)
+    wider = ev_sub.add_parser("wider", help="detector AP (easy/medium/hard) on WIDER-val416 by the "
+                              "official WIDER FACE protocol")
+    _add_detector_options(wider, score_threshold=0.02,
+                          score_help="lowest score kept (default 0.02: AP needs the whole PR curve)")
+    wider.add_argument("--data", required=True,
+                       help="WIDER-val416 folder (gt_416.jsonl, images/), e.g. ../shared/data/wider/val416")
+    wider.add_argument("--limit", type=int, help="evaluate only the first N images")
+    wider.add_argument("--unstretch", action="store_true",
+                       help="resize each 416x416 image back to its original size before detection "
+                            "(undoes the aspect distortion; not the default WIDER-val416 protocol)")
+    wider.add_argument("--json", action="store_true",
+                       help='print {"easy": AP, "medium": AP, "hard": AP, "images": N}')
+    wider.set_defaults(run=_cmd_eval_wider)
     return p
 
 

@@ -334,7 +334,7 @@ def _cmd_eval_verify(args) -> int:
             if seen[key] <= args.per_fold // 2:
                 kept.append(pair)
         pairs = kept
-    root = Path(args.pairs).resolve().parent
+    root = Path(args.images) if args.images else Path(args.pairs).resolve().parent
     rec = _recognizer(args, flip=args.flip)
     cache = {}
     undetected = []
@@ -380,6 +380,8 @@ def _add_eval_verify_parser(evsub) -> None:
                          "(detect -> align -> embed -> cosine)")
     v.add_argument("--pairs", required=True, help="fold<TAB>image_a<TAB>image_b<TAB>same file "
                    "(images relative to it), e.g. ../shared/data/celeba/pairs.tsv")
+    v.add_argument("--images", help="folder the pairs' image paths are relative to (default: "
+                   "the pairs file's)")
     _add_recognition_options(v)
     v.add_argument("--flip", action="store_true", help="average with the mirrored crop's embedding")
     v.add_argument("--undetected", choices=["fail", "centre"], default="fail",

@@ -34,7 +34,7 @@ struct GalleryView {
 // row's score, best first (ties: lower identity index first). An identity with no row scores
 // -inf. int8 galleries quantise each query with quantize_rows_s8 and de-quantise the exact
 // int32 dot: score = dot * scale_q * scale_row. Requires 1 <= k <= identities; writes
-// ids (m x k) and scores (m x k). No threads; allocates O(identities) scratch.
+// ids (m x k) and scores (m x k). No threads; keeps O(identities) scratch per calling thread.
 void gallery_top_k(const GalleryView& g, const float* q, int m, int k, std::int32_t* ids,
                    float* scores);
 

@@ -125,3 +125,22 @@ def test_eval_verify_on_a_small_pairs_file(capsys, sface, people, tmp_path):
     rep = json.loads(out)
     assert rep["pairs"] == 4 and rep["accuracy"] == 1.0 and rep["flip"] is True
     assert {"accuracy_std", "tar_at_far_1e-3", "undetected_images", "failed_pairs"} <= set(rep)
+
+
+def test_match_threshold_from_the_model_file(capsys, sface, people, tmp_path):
+    from picoface import FaceEmbedder
+
+    calibrated = tmp_path / "sface_t.pface"
+    code, _, err = run(capsys, "convert", SFACE, "--task", "embed", "--preset", "sface",
+                       "--match-threshold", "0.38@celeba FAR=1e-3", "-o", calibrated)
+    assert code == 0, err
+    emb = FaceEmbedder(calibrated)
+    assert emb.threshold == pytest.approx(0.38)
+    assert emb.id == FaceEmbedder(sface).id  # same weights, same id
+    code, out, err = run(capsys, "verify", people[0][0], people[0][1], "--model", calibrated,
+                         "--detector", YUNET_S, "--json")
+    assert code == 0, err
+    assert json.loads(out)["threshold"] == pytest.approx(0.38)
+    code, _, err = run(capsys, "convert", SFACE, "--task", "embed", "--match-threshold", "high",
+                       "-o", tmp_path / "x.pface")
+    assert code == 1 and "expected --match-threshold as T or T@NOTE" in err

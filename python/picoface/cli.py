@@ -69,7 +69,7 @@ def _cmd_convert(args) -> int:
 
     imported = importer.import_onnx(args.model)
     blob = encode_imported(imported, task=args.task, head=args.head, preset=args.preset,
-                           source=Path(args.model).name)
+                           source=Path(args.model).name, match_threshold=args.match_threshold)
     out = modelfile.save(args.output, blob)
     summary = modelfile.summary(out)  # re-read through the C++ loader: never ship a bad file
     if args.json:
@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
     conv.add_argument("--preset", help="input convention of a recogniser (arcface, sface; default "
                       "arcface) or a landmark model (pfld, the default)")
+    conv.add_argument("--match-threshold", help="recogniser only: calibrated cosine match "
+                      "threshold, T or T@WHERE (e.g. '0.38@celeba pairs FAR=1e-3'), the default "
+                      "of verify / identify")
     conv.add_argument("--output", "-o", required=True, help="output .pface file")
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")
     conv.set_defaults(run=_cmd_convert)

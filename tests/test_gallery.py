@@ -1,6 +1,5 @@
 """picoface.Gallery: search against a numpy reference, validation, and crash-safe files."""
 
-import os
 import signal
 import struct
 import subprocess
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 
 from picoface import Gallery, _core
-from picoface.gallery import MAGIC
 
 
 def unit(x):

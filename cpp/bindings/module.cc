@@ -547,6 +547,62 @@ void bind_pipeline(py::module_& m) {
     }
     return out;
   });
+  m.def("quantize_rows_s8", [](const CArray<float>& x) {
+    require(x.ndim() == 2, "quantize_rows_s8 takes N x D");
+    const int n = static_cast<int>(x.shape(0)), d = static_cast<int>(x.shape(1));
+    auto q = empty<std::int8_t>({n, d});
+    auto scale = empty<float>({n});
+    std::int8_t* qd = q.mutable_data();
+    float* sd = scale.mutable_data();
+    {
+      py::gil_scoped_release release;
+      quantize_rows_s8(x.data(), n, d, qd, sd);
+    }
+    return py::make_tuple(q, scale);
+  });
+  m.def("gallery_top_k",
+        [](const py::object& rows, const py::object& scale, const CArray<std::int32_t>& owner,
+           int identities, const CArray<float>& queries, int k) {
+          require(queries.ndim() == 2, "queries must be M x D");
+          require(owner.ndim() == 1, "owner must be a vector");
+          GalleryView g;
+          CArray<float> f32;
+          CArray<std::int8_t> s8;
+          CArray<float> sc;
+          py::array r = py::array::ensure(rows);
+          require(r && r.ndim() == 2, "rows must be N x D");
+          if (r.dtype().is(py::dtype::of<std::int8_t>())) {
+            s8 = CArray<std::int8_t>::ensure(r);
+            sc = CArray<float>::ensure(scale);
+            require(sc && sc.ndim() == 1 && sc.shape(0) == r.shape(0), "scale must have N entries");
+            g.s8 = s8.data();
+            g.scale = sc.data();
+          } else {
+            f32 = CArray<float>::ensure(r);
+            require(static_cast<bool>(f32), "rows must be float32 or int8");
+            g.f32 = f32.data();
+          }
+          g.rows = static_cast<int>(r.shape(0));
+          g.dim = static_cast<int>(r.shape(1));
+          g.identities = identities;
+          g.owner = owner.data();
+          require(queries.shape(1) == r.shape(1), "queries and rows must have the same D");
+          check_size(owner.shape(0), r.shape(0), "owner");
+          for (py::ssize_t j = 0; j < owner.shape(0); ++j) {
+            require(owner.data()[j] >= 0 && owner.data()[j] < identities,
+                    "owner entries must lie in 0..identities-1");
+          }
+          const int m = static_cast<int>(queries.shape(0));
+          auto ids = empty<std::int32_t>({m, k});
+          auto scores = empty<float>({m, k});
+          std::int32_t* id = ids.mutable_data();
+          float* sd = scores.mutable_data();
+          {
+            py::gil_scoped_release release;
+            gallery_top_k(g, queries.data(), m, k, id, sd);
+          }
+          return py::make_tuple(ids, scores);
+        });
   py::list tmpl;
   for (float v : kArcFaceTemplate112) tmpl.append(v);
   m.attr("ARCFACE_TEMPLATE_112") = tmpl;
@@ -625,10 +681,16 @@ void bind_model(py::module_& m) {
     }
     return model_summary(*model);
   });
-  m.def("crc32", [](const py::bytes& data) {
-    std::string s = data;
-    return crc32(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
-  });
+  // Any bytes-like object, read in place; `value` continues a running CRC (as zlib.crc32).
+  m.def("crc32", [](const py::buffer& data, std::uint32_t value) {
+    const py::buffer_info info = data.request();
+    require(info.ndim <= 1 && (info.ndim == 0 || info.strides[0] == info.itemsize),
+            "crc32 takes contiguous bytes");
+    const auto* p = static_cast<const std::uint8_t*>(info.ptr);
+    const std::size_t n = static_cast<std::size_t>(info.size * info.itemsize);
+    py::gil_scoped_release release;
+    return crc32(p, n, value);
+  }, py::arg("data"), py::arg("value") = 0u);
   m.attr("MODEL_FORMAT_VERSION") = kModelFormatVersion;
 }
 

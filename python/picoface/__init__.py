@@ -12,6 +12,7 @@ from picoface.align import ARCFACE_TEMPLATE_112, align
 from picoface.analyzer import FaceAnalyzer
 from picoface.detector import FaceDetector
 from picoface.embedder import FaceEmbedder
+from picoface.gallery import Gallery
 from picoface.info import build_info
 from picoface.matching import cosine
 from picoface.results import Face, Faces
@@ -23,6 +24,7 @@ __all__ = [
     "FaceDetector",
     "FaceEmbedder",
     "Faces",
+    "Gallery",
     "align",
     "build_info",
     "cosine",

@@ -92,7 +92,7 @@ def _cmd_convert(args) -> int:
 
     imported = importer.import_onnx(args.model)
     blob = encode_imported(imported, task=args.task, head=args.head, preset=args.preset,
-                           source=Path(args.model).name)
+                           source=Path(args.model).name, match_threshold=args.match_threshold)
     out = modelfile.save(args.output, blob)
     summary = modelfile.summary(out)  # re-read through the C++ loader: never ship a bad file
     if args.json:
@@ -203,6 +203,272 @@ def _cmd_eval_wider(args) -> int:
     return 0
 
 
+# ---- recognition: verify, enroll, identify, eval verify ---------------------------------
+
+# No detector or recogniser ships yet (issues #5, #6): the defaults below are the public
+# reference models in ../shared, found relative to the working directory (the project root).
+DEFAULT_DETECTOR = Path("../shared/models/ShiqiYu__libfacedetection.train/onnx/yunet_s_dynamic.onnx")
+_NO_RECOGNISER = ("picoface ships no face recogniser yet (issue #6): pass --model, e.g. SFace "
+                  "converted with `picoface convert face_recognition_sface_2021dec_int8bq.onnx "
+                  "--task embed --preset sface -o sface.pface` (an ONNX file is converted in "
+                  "memory; give --preset for it)")
+
+
+def _add_recognition_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="face recogniser: a .pface file, or ONNX (converted in memory "
+                   "to the native engine; then also --preset). Required: none ships yet")
+    p.add_argument("--preset", help="input convention of an ONNX recogniser: arcface (default) or sface")
+    p.add_argument("--detector", help=f"face detector (default, for now: {DEFAULT_DETECTOR}, "
+                   "relative to the working directory)")
+    p.add_argument("--detector-head", default="yunet", help="head of an ONNX detector (default yunet)")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def _recognizer(args, flip: bool = False):
+    from picoface import FaceDetector
+    from picoface.recognize import Recognizer, open_embedder
+
+    if not args.model:
+        raise ValueError(_NO_RECOGNISER)
+    det_path = Path(args.detector) if args.detector else DEFAULT_DETECTOR
+    if not det_path.is_file():
+        raise FileNotFoundError(f"face detector not found: {str(det_path)!r}; picoface ships "
+                                "none yet (issue #5): pass --detector MODEL (e.g. "
+                                "yunet_s_dynamic.onnx with --detector-head yunet)")
+    detector = FaceDetector(det_path, head=args.detector_head, threads=args.threads)
+    embedder = open_embedder(args.model, preset=args.preset, threads=args.threads)
+    return Recognizer(detector, embedder, flip=flip)
+
+
+def _one_face(rec, path: str, *, largest: bool):
+    """(embedding, faces found) of the single (or, with `largest`, the largest) face."""
+    from picoface import imageio
+    from picoface.recognize import NoFace
+
+    try:
+        emb, count = rec.largest(imageio.read_bgr(path))
+    except NoFace:
+        raise ValueError(f"{path}: no face found") from None
+    if count > 1 and not largest:
+        raise ValueError(f"{path}: {count} faces found, expected one (crop the image, or pass "
+                         "--largest to use the largest face)")
+    return emb, count
+
+
+def _cmd_verify(args) -> int:
+    from picoface import cosine
+
+    rec = _recognizer(args)
+    threshold = args.threshold if args.threshold is not None else rec.embedder.threshold
+    notes = []
+    embs = []
+    for path in (args.image_a, args.image_b):
+        emb, count = _one_face(rec, path, largest=True)
+        if count > 1:
+            notes.append(f"{path}: {count} faces found, compared the largest")
+        embs.append(emb)
+    score = float(cosine(embs[0], embs[1]))
+    same = None if threshold is None else score >= threshold
+    if args.json:
+        print(json.dumps({"same": same, "score": score, "threshold": threshold,
+                          "embedder_id": rec.embedder.id, "notes": notes}))
+        return 0
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if same is None:
+        print(f"cosine {score:.4f} (the model records no match threshold: pass --threshold)")
+    else:
+        print(f"{'same person' if same else 'different people'}: cosine {score:.4f} "
+              f"{'>=' if same else '<'} threshold {threshold:.4f}")
+    return 0
+
+
+def _cmd_enroll(args) -> int:
+    from picoface import Gallery
+
+    rec = _recognizer(args)
+    gallery = Gallery(args.gallery, embedder_id=rec.embedder.id, storage=args.storage,
+                      threshold=rec.embedder.threshold)
+    # All images are checked before the gallery changes: one bad image enrolls nothing.
+    embs = [_one_face(rec, p, largest=args.largest)[0] for p in args.images]
+    import numpy as np
+
+    existed = args.name in gallery
+    gallery.enroll(args.name, np.stack(embs))
+    path = gallery.save()
+    if args.json:
+        print(json.dumps({"name": args.name, "enrolled": len(embs), "new_name": not existed,
+                          "gallery": str(path), "names": len(gallery), "embeddings": gallery.rows}))
+    else:
+        print(f"enrolled {len(embs)} image(s) as {args.name!r} "
+              f"({'added to' if existed else 'new name in'} {path}: {len(gallery)} names, "
+              f"{gallery.rows} embeddings)")
+    return 0
+
+
+def _cmd_identify(args) -> int:
+    from picoface import Gallery, imageio
+
+    rec = _recognizer(args)
+    if not Path(args.gallery).is_file():
+        raise FileNotFoundError(f"gallery not found: {args.gallery!r} (create it with "
+                                "`picoface enroll NAME IMAGES... --gallery G`)")
+    gallery = Gallery.load(args.gallery, embedder_id=rec.embedder.id)
+    threshold = args.threshold if args.threshold is not None else gallery.threshold
+    image = imageio.read_bgr(args.image)
+    faces, embs = rec.faces(image)
+    results = []
+    for i, face in enumerate(faces):
+        names, scores = gallery.identify(embs[i], top_k=args.top_k, threshold=threshold)
+        results.append({"box": [round(float(v), 2) for v in face.box],
+                        "score": round(float(face.score), 4),
+                        "matches": [{"name": n, "score": float(s)} for n, s in zip(names, scores)]})
+    if args.output:
+        imageio.write(args.output, _annotate_names(image, faces, results))
+    if args.json:
+        print(json.dumps({"image": args.image, "gallery": args.gallery, "threshold": threshold,
+                          "faces": results}))
+        return 0
+    if not results:
+        print(f"{args.image}: no face found")
+        return 0
+    for r in results:
+        box = ", ".join(f"{v:.0f}" for v in r["box"])
+        if r["matches"]:
+            who = ", ".join(f"{m['name']} ({m['score']:.3f})" for m in r["matches"])
+        else:
+            who = "unknown" + (f" (no name scores >= {threshold:.3f})" if threshold is not None else "")
+        print(f"face [{box}]: {who}")
+    if threshold is None:
+        print("note: no match threshold known (the model records none): names are ranked, not "
+              "accepted; pass --threshold", file=sys.stderr)
+    if args.output:
+        print(f"annotated image written to {args.output}")
+    return 0
+
+
+def _annotate_names(image, faces, results):
+    import cv2
+
+    from picoface import imageio
+
+    out = imageio.annotate(image, faces)
+    thick = max(1, round(max(image.shape[:2]) / 500))
+    for r in results:
+        x1, _, _, y2 = (int(round(v)) for v in r["box"])
+        label = r["matches"][0]["name"] if r["matches"] else "unknown"
+        cv2.putText(out, label, (x1, y2 + 14 * thick), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thick,
+                    (0, 255, 255), thick)
+    return out
+
+
+def _cmd_eval_verify(args) -> int:
+    import numpy as np
+
+    from picoface import eval_verify, imageio
+    from picoface.recognize import NoFace
+
+    pairs = eval_verify.read_pairs(args.pairs)
+    if args.per_fold:  # a balanced subset: the first N/2 same and N/2 different pairs of each fold
+        kept, seen = [], {}
+        for pair in pairs:
+            key = (pair.fold, pair.same)
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] <= args.per_fold // 2:
+                kept.append(pair)
+        pairs = kept
+    root = Path(args.images) if args.images else Path(args.pairs).resolve().parent
+    rec = _recognizer(args, flip=args.flip)
+    cache = {}
+    undetected = []
+    needed = sorted({p for pair in pairs for p in (pair.image_a, pair.image_b)})
+    for done, name in enumerate(needed, 1):
+        image = imageio.read_bgr(root / name)
+        try:
+            cache[name] = rec.largest(image)[0]
+        except NoFace:
+            undetected.append(name)
+            cache[name] = rec.centre(image) if args.undetected == "centre" else None
+        if not args.json and sys.stderr.isatty():
+            print(f"\rembedding {done}/{len(needed)} images", end="" if done < len(needed) else "\n",
+                  file=sys.stderr, flush=True)
+    scores = np.empty(len(pairs))
+    failed = 0
+    for i, pair in enumerate(pairs):
+        a, b = cache[pair.image_a], cache[pair.image_b]
+        if a is None or b is None:  # policy "fail": below every threshold, i.e. "different"
+            scores[i] = -2.0
+            failed += 1
+        else:
+            scores[i] = float(np.dot(a, b))
+    labels = np.array([p.same for p in pairs])
+    folds = np.array([p.fold for p in pairs])
+    rep = eval_verify.report(scores, labels, folds, far=1e-3)
+    rep.update({"subset_per_fold": args.per_fold or None, "model": args.model, "embedder_id": rec.embedder.id, "flip": args.flip,
+                "images": len(needed), "undetected_images": len(undetected),
+                "undetected_policy": args.undetected, "failed_pairs": failed})
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    print(f"{rep['pairs']} pairs, {len(needed)} images ({len(undetected)} without a detected face: "
+          f"{args.undetected}; {failed} failed pairs), flip={args.flip}")
+    print(f"accuracy {100 * rep['accuracy']:.2f} +- {100 * rep['accuracy_std']:.2f} % "
+          f"(10-fold), TAR@FAR=1e-3 {100 * rep['tar_at_far_1e-3']:.2f} % "
+          f"(threshold {rep['threshold_at_far_1e-3']:.4f})")
+    return 0
+
+
+def _add_eval_verify_parser(evsub) -> None:
+    v = evsub.add_parser("verify", help="verification accuracy on an LFW-style pairs file "
+                         "(detect -> align -> embed -> cosine)")
+    v.add_argument("--pairs", required=True, help="fold<TAB>image_a<TAB>image_b<TAB>same file "
+                   "(images relative to it), e.g. ../shared/data/celeba/pairs.tsv")
+    v.add_argument("--images", help="folder the pairs' image paths are relative to (default: "
+                   "the pairs file's)")
+    _add_recognition_options(v)
+    v.add_argument("--flip", action="store_true", help="average with the mirrored crop's embedding")
+    v.add_argument("--undetected", choices=["fail", "centre"], default="fail",
+                   help="image without a detected face: its pairs fail (score below every "
+                        "threshold, i.e. judged 'different'; default) or its central square "
+                        "is embedded instead")
+    v.add_argument("--per-fold", type=int, default=0, help="a quick subset: only the first N/2 "
+                   "same and N/2 different pairs of each fold (0 = all pairs)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(run=_cmd_eval_verify)
+
+
+def _add_recognition_parsers(sub) -> None:
+    ver = sub.add_parser("verify", help="are the faces in two images the same person?")
+    ver.add_argument("image_a")
+    ver.add_argument("image_b")
+    _add_recognition_options(ver)
+    ver.add_argument("--threshold", type=float, help="cosine match threshold (default: the model's)")
+    ver.add_argument("--json", action="store_true")
+    ver.set_defaults(run=_cmd_verify)
+
+    en = sub.add_parser("enroll", help="add a person's face images to a gallery (created if absent)")
+    en.add_argument("name")
+    en.add_argument("images", nargs="+")
+    en.add_argument("--gallery", required=True, help="gallery file")
+    _add_recognition_options(en)
+    en.add_argument("--largest", action="store_true", help="use the largest face of an image "
+                    "with several (default: refuse such images, nothing is enrolled)")
+    en.add_argument("--storage", choices=["fp32", "int8"], help="for a new gallery (default fp32)")
+    en.add_argument("--json", action="store_true")
+    en.set_defaults(run=_cmd_enroll)
+
+    ide = sub.add_parser("identify", help="name every face of an image from a gallery")
+    ide.add_argument("image")
+    ide.add_argument("--gallery", required=True)
+    _add_recognition_options(ide)
+    ide.add_argument("--top-k", type=int, default=1)
+    ide.add_argument("--threshold", type=float,
+                     help="cosine match threshold (default: the gallery's, from the model)")
+    ide.add_argument("--output", "-o", help="write an annotated copy of the image here")
+    ide.add_argument("--json", action="store_true")
+    ide.set_defaults(run=_cmd_identify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="picoface", description="Face detection and recognition on one CPU core.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -225,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
     conv.add_argument("--preset", help="input convention of a recogniser (arcface, sface; default "
                       "arcface) or a landmark model (pfld, the default)")
+    conv.add_argument("--match-threshold", help="recogniser only: calibrated cosine match "
+                      "threshold, T or T@WHERE (e.g. '0.38@celeba pairs FAR=1e-3'), the default "
+                      "of verify / identify")
     conv.add_argument("--output", "-o", required=True, help="output .pface file")
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")
     conv.set_defaults(run=_cmd_convert)
@@ -258,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--size", type=_size, help="also count MACs at this WIDTHxHEIGHT input")
     ins.set_defaults(run=_cmd_inspect)
 
+    _add_recognition_parsers(sub)
     ev = sub.add_parser("eval", help="accuracy on public benchmarks")
     ev_sub = ev.add_subparsers(dest="benchmark", required=True)
     wider = ev_sub.add_parser("wider", help="detector AP (easy/medium/hard) on WIDER-val416 by the "
@@ -273,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     wider.add_argument("--json", action="store_true",
                        help='print {"easy": AP, "medium": AP, "hard": AP, "images": N}')
     wider.set_defaults(run=_cmd_eval_wider)
+    _add_eval_verify_parser(ev_sub)
     return p
 
 

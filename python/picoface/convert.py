@@ -43,10 +43,26 @@ def _activation_dtype(value) -> str:
 
 
 def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_shape,
-                 source: Path, digest: str) -> Dict[str, object]:
+                 source: Path, digest: str, match_threshold: Optional[str] = None) -> Dict[str, object]:
     if task not in TASKS:
         raise ValueError(f"expected task one of {TASKS}, got {task!r}")
     meta: Dict[str, object] = {"task": task}
+    if match_threshold is not None:
+        # "T@PROTOCOL": a cosine threshold and where it was calibrated, e.g.
+        # "0.38@celeba-pairs FAR=1e-3" (FaceEmbedder.threshold, Gallery's default).
+        if task != "embed":
+            raise ValueError(f"expected --match-threshold only with --task embed, got {task!r}")
+        value, _, note = str(match_threshold).partition("@")
+        try:
+            t = float(value)
+        except ValueError:
+            raise ValueError(f"expected --match-threshold as T or T@NOTE with T a number, got "
+                             f"{match_threshold!r}") from None
+        if not -1.0 <= t <= 1.0:
+            raise ValueError(f"expected a cosine match threshold in [-1, 1], got {t}")
+        meta["threshold.match"] = t
+        if note:
+            meta["threshold.match_calibration"] = note
     dynamic = len(input_shape) != 4 or not all(isinstance(d, int) and d > 0 for d in input_shape[2:])
     if task == "detect":
         if head not in HEADS:
@@ -84,7 +100,8 @@ def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_sh
 
 
 def encode_imported(imported: "importer.Imported", *, task: str, head: Optional[str] = None,
-                    preset: Optional[str] = None, source: str = "model.onnx") -> bytes:
+                    preset: Optional[str] = None, source: str = "model.onnx",
+                    match_threshold: Optional[str] = None) -> bytes:
     """The .pface bytes of an imported graph. Raises ValueError when ops outside the native
     engine's set remain, when the graph has not exactly one input, or for a bad task/head."""
     graph = imported.graph
@@ -110,11 +127,12 @@ def encode_imported(imported: "importer.Imported", *, task: str, head: Optional[
                                 [o for o in node.outputs if o], dict(node.attrs)))
     shape = [d if d > 0 else None for d in dims]
     meta = metadata_for(task, head, preset, shape, Path(source),
-                        hashlib.sha256(imported.source).hexdigest())
+                        hashlib.sha256(imported.source).hexdigest(), match_threshold)
     return modelfile.encode(meta, tensors, ops, [first], list(graph.outputs))
 
 
-def convert_onnx(path, *, task: str, head: Optional[str] = None, preset: Optional[str] = None) -> bytes:
+def convert_onnx(path, *, task: str, head: Optional[str] = None, preset: Optional[str] = None,
+                 match_threshold: Optional[str] = None) -> bytes:
     """Returns the .pface bytes of an ONNX model. Raises ValueError / FileNotFoundError
     (ImportError without the onnx package)."""
     try:
@@ -123,4 +141,4 @@ def convert_onnx(path, *, task: str, head: Optional[str] = None, preset: Optiona
         raise ImportError("converting ONNX models needs the onnx package: pip install 'picoface[onnx]'") from None
     path = Path(path)
     return encode_imported(importer.import_onnx(path), task=task, head=head, preset=preset,
-                           source=path.name)
+                           source=path.name, match_threshold=match_threshold)

@@ -1,7 +1,10 @@
 """Face embeddings from aligned crops."""
 
+import hashlib
+import re
 from dataclasses import dataclass
-from typing import Tuple
+from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -53,16 +56,26 @@ class FaceEmbedder:
         self.model_name = "<bytes>" if isinstance(source, bytes) else str(source)
         self._net = open_backend(source, backend, _validate.count(threads, "threads"))
         meta = getattr(self._net, "metadata", None)
+        self.threshold: Optional[float] = None
         if meta is not None:  # a .pface file describes its own input convention
             if meta.get("task") != "embed":
                 raise ValueError(f"expected a recogniser model, got task {meta.get('task')!r}")
             self.spec = EmbedderSpec(meta["input.color"], tuple(meta["input.mean"]),
                                      tuple(meta["input.std"]))
+            if "threshold.match" in meta:
+                self.threshold = float(meta["threshold.match"])
+        self.id = _embedder_id(source, meta)
         shape = self._net.input_shape
         if len(shape) != 4 or not shape[2] or not shape[3]:
             raise ValueError(f"expected a recogniser with a fixed N x 3 x S x S input, got {shape}")
         self.crop_size = (shape[3], shape[2])
         self._batch_one = shape[0] == 1
+
+    # id: str -- identifies the weights that made an embedding (a Gallery refuses another's):
+    #   the .pface metadata "model.id" if set, else "sha256:" + 16 hex digits of the source
+    #   ONNX file (from a converted file's provenance, so an ONNX model and its .pface share it).
+    # threshold: Optional[float] -- the model file's calibrated cosine match threshold
+    #   ("threshold.match"), None when the file has none.
 
     @property
     def backend(self) -> str:
@@ -101,3 +114,14 @@ class FaceEmbedder:
         outputs = self._net.run(batch)
         first = outputs[self._net.output_names[0]]
         return np.asarray(first, dtype=np.float32).reshape(batch.shape[0], -1)
+
+
+def _embedder_id(source, meta) -> str:
+    if meta is not None:
+        if meta.get("model.id"):
+            return str(meta["model.id"])
+        found = re.search(r"sha256 ([0-9a-f]{64})", str(meta.get("provenance", "")))
+        if found:
+            return "sha256:" + found.group(1)[:16]
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return "sha256:" + hashlib.sha256(data).hexdigest()[:16]

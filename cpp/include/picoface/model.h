@@ -110,7 +110,8 @@ class Model {
   std::vector<std::int32_t> inputs_, outputs_;
 };
 
-// CRC-32 (IEEE 802.3 polynomial, as zlib), used for the header checksum.
-std::uint32_t crc32(const std::uint8_t* data, std::size_t size);
+// CRC-32 (IEEE 802.3 polynomial, as zlib), used for the header checksum. `value` continues a
+// running checksum: crc32(b, nb, crc32(a, na)) == crc32(a + b, na + nb).
+std::uint32_t crc32(const std::uint8_t* data, std::size_t size, std::uint32_t value = 0);
 
 }  // namespace picoface

@@ -321,7 +321,7 @@ std::int64_t Tensor::elements() const {
   return n;
 }
 
-std::uint32_t crc32(const std::uint8_t* data, std::size_t size) {
+std::uint32_t crc32(const std::uint8_t* data, std::size_t size, std::uint32_t value) {
   static const std::array<std::uint32_t, 256> table = [] {
     std::array<std::uint32_t, 256> t{};
     for (std::uint32_t i = 0; i < 256; ++i) {
@@ -331,7 +331,7 @@ std::uint32_t crc32(const std::uint8_t* data, std::size_t size) {
     }
     return t;
   }();
-  std::uint32_t c = 0xFFFFFFFFu;
+  std::uint32_t c = value ^ 0xFFFFFFFFu;
   for (std::size_t i = 0; i < size; ++i) c = table[(c ^ data[i]) & 0xFF] ^ (c >> 8);
   return c ^ 0xFFFFFFFFu;
 }

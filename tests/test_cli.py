@@ -88,6 +88,21 @@ def test_bench_json(yunet_model):
     assert report["isa"] and report["cpu"]
 
 
+def test_bench_profile(yunet_model):
+    need_module("onnx")
+    out = cli("bench", yunet_model, "--task", "detect", "--head", "yunet", "--size", "96x64",
+              "--runs", "2", "--warmup", "1", "--backend", "native", "--profile", "--json")
+    assert out.returncode == 0, out.stderr
+    prof = json.loads(out.stdout)["profiles"]["96x64"]
+    types = {t["type"]: t for t in prof["by_type"]}
+    assert types["Conv"]["count"] > 10 and types["Conv"]["ms"] > 0
+    assert abs(sum(t["ms"] for t in prof["by_type"]) - prof["total_ms"]) < 0.01
+    assert prof["slowest"][0]["ms"] >= prof["slowest"][-1]["ms"]
+    table = cli("bench", yunet_model, "--task", "detect", "--head", "yunet", "--size", "96x64",
+                "--runs", "2", "--warmup", "1", "--backend", "native", "--profile")
+    assert "native engine profile at 96x64" in table.stdout and "| Conv |" in table.stdout
+
+
 def test_bench_end_to_end_baselines_and_frames(yunet_model):
     need_module("onnx")
     need_module("cv2")

@@ -11,7 +11,9 @@ Runners, all timed in one loop (one call each per iteration, the order rotating)
     model, YuNet only). A missing package gives a row marked "n/a (package missing)".
 Ratios are onnxruntime inference median / runner median, per frame size.
 
-The tools issue (#7) adds TFLite, peak RSS, per-op breakdown and callgrind counts.
+With ``profile=True`` the native engine's time per executed op (median over
+``PROFILE_RUNS`` runs after the timed loop) is reported per op type and for the slowest ops.
+The tools issue (#7) adds TFLite, peak RSS and callgrind counts.
 """
 
 import os
@@ -30,6 +32,24 @@ BACKENDS = ("native", "onnxruntime")
 BASELINES = ("yuface", "opencv")
 END_TO_END = "native end-to-end"
 DETECTOR_SIZES = ((320, 240), (640, 480))
+PROFILE_RUNS = 30
+
+
+def _profile(engine, x: np.ndarray, top: int = 10) -> dict:
+    """Median seconds per executed op of `engine` on `x`, by op type and the `top` slowest."""
+    runs = [engine.profile([x]) for _ in range(PROFILE_RUNS)]
+    median = np.median(np.array([[step[3] for step in run] for run in runs]), axis=0)
+    by_type: Dict[str, List[float]] = {}
+    ops = []
+    for (index, op_type, output, _), t in zip(runs[0], median):
+        entry = by_type.setdefault(op_type, [0, 0.0])
+        entry[0] += 1
+        entry[1] += float(t)
+        ops.append({"op": int(index), "type": op_type, "output": output, "ms": round(float(t) * 1e3, 4)})
+    return {"total_ms": round(float(median.sum()) * 1e3, 4),
+            "by_type": [{"type": k, "count": n, "ms": round(t * 1e3, 4)}
+                        for k, (n, t) in sorted(by_type.items(), key=lambda kv: -kv[1][1])],
+            "slowest": sorted(ops, key=lambda o: -o["ms"])[:top]}
 
 
 def cpu_model() -> str:
@@ -169,7 +189,8 @@ def _frames(images: Optional[Sequence[np.ndarray]], w: int, h: int) -> List[np.n
 def bench(onnx_path, *, task: str, head: Optional[str] = None, preset: Optional[str] = None,
           sizes: Optional[Sequence[Tuple[int, int]]] = None, backends=BACKENDS,
           end_to_end: bool = False, baselines: Sequence[str] = (), images=None,
-          runs: int = 100, warmup: int = 10, threads: int = 1, progress=None) -> dict:
+          runs: int = 100, warmup: int = 10, threads: int = 1, profile: bool = False,
+          progress=None) -> dict:
     """Times every runner on the same frames per frame size, interleaved.
 
     Args:
@@ -178,6 +199,7 @@ def bench(onnx_path, *, task: str, head: Optional[str] = None, preset: Optional[
             input size for crop models.
         images: uint8 BGR images the frames are made from (cycled per iteration); None: a
             seeded noise frame.
+        profile: also report the native engine's time per op (``profiles``, per size).
 
     Returns:
         A JSON-ready report; rows that could not run carry ``status`` instead of times.
@@ -191,7 +213,7 @@ def bench(onnx_path, *, task: str, head: Optional[str] = None, preset: Optional[
         else:
             probe = runners[0].prepare(np.zeros((8, 8, 3), np.uint8))
             sizes = [(probe.shape[3], probe.shape[2])]
-    rows = []
+    rows, profiles = [], {}
     for k, (w, h) in enumerate(sizes):
         frames = _frames(images, w, h)
         args = {r.name: [r.prepare(f) for f in frames] for r in runners}
@@ -219,10 +241,14 @@ def bench(onnx_path, *, task: str, head: Optional[str] = None, preset: Optional[
                 row["gmacs"] = round(r.engine.macs / 1e9, 4)
             rows.append(row)
         rows += [{"backend": name, "size": f"{w}x{h}", "status": why} for name, why in missing.items()]
+        native = next((r for r in runners if r.name == "native"), None)
+        if profile and native is not None:
+            profiles[f"{w}x{h}"] = _profile(native.engine, args["native"][0])
     info = build_info()
     return {"model": str(onnx_path), "task": task, "threads": threads, "cpu": cpu_model(),
             "isa": info["isa_selected"], "picoface": info["version"],
-            "frames": f"{len(images)} image(s)" if images else "seeded noise", "rows": rows}
+            "frames": f"{len(images)} image(s)" if images else "seeded noise", "rows": rows,
+            **({"profiles": profiles} if profile else {})}
 
 
 def markdown(report: dict) -> str:
@@ -242,4 +268,10 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['size']} | {r['backend']} | {r.get('input', '–')} | "
                      f"{r['median_ms']:.3f} | {r['p90_ms']:.3f} | {r['min_ms']:.3f} | "
                      f"{r['p99_ms']:.3f} | {ratio} | {r['runs']} |")
+    for size, prof in report.get("profiles", {}).items():
+        lines += ["", f"native engine profile at {size}: {prof['total_ms']:.3f} ms in ops", "",
+                  "| op type | ops | ms |", "|---|---:|---:|"]
+        lines += [f"| {t['type']} | {t['count']} | {t['ms']:.3f} |" for t in prof["by_type"]]
+        lines += ["", "| slowest op | type | output | ms |", "|---:|---|---|---:|"]
+        lines += [f"| {o['op']} | {o['type']} | {o['output']} | {o['ms']:.3f} |" for o in prof["slowest"]]
     return "\n".join(lines)

@@ -175,7 +175,8 @@ def _cmd_bench(args) -> int:
                    sizes=args.size, backends=args.backend.split(","),
                    end_to_end=args.end_to_end,
                    baselines=args.baseline.split(",") if args.baseline else (), images=images,
-                   runs=args.runs, warmup=args.warmup, threads=args.threads, progress=progress)
+                   runs=args.runs, warmup=args.warmup, threads=args.threads,
+                   profile=args.profile, progress=progress)
     print(json.dumps(report, indent=2) if args.json else markdown(report))
     return 0
 
@@ -518,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--profile", action="store_true",
+                   help="also print the native engine's time per op type and the slowest ops")
     b.add_argument("--json", action="store_true")
     b.set_defaults(run=_cmd_bench)
 

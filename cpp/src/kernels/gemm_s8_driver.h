@@ -73,7 +73,10 @@ void conv_gemm_s8_blocked(std::size_t m, std::size_t n, std::size_t k, const std
     const std::size_t mb = std::min(m - i0, kMb);
     for (std::size_t r = 0; r < mb; ++r) {
       const std::int8_t* arow = a + static_cast<std::ptrdiff_t>(i0 + r) * lda;
-      init[r] = (bias ? bias[i0 + r] : 0) + Tile::row_offset(arow, k);
+      // Wrapping sum: the final sums fit in int32 (kernels.h's bounds), so a row offset that
+      // takes an intermediate past them cancels exactly, as in the wrapping vector adds.
+      init[r] = static_cast<std::int32_t>(static_cast<std::uint32_t>(bias ? bias[i0 + r] : 0) +
+                                          static_cast<std::uint32_t>(Tile::row_offset(arow, k)));
     }
     for (std::size_t j0 = 0; j0 < n; j0 += kNr) {
       const std::size_t nc = std::min(n - j0, kNr);

@@ -713,7 +713,7 @@ void test_bias_act(const KernelTable& k, const KernelTable& ref, std::mt19937& r
 // A random requantisation setup for `rows` output channels. mode 0: scales spreading typical
 // sums over the int8 range, random zero point and activation bounds; 1: scales of 1/2, 1/4,
 // 1/8 (exact .5 ties for half-to-even) and zero points -128/127; 2: extremes (scales that
-// saturate both ways, zero, huge, tiny) with extreme zero points.
+// saturate both ways, zero, huge, tiny) with extreme zero points; 3: 2^-24, for sums near 2^31.
 struct QuantSetup {
   std::vector<float> scale;
   RequantParams q;
@@ -723,6 +723,8 @@ struct QuantSetup {
         scale[i] = static_cast<float>((0.5 + (rng() % 1000) / 1000.0) * 100.0 / typical_acc);
       } else if (mode == 1) {
         scale[i] = 1.0f / static_cast<float>(2 << (rng() % 3));
+      } else if (mode == 3) {
+        scale[i] = 1.0f / 16777216.0f;  // 2^31 - 1 -> 128: saturates high, a wrapped sum low
       } else {
         const float extremes[] = {1.0f, 3e38f, 0.0f, 1e-30f, 0.001f, 65536.0f};
         scale[i] = extremes[rng() % 6];
@@ -800,10 +802,11 @@ void test_requant(const KernelTable& k, const KernelTable& ref, std::mt19937& rn
   }
 }
 
-// Fills n int8 values: mode 2 only -128/127, otherwise uniform over the whole range.
+// Fills n int8 values: mode 2 only -128/127, mode 3 only -128 (the largest products),
+// otherwise uniform over the whole range.
 void fill_s8(std::int8_t* p, std::size_t n, int mode, std::mt19937& rng) {
   for (std::size_t i = 0; i < n; ++i) {
-    p[i] = mode == 2 ? static_cast<std::int8_t>((rng() & 1) ? 127 : -128) : static_cast<std::int8_t>(rng() & 0xFF);
+    p[i] = mode == 3 ? std::int8_t(-128) : mode == 2 ? static_cast<std::int8_t>((rng() & 1) ? 127 : -128) : static_cast<std::int8_t>(rng() & 0xFF);
   }
 }
 
@@ -819,6 +822,7 @@ void run_conv_gemm_s8(const KernelTable& k, const KernelTable& ref, std::mt19937
   std::vector<std::int32_t> bias(m + 1);
   for (auto& v : bias) {
     if (mode == 2) v = (rng() & 1) ? (1 << 30) - 1 : -(1 << 30) + 1;
+    else if (mode == 3) v = (1 << 30) - 1;
     else v = static_cast<std::int32_t>(rng() % 2000001) - 1000000;
   }
   if (mode == 1) {  // small operands so that the 1/2, 1/4, 1/8 scales land on ties in range
@@ -828,7 +832,7 @@ void run_conv_gemm_s8(const KernelTable& k, const KernelTable& ref, std::mt19937
   }
   const double typical = 128.0 * 74.0 * std::sqrt(double(kk) + 1.0);
   QuantSetup qs(m, mode, typical, rng);
-  const bool with_bias = (m + n + kk) % 4 != 0;
+  const bool with_bias = mode == 3 || (m + n + kk) % 4 != 0;
   const std::int32_t* bp = with_bias ? bias.data() + 1 : nullptr;
   std::vector<std::int8_t> c0(std::size_t(m) * ldc + pad + 1);
   for (auto& v : c0) v = static_cast<std::int8_t>(rng() & 0xFF);
@@ -839,8 +843,9 @@ void run_conv_gemm_s8(const KernelTable& k, const KernelTable& ref, std::mt19937
   for (std::size_t e = 0; e < want.size() && detail.empty(); ++e) {
     if (want[e] != got[e]) {
       const std::ptrdiff_t rel = std::ptrdiff_t(e) - pad;
+      const bool outside = rel < 0 || rel % ldc >= n;
       detail = fmt("row %g col %g: got %g", double(rel / ldc), double(rel % ldc), got[e]) +
-               fmt(" want %g (col >= n: written outside C)", want[e], 0, 0);
+               fmt(" want %g", want[e], 0, 0) + (outside ? " (written outside C)" : "");
     }
   }
   report(detail.empty(), "conv_gemm_s8", k.isa,
@@ -864,6 +869,10 @@ void test_conv_gemm_s8(const KernelTable& k, const KernelTable& ref, std::mt1993
   for (int kk : {1023, 1024, 1025, 2049, 4611}) {
     for (int mode = 0; mode < 3; ++mode) run_conv_gemm_s8(k, ref, rng, 5, 17 + 16 * mode, kk, mode, mode == 1);
   }
+  // The largest k of the contract with -128/127 operands and |bias'| near 2^30: sums up to
+  // 2^31 - 1 must stay exact (VNNI's +128 offset included).
+  run_conv_gemm_s8(k, ref, rng, 3, 33, 65536, 2, false);
+  run_conv_gemm_s8(k, ref, rng, 3, 33, 65536, 3, true);  // every sum exactly 2^31 - 1
   // Row blocks (128 rows) and their ragged end.
   run_conv_gemm_s8(k, ref, rng, 129, 40, 9, 0, true);
   run_conv_gemm_s8(k, ref, rng, 257, 3, 27, 2, false);

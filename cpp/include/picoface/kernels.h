@@ -186,7 +186,8 @@ struct KernelTable {
   // One output row of a quantised depthwise 3x3 convolution of one channel (horizontal
   // padding 1) from three padded int8 input rows:
   //   dst[ox] = requant(bias + sum_{ky<3} sum_{kx<3} w[ky*3 + kx] * rows[ky][ox*stride + kx])
-  // with the scale q.scale[0]. rows[ky][j] holds input column j - 1 and every byte outside the
+  // with the scale q.scale[0]; bias is the folded bias' (bias - z_in * sum of the 9 weights),
+  // which padding at z_in makes exact at the borders too. rows[ky][j] holds input column j - 1 and every byte outside the
   // input columns, up to dw_row_bytes(in_w, out_w, stride), is readable and holds z_in (the
   // padding value of the asymmetric scheme). Rows are never null: a row of vertical padding
   // is a row of z_in (the kernel cannot make one without knowing z_in). stride is 1 or 2.

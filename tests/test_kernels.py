@@ -303,3 +303,60 @@ def test_bias_act_exact(isa, params):
         y = x + np.float32(bias)
         y = np.where(y < 0, y * np.float32(slope), y)
         np.testing.assert_array_equal(want, np.minimum(np.maximum(y, lo), hi).astype(np.float32))
+
+
+def requant_numpy(acc, scale, zero_point, lo=-128, hi=127):
+    """The requantisation rule of kernels.h, written independently: int32 -> float32, one
+    float32 multiply, clamp to +-65536, round half to even, add the zero point, clamp."""
+    f = acc.astype(np.float32) * np.float32(scale)
+    f = np.clip(f, np.float32(-65536), np.float32(65536))
+    r = np.rint(f).astype(np.int64) + zero_point
+    return np.clip(r, lo, hi).astype(np.int8)
+
+
+def test_requant_rule_half_even_and_saturation():
+    acc = np.array([1, 3, 5, -1, -3, -5, 255, 257, -255, -257, 2**31 - 1, -2**31], np.int32)
+    got = _core.kernel_requant_s32_s8(acc, 0.5, 0)
+    np.testing.assert_array_equal(got, [0, 2, 2, 0, -2, -2, 127, 127, -128, -128, 127, -128])
+    np.testing.assert_array_equal(got, requant_numpy(acc, 0.5, 0))
+    # A fused ReLU with the zero point at its extreme: everything clamps to it or above.
+    got = _core.kernel_requant_s32_s8(acc, 0.5, 127, lo=127)
+    assert (got == 127).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 17), (16, 100, 300), (33, 17, 5)])
+def test_conv_gemm_s8_matches_numpy(isa, m, n, k):
+    rng = np.random.default_rng(11)
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    b = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    z_in, z_out = -7, 12
+    bias = rng.integers(-5000, 5000, m).astype(np.int32)
+    # The caller folds the input zero point into the bias once (kernels.h).
+    folded = (bias - z_in * a.astype(np.int64).sum(axis=1)).astype(np.int32)
+    scale = (rng.uniform(0.5, 1.5, m) / (100.0 * np.sqrt(k))).astype(np.float32)
+    acc = a.astype(np.int64) @ b.astype(np.int64) + folded[:, None]
+    want = np.stack([requant_numpy(acc[i], scale[i], z_out, lo=z_out) for i in range(m)])
+    for name in ("scalar", isa):
+        got = _core.kernel_conv_gemm_s8(a, b, folded, scale, z_out, lo=z_out, isa=name)
+        np.testing.assert_array_equal(got, want, err_msg=f"conv_gemm_s8 {name} m={m} n={n} k={k}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dwconv3x3_s8_matches_numpy(isa, stride):
+    rng = np.random.default_rng(12)
+    h, w, z_in = 9, 37, 100
+    src = rng.integers(-128, 128, (h, w), dtype=np.int8)
+    wt = rng.integers(-128, 128, 9, dtype=np.int8)
+    out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
+    padded = np.full((h + 2, w + 2), z_in, np.int64)  # padding holds z_in
+    padded[1:h + 1, 1:w + 1] = src
+    acc = np.full((out_h, out_w), 321, np.int64)
+    for ky in range(3):
+        for kx in range(3):
+            acc += int(wt[ky * 3 + kx]) * padded[ky:ky + stride * out_h:stride, kx:kx + stride * out_w:stride]
+    want = requant_numpy(acc, 1 / 256, -3)
+    for name in ("scalar", isa):
+        got = _core.kernel_dwconv3x3_s8(src, wt, 321, stride, out_h, out_w, z_in, 1 / 256, -3, isa=name)
+        np.testing.assert_array_equal(got, want, err_msg=f"dwconv3x3_s8 {name} stride={stride}")

@@ -178,6 +178,18 @@ RowBiasAct row_bias_act(const std::optional<CArray<float>>& bias,
   return e;
 }
 
+// RequantParams from Python ints, checked (the kernels take int8 bounds and a zero point).
+RequantParams requant_params(const float* scale, int zero_point, int lo, int hi) {
+  require(zero_point >= -128 && zero_point <= 127, "zero_point must be in [-128, 127]");
+  require(lo >= -128 && hi <= 127 && lo <= hi, "lo and hi must satisfy -128 <= lo <= hi <= 127");
+  RequantParams q;
+  q.scale = scale;
+  q.zero_point = zero_point;
+  q.lo = static_cast<std::int8_t>(lo);
+  q.hi = static_cast<std::int8_t>(hi);
+  return q;
+}
+
 void bind_kernels(py::module_& m) {
   // Direct access to one ISA's kernel table, for tests and benchmarks.
   m.def("kernel_resample_row",
@@ -355,6 +367,52 @@ void bind_kernels(py::module_& m) {
           check_size(b.size(), a.size(), "b");
           return k.dot_s8(a.data(), b.data(), a.size());
         });
+  m.def("kernel_requant_s32_s8",
+        [](const CArray<std::int32_t>& x, float scale, int zero_point, int lo, int hi, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          const RequantParams q = requant_params(&scale, zero_point, lo, hi);
+          auto out = empty<std::int8_t>({x.size()});
+          k.requant_s32_s8(x.data(), std::size_t(x.size()), q, out.mutable_data());
+          return out;
+        },
+        py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("lo") = -128, py::arg("hi") = 127,
+        py::arg("isa") = "scalar");
+  m.def("kernel_conv_gemm_s8",
+        [](const CArray<std::int8_t>& a, const CArray<std::int8_t>& b, std::optional<CArray<std::int32_t>> bias,
+           const CArray<float>& scale, int zero_point, int lo, int hi, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(a.ndim() == 2 && b.ndim() == 2, "a and b must be 2-D");
+          const py::ssize_t m = a.shape(0), kk = a.shape(1), n = b.shape(1);
+          require(b.shape(0) == kk, "shapes must be (m,k), (k,n)");
+          require(kk <= 65536, "k must be at most 65536");
+          check_size(scale.size(), m, "scale");
+          if (bias) check_size(bias->size(), m, "bias");
+          const RequantParams q = requant_params(scale.data(), zero_point, lo, hi);
+          auto out = empty<std::int8_t>({m, n});
+          k.conv_gemm_s8(std::size_t(m), std::size_t(n), std::size_t(kk), a.data(), kk, b.data(), n,
+                         bias ? bias->data() : nullptr, out.mutable_data(), n, q);
+          return out;
+        },
+        py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("scale"), py::arg("zero_point"), py::arg("lo") = -128,
+        py::arg("hi") = 127, py::arg("isa") = "scalar");
+  m.def("kernel_dwconv3x3_s8",
+        [](const CArray<std::int8_t>& src, const CArray<std::int8_t>& w, std::int32_t bias, int stride, int out_h,
+           int out_w, int z_in, float scale, int zero_point, int lo, int hi, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(src.ndim() == 2 && w.size() == 9, "src must be H x W and w 3x3");
+          require(stride == 1 || stride == 2, "stride must be 1 or 2");
+          require(z_in >= -128 && z_in <= 127, "z_in must be in [-128, 127]");
+          const RequantParams q = requant_params(&scale, zero_point, lo, hi);
+          auto out = empty<std::int8_t>({out_h, out_w});
+          const int in_h = int(src.shape(0)), in_w = int(src.shape(1));
+          std::vector<std::int8_t> ring(4 * dw_row_bytes(in_w, out_w, stride));
+          dwconv3x3_plane_s8(k, src.data(), in_h, in_w, w.data(), bias, stride, static_cast<std::int8_t>(z_in),
+                             out.mutable_data(), out_h, out_w, q, ring.data());
+          return out;
+        },
+        py::arg("src"), py::arg("w"), py::arg("bias"), py::arg("stride"), py::arg("out_h"), py::arg("out_w"),
+        py::arg("z_in"), py::arg("scale"), py::arg("zero_point"), py::arg("lo") = -128, py::arg("hi") = 127,
+        py::arg("isa") = "scalar");
 }
 
 void bind_pipeline(py::module_& m) {

@@ -707,6 +707,275 @@ void test_bias_act(const KernelTable& k, const KernelTable& ref, std::mt19937& r
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// int8 kernels: bit-exact against the reference on every ISA.
+
+// A random requantisation setup for `rows` output channels. mode 0: scales spreading typical
+// sums over the int8 range, random zero point and activation bounds; 1: scales of 1/2, 1/4,
+// 1/8 (exact .5 ties for half-to-even) and zero points -128/127; 2: extremes (scales that
+// saturate both ways, zero, huge, tiny) with extreme zero points; 3: 2^-24, for sums near 2^31.
+struct QuantSetup {
+  std::vector<float> scale;
+  RequantParams q;
+  QuantSetup(std::size_t rows, int mode, double typical_acc, std::mt19937& rng) : scale(rows + 1) {
+    for (std::size_t i = 0; i <= rows; ++i) {
+      if (mode == 0) {
+        scale[i] = static_cast<float>((0.5 + (rng() % 1000) / 1000.0) * 100.0 / typical_acc);
+      } else if (mode == 1) {
+        scale[i] = 1.0f / static_cast<float>(2 << (rng() % 3));
+      } else if (mode == 3) {
+        scale[i] = 1.0f / 16777216.0f;  // 2^31 - 1 -> 128: saturates high, a wrapped sum low
+      } else {
+        const float extremes[] = {1.0f, 3e38f, 0.0f, 1e-30f, 0.001f, 65536.0f};
+        scale[i] = extremes[rng() % 6];
+      }
+    }
+    const std::int32_t zps[] = {-128, 127, 0, -1};
+    q.zero_point = mode == 0 ? static_cast<std::int32_t>(rng() % 256) - 128 : zps[rng() % 4];
+    switch (rng() % 4) {
+      case 0: q.lo = -128; q.hi = 127; break;
+      case 1: q.lo = static_cast<std::int8_t>(q.zero_point); q.hi = 127; break;  // ReLU
+      case 2: q.lo = static_cast<std::int8_t>(q.zero_point); q.hi = static_cast<std::int8_t>(std::min(127, q.zero_point + 60)); break;
+      default: q.lo = -100; q.hi = 100; break;
+    }
+    q.scale = scale.data() + 1;  // unaligned by one float
+  }
+  std::string describe() const {
+    return fmt(" zp=%g lo=%g hi=%g", q.zero_point, q.lo, q.hi);
+  }
+};
+
+void test_requant(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  // The rule itself, on the reference: half to even, saturation, fused bounds.
+  {
+    const float half = 0.5f;
+    RequantParams q;
+    q.scale = &half;
+    const std::int32_t in[] = {1, 3, 5, -1, -3, -5, 255, 257, -255, -257, std::numeric_limits<std::int32_t>::max(),
+                               std::numeric_limits<std::int32_t>::min()};
+    const std::int8_t want[] = {0, 2, 2, 0, -2, -2, 127, 127, -128, -128, 127, -128};
+    std::int8_t got[12];
+    ref.requant_s32_s8(in, 12, q, got);
+    std::string detail;
+    for (int i = 0; i < 12 && detail.empty(); ++i) {
+      if (got[i] != want[i]) detail = fmt("acc %g: got %g want %g", in[i], got[i], want[i]);
+    }
+    const float big = 3e38f;
+    RequantParams relu;
+    relu.scale = &big;
+    relu.zero_point = 127;
+    relu.lo = 5;
+    relu.hi = 120;
+    const std::int32_t in2[] = {1, -1, 0};
+    std::int8_t got2[3];
+    ref.requant_s32_s8(in2, 3, relu, got2);
+    if (detail.empty() && (got2[0] != 120 || got2[1] != 5 || got2[2] != 120)) {
+      detail = fmt("saturation/bounds: got %g %g %g", got2[0], got2[1], got2[2]);
+    }
+    report(detail.empty(), "requant_s32_s8 (rule)", ref.isa, "spot values", detail);
+  }
+  for (int n : kSizes) {
+    for (int mode = 0; mode < 3; ++mode) {
+      QuantSetup qs(1, mode, 1e5, rng);
+      std::vector<std::int32_t> x(n + 1);
+      for (auto& v : x) {
+        if (mode == 1) v = static_cast<std::int32_t>(rng() % 4001) - 2000;
+        else v = static_cast<std::int32_t>(rng());
+      }
+      if (n > 2) {
+        x[1] = std::numeric_limits<std::int32_t>::max();
+        x[2] = std::numeric_limits<std::int32_t>::min();
+      }
+      GuardedBytes want(n, false), got(n, false);
+      const std::int32_t* xp = x.data() + 1;
+      ref.requant_s32_s8(xp, n, qs.q, reinterpret_cast<std::int8_t*>(want.data()));
+      k.requant_s32_s8(xp, n, qs.q, reinterpret_cast<std::int8_t*>(got.data()));
+      std::string detail;
+      for (int i = 0; i < n && detail.empty(); ++i) {
+        if (want.data()[i] != got.data()[i]) {
+          detail = fmt("at %g (acc %g): got %g", i, xp[i], static_cast<std::int8_t>(got.data()[i])) +
+                   fmt(" want %g scale %g", static_cast<std::int8_t>(want.data()[i]), qs.q.scale[0], 0);
+        }
+      }
+      report(detail.empty(), "requant_s32_s8", k.isa, fmt("n=%g mode=%g", n, mode, 0) + qs.describe(), detail);
+    }
+  }
+}
+
+// Fills n int8 values: mode 2 only -128/127, mode 3 only -128 (the largest products),
+// otherwise uniform over the whole range.
+void fill_s8(std::int8_t* p, std::size_t n, int mode, std::mt19937& rng) {
+  for (std::size_t i = 0; i < n; ++i) {
+    p[i] = mode == 3 ? std::int8_t(-128) : mode == 2 ? static_cast<std::int8_t>((rng() & 1) ? 127 : -128) : static_cast<std::int8_t>(rng() & 0xFF);
+  }
+}
+
+void run_conv_gemm_s8(const KernelTable& k, const KernelTable& ref, std::mt19937& rng, int m, int n, int kk, int mode,
+                      bool padded) {
+  const int pad = padded ? 1 : 0;
+  const std::ptrdiff_t lda = kk + 3 * pad, ldb = n + 5 * pad, ldc = n + 2 * pad;
+  GuardedBytes ga(std::size_t(m) * lda + pad, false), gb(std::size_t(kk) * ldb + pad, padded);
+  std::int8_t* a = reinterpret_cast<std::int8_t*>(ga.data()) + pad;
+  std::int8_t* b = reinterpret_cast<std::int8_t*>(gb.data()) + pad;
+  fill_s8(a, std::size_t(m) * lda, mode, rng);
+  fill_s8(b, std::size_t(kk) * ldb, mode, rng);
+  std::vector<std::int32_t> bias(m + 1);
+  for (auto& v : bias) {
+    if (mode == 2) v = (rng() & 1) ? (1 << 30) - 1 : -(1 << 30) + 1;
+    else if (mode == 3) v = (1 << 30) - 1;
+    else v = static_cast<std::int32_t>(rng() % 2000001) - 1000000;
+  }
+  if (mode == 1) {  // small operands so that the 1/2, 1/4, 1/8 scales land on ties in range
+    for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(m) * lda; ++i) a[i] = static_cast<std::int8_t>(a[i] % 4);
+    for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(kk) * ldb; ++i) b[i] = static_cast<std::int8_t>(b[i] % 4);
+    for (auto& v : bias) v %= 100;
+  }
+  const double typical = 128.0 * 74.0 * std::sqrt(double(kk) + 1.0);
+  QuantSetup qs(m, mode, typical, rng);
+  const bool with_bias = mode == 3 || (m + n + kk) % 4 != 0;
+  const std::int32_t* bp = with_bias ? bias.data() + 1 : nullptr;
+  std::vector<std::int8_t> c0(std::size_t(m) * ldc + pad + 1);
+  for (auto& v : c0) v = static_cast<std::int8_t>(rng() & 0xFF);
+  std::vector<std::int8_t> want = c0, got = c0;
+  ref.conv_gemm_s8(m, n, kk, a, lda, b, ldb, bp, want.data() + pad, ldc, qs.q);
+  k.conv_gemm_s8(m, n, kk, a, lda, b, ldb, bp, got.data() + pad, ldc, qs.q);
+  std::string detail;
+  for (std::size_t e = 0; e < want.size() && detail.empty(); ++e) {
+    if (want[e] != got[e]) {
+      const std::ptrdiff_t rel = std::ptrdiff_t(e) - pad;
+      const bool outside = rel < 0 || rel % ldc >= n;
+      detail = fmt("row %g col %g: got %g", double(rel / ldc), double(rel % ldc), got[e]) +
+               fmt(" want %g", want[e], 0, 0) + (outside ? " (written outside C)" : "");
+    }
+  }
+  report(detail.empty(), "conv_gemm_s8", k.isa,
+         fmt("m=%g n=%g k=%g", m, n, kk) + fmt(" mode=%g padded=%g bias=%g", mode, pad, with_bias) + qs.describe(),
+         detail);
+}
+
+void test_conv_gemm_s8(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  const int dims[] = {1, 3, 5, 7, 15, 16, 17, 33, 100, 300};
+  int idx = 0;
+  for (int m : dims) {
+    for (int n : dims) {
+      for (int kk : {0, 1, 3, 5, 7, 15, 16, 17, 33, 100, 300}) {
+        ++idx;
+        if (std::size_t(m) * n * kk > 3000000 && idx % 4 != 0) continue;  // a quarter of the largest shapes
+        run_conv_gemm_s8(k, ref, rng, m, n, kk, idx % 3, idx % 2 == 1);
+      }
+    }
+  }
+  // k past one packed block (512 on AVX2, more elsewhere) and its ragged ends.
+  for (int kk : {1023, 1024, 1025, 2049, 4611}) {
+    for (int mode = 0; mode < 3; ++mode) run_conv_gemm_s8(k, ref, rng, 5, 17 + 16 * mode, kk, mode, mode == 1);
+  }
+  // The largest k of the contract with -128/127 operands and |bias'| near 2^30: sums up to
+  // 2^31 - 1 must stay exact (VNNI's +128 offset included).
+  run_conv_gemm_s8(k, ref, rng, 3, 33, 65536, 2, false);
+  run_conv_gemm_s8(k, ref, rng, 3, 33, 65536, 3, true);  // every sum exactly 2^31 - 1
+  // Row blocks (128 rows) and their ragged end.
+  run_conv_gemm_s8(k, ref, rng, 129, 40, 9, 0, true);
+  run_conv_gemm_s8(k, ref, rng, 257, 3, 27, 2, false);
+}
+
+// dwconv3x3_row_s8 on three individually guarded padded rows (guard right after
+// dw_row_bytes, or right before the left pad) and a guarded destination.
+void test_dwconv3x3_s8(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::vector<int> widths;
+  for (int w = 1; w <= 40; ++w) widths.push_back(w);
+  for (int w : {63, 64, 65, 100, 127, 128, 129, 257, 1000}) widths.push_back(w);
+  int idx = 0;
+  for (int out_w : widths) {
+    for (int stride = 1; stride <= 2; ++stride) {
+      for (int mode = 0; mode < 3; ++mode) {
+        ++idx;
+        const bool head = idx % 2 == 0;
+        const int in_w = (out_w - 1) * stride + 1 + (idx % 3 == 0 ? 1 : 0);
+        const std::size_t len = dw_row_bytes(in_w, out_w, stride);
+        const std::int8_t zps[] = {-128, 127, 0, 5};
+        const std::int8_t z_in = mode == 0 ? static_cast<std::int8_t>(rng() & 0xFF) : zps[rng() % 4];
+        GuardedBytes r0(len, head), r1(len, head), r2(len, head), dw(out_w, false), dr(out_w, false);
+        GuardedBytes* gr[3] = {&r0, &r1, &r2};
+        const std::int8_t* rows[3];
+        for (int ky = 0; ky < 3; ++ky) {
+          std::int8_t* r = reinterpret_cast<std::int8_t*>(gr[ky]->data());
+          std::fill(r, r + len, z_in);
+          fill_s8(r + 1, in_w, mode, rng);
+          rows[ky] = r;
+        }
+        if (idx % 5 == 0) rows[0] = rows[2];  // vertical padding rows may repeat
+        std::int8_t w[9];
+        fill_s8(w, 9, mode, rng);
+        const std::int32_t bias =
+            mode == 2 ? ((rng() & 1) ? (1 << 30) - 1 : -(1 << 30) + 1) : static_cast<std::int32_t>(rng() % 20001) - 10000;
+        QuantSetup qs(1, mode, 128.0 * 74.0 * 3.0, rng);
+        std::int8_t* want = reinterpret_cast<std::int8_t*>(dr.data());
+        std::int8_t* got = reinterpret_cast<std::int8_t*>(dw.data());
+        ref.dwconv3x3_row_s8(rows, w, bias, stride, want, out_w, qs.q);
+        k.dwconv3x3_row_s8(rows, w, bias, stride, got, out_w, qs.q);
+        std::string detail;
+        for (int i = 0; i < out_w && detail.empty(); ++i) {
+          if (want[i] != got[i]) detail = fmt("at %g: got %g want %g", i, got[i], want[i]);
+        }
+        report(detail.empty(), "dwconv3x3_row_s8", k.isa,
+               fmt("out_w=%g in_w=%g stride=%g", out_w, in_w, stride) +
+                   fmt(" mode=%g z_in=%g guard_head=%g", mode, z_in, head) + qs.describe(),
+               detail);
+      }
+    }
+  }
+}
+
+// dwconv3x3_plane_s8 against a direct evaluation of the quantised convolution (taps outside
+// the input read z_in), requantised by the reference's requant_s32_s8.
+void test_dwconv3x3_plane_s8(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  int idx = 0;
+  for (int h : {1, 2, 3, 5, 8}) {
+    for (int w : {1, 2, 3, 7, 16, 17, 33, 70}) {
+      for (int stride = 1; stride <= 2; ++stride) {
+        for (int pad_end = 0; pad_end <= 1; ++pad_end) {
+          if (h + 1 + pad_end < 3 || w + 1 + pad_end < 3) continue;
+          ++idx;
+          const int out_h = (h + 1 + pad_end - 3) / stride + 1, out_w = (w + 1 + pad_end - 3) / stride + 1;
+          const int mode = idx % 3;
+          const std::int8_t z_in = mode == 2 ? static_cast<std::int8_t>((idx & 4) ? 127 : -128)
+                                             : static_cast<std::int8_t>(rng() & 0xFF);
+          std::vector<std::int8_t> src(std::size_t(h) * w), wt(9);
+          fill_s8(src.data(), src.size(), mode, rng);
+          fill_s8(wt.data(), 9, mode, rng);
+          const std::int32_t bias = static_cast<std::int32_t>(rng() % 20001) - 10000;
+          QuantSetup qs(1, mode, 128.0 * 74.0 * 3.0, rng);
+          std::vector<std::int8_t> want(std::size_t(out_h) * out_w), got(want.size() + 1, 99);
+          for (int oy = 0; oy < out_h; ++oy) {
+            for (int ox = 0; ox < out_w; ++ox) {
+              std::int32_t acc = bias;
+              for (int ky = 0; ky < 3; ++ky) {
+                for (int kx = 0; kx < 3; ++kx) {
+                  const int iy = oy * stride - 1 + ky, ix = ox * stride - 1 + kx;
+                  const bool inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+                  acc += wt[ky * 3 + kx] * (inside ? src[std::size_t(iy) * w + ix] : z_in);
+                }
+              }
+              ref.requant_s32_s8(&acc, 1, qs.q, &want[std::size_t(oy) * out_w + ox]);
+            }
+          }
+          std::vector<std::int8_t> ring(4 * dw_row_bytes(w, out_w, stride));
+          dwconv3x3_plane_s8(k, src.data(), h, w, wt.data(), bias, stride, z_in, got.data(), out_h, out_w, qs.q,
+                             ring.data());
+          std::string detail;
+          if (got.back() != 99) detail = "wrote past the output";
+          for (std::size_t i = 0; i < want.size() && detail.empty(); ++i) {
+            if (want[i] != got[i]) detail = fmt("at %g: got %g want %g", double(i), got[i], want[i]);
+          }
+          report(detail.empty(), "dwconv3x3_plane_s8", k.isa,
+                 fmt("in=%gx%g stride=%g", h, w, stride) + fmt(" z_in=%g mode=%g", z_in, mode, 0) + qs.describe(),
+                 detail);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace picoface
 
@@ -736,6 +1005,10 @@ int main(int argc, char** argv) {
       test_dwconv3x3(k, ref, rng);
       test_conv3x3(k, ref, rng);
       test_bias_act(k, ref, rng);
+      test_requant(k, ref, rng);
+      test_conv_gemm_s8(k, ref, rng);
+      test_dwconv3x3_s8(k, ref, rng);
+      test_dwconv3x3_plane_s8(k, ref, rng);
       std::printf("%s: %d passed, %d failed\n", isa_name(isa), g_passed - passed_before,
                   g_failed - failed_before);
     }

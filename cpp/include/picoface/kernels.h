@@ -71,6 +71,32 @@ struct RowBiasAct {
   float hi = std::numeric_limits<float>::infinity();
 };
 
+// The int8 scheme (ONNX QDQ / TFLite convention, so onnxruntime's QDQ models are the
+// reference): real = scale * (q - zero_point).
+//   weights      int8, symmetric per output channel (zero point 0, scale s_w[m]);
+//   activations  int8, asymmetric per tensor (scale s, zero point z in [-128, 127]);
+//   bias         int32 at scale s_in * s_w[m], zero point 0.
+// The int8 kernels take pre-folded row biases, bias'[m] = bias[m] - z_in * sum_k w[m][k]
+// (folded once when a model is planned), so they never need z_in except as the value of
+// padding, which must be materialised as z_in. Accumulation is exact in int32: callers keep
+// k <= 65536 taps and |bias'| < 2^30, so every partial sum fits (|w*x| <= 2^14).
+//
+// Requantisation of one int32 sum `acc` of output channel m, identical on every ISA:
+//   f = float(acc) * scale[m]            (int32 -> float round to nearest even, one IEEE mul;
+//                                         scale[m] = s_in * s_w[m] / s_out, finite, >= 0)
+//   f = min(max(f, -65536), 65536)       (keeps the conversion in range; changes no result)
+//   r = round_half_to_even(f)            (cvtps2dq under the default MXCSR, vcvtnq_s32_f32,
+//                                         std::nearbyint in the reference)
+//   q = min(max(r + zero_point, lo), hi) (int8)
+// lo/hi carry a fused activation: none (-128, 127), ReLU (zero_point, 127), ReLU6 or any clip
+// (quantised bounds).
+struct RequantParams {
+  const float* scale = nullptr;  // per output channel (row) of the kernel; see each kernel
+  std::int32_t zero_point = 0;   // z_out, -128..127
+  std::int8_t lo = -128;
+  std::int8_t hi = 127;
+};
+
 // Most input channels conv3x3_f32 takes: a network's stem (RGB, grey, RGBA).
 constexpr int kConv3x3MaxInChannels = 4;
 
@@ -141,7 +167,43 @@ struct KernelTable {
 
   // In-place bias + activation of n floats (see BiasActParams).
   void (*bias_act_f32)(float* x, std::size_t n, const BiasActParams& p);
+
+  // int8 kernels (scheme and requantisation rule above RequantParams). Integer results are
+  // bit-identical on every ISA.
+
+  // y[i] = requant(x[i]) for i < n, every value with the scale q.scale[0].
+  void (*requant_s32_s8)(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y);
+
+  // Quantised convolution GEMM: C[i][j] = requant_i(bias'[i] + sum_{p<k} A[i][p] * B[p][j]),
+  // with requant_i using q.scale[i]. A: int8 weights, m x k, row-major, leading dimension lda;
+  // B: int8 activations, k x n (input channels x pixels of NCHW planes), ldb; C: int8, m x n,
+  // ldc. bias (m values) may be null for zero. Any m, n >= 0 and 0 <= k <= 65536; packing
+  // buffers live on the kernel's stack (under 64 KiB).
+  void (*conv_gemm_s8)(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
+                       const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
+                       std::ptrdiff_t ldc, const RequantParams& q);
+
+  // One output row of a quantised depthwise 3x3 convolution of one channel (horizontal
+  // padding 1) from three padded int8 input rows:
+  //   dst[ox] = requant(bias + sum_{ky<3} sum_{kx<3} w[ky*3 + kx] * rows[ky][ox*stride + kx])
+  // with the scale q.scale[0]; bias is the folded bias' (bias - z_in * sum of the 9 weights),
+  // which padding at z_in makes exact at the borders too. rows[ky][j] holds input column j - 1 and every byte outside the
+  // input columns, up to dw_row_bytes(in_w, out_w, stride), is readable and holds z_in (the
+  // padding value of the asymmetric scheme). Rows are never null: a row of vertical padding
+  // is a row of z_in (the kernel cannot make one without knowing z_in). stride is 1 or 2.
+  void (*dwconv3x3_row_s8)(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
+                           std::int8_t* dst, int out_w, const RequantParams& q);
 };
+
+// Bytes of one padded input row of dwconv3x3_row_s8: the left pad, in_w columns, and z_in
+// padding covering the widest vector over-read (32-output blocks) of out_w outputs; a
+// multiple of 32.
+inline std::size_t dw_row_bytes(int in_w, int out_w, int stride) {
+  const std::size_t blocks = (static_cast<std::size_t>(out_w) + 31) / 32 * 32;
+  std::size_t n = static_cast<std::size_t>(stride) * blocks + 32;
+  if (n < static_cast<std::size_t>(in_w) + 2) n = static_cast<std::size_t>(in_w) + 2;
+  return (n + 31) / 32 * 32;
+}
 
 // Floats of one padded input row of dwconv3x3_row_f32: the left pad, in_w columns, and zeros
 // covering the widest vector over-read (16 lanes) of out_w outputs; a multiple of 16.
@@ -158,6 +220,14 @@ inline std::size_t dw_row_floats(int in_w, int out_w, int stride) {
 // three padded rows in `ring` (3 * dw_row_floats(in_w, out_w, stride) floats).
 void dwconv3x3_plane_f32(const KernelTable& k, const float* src, int in_h, int in_w, const float* w, int stride,
                          float* dst, int out_h, int out_w, const BiasActParams& p, float* ring);
+
+// Quantised depthwise 3x3 convolution of one channel plane, padding 1 at the top and left
+// (bottom/right implied by out_h, out_w; padding taps read z_in), through k.dwconv3x3_row_s8
+// with bias' and q as that kernel says. `ring` holds 4 * dw_row_bytes(in_w, out_w, stride)
+// bytes: three padded input rows and one row of vertical padding.
+void dwconv3x3_plane_s8(const KernelTable& k, const std::int8_t* src, int in_h, int in_w, const std::int8_t* w,
+                        std::int32_t bias, int stride, std::int8_t z_in, std::int8_t* dst, int out_h, int out_w,
+                        const RequantParams& q, std::int8_t* ring);
 
 // Table of one level; throws Error(kUnsupported) if it is not compiled in or not runnable here.
 const KernelTable& kernels_for(Isa isa);

@@ -15,6 +15,7 @@
 
 #include "conv3x3_driver.h"
 #include "gemm_driver.h"
+#include "gemm_s8_driver.h"
 #include "isa_fill.h"
 #include "scalar_pixels.h"
 
@@ -993,6 +994,184 @@ void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, 
   conv3x3_driver<Avx2Conv3x3>(src, cin, in_h, in_w, w, cout, stride, dst, out_h, out_w, e);
 }
 
+// ---------------------------------------------------------------------------------------
+// int8 kernels. vpmaddubsw is not used: its u8 x s8 pair sums saturate at int16 (2 * 255 *
+// 128 > 32767) for full-range int8 operands, so both operands are sign-extended to int16 and
+// multiplied by vpmaddwd, whose pair sums (at most 2 * 2^14) are exact in int32.
+
+// Requantisation of 8 int32 lanes, operation for operation the scalar requant1.
+struct RequantVec8 {
+  __m256 scale, clamp_lo, clamp_hi;
+  __m256i zp, lo, hi;
+  RequantVec8(float s, const RequantParams& q)
+      : scale(_mm256_set1_ps(s)),
+        clamp_lo(_mm256_set1_ps(-kRequantClamp)),
+        clamp_hi(_mm256_set1_ps(kRequantClamp)),
+        zp(_mm256_set1_epi32(q.zero_point)),
+        lo(_mm256_set1_epi32(q.lo)),
+        hi(_mm256_set1_epi32(q.hi)) {}
+  __m256i operator()(__m256i acc) const {
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
+    f = _mm256_min_ps(_mm256_max_ps(f, clamp_lo), clamp_hi);
+    const __m256i r = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);
+    return _mm256_min_epi32(_mm256_max_epi32(r, lo), hi);
+  }
+};
+
+// 8 int32 lanes already within int8 range -> 8 bytes in lane order (low half of the result).
+inline __m128i narrow8(__m256i v) {
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return _mm_packs_epi16(w, w);
+}
+
+inline void store_bytes(std::int8_t* dst, __m128i v, std::size_t count) {
+  alignas(16) std::int8_t tmp[16];
+  _mm_store_si128(reinterpret_cast<__m128i*>(tmp), v);
+  std::memcpy(dst, tmp, count);
+}
+
+void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
+  const RequantVec8 rq(q.scale[0], q);
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = rq(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + i), narrow8(v));
+  }
+  for (; i < n; ++i) y[i] = requant1(x[i], q.scale[0], q);
+}
+
+// conv_gemm_s8: B panels hold pairs of consecutive k as int16 in each 32-bit lane (16
+// columns, 64 bytes per pair); the 4x16 register tile takes a broadcast A pair per row and
+// two vpmaddwd per row and pair.
+struct Avx2TileS8 {
+  static constexpr std::size_t kMr = 4;
+  static constexpr std::size_t kNr = 16;
+  static constexpr std::size_t kKc = 512;
+  static constexpr std::size_t kPanelBytes = kKc / 2 * kNr * 4;
+
+  static void pack(const std::int8_t* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, void* out) {
+    std::int16_t* panel = static_cast<std::int16_t*>(out);
+    for (std::size_t p = 0; p < kc; p += 2, panel += 2 * kNr) {
+      const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(p) * ldb;
+      if (nc == kNr && p + 1 < kc) {
+        const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0));
+        const __m128i x1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + ldb));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(panel), _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(x0, x1)));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(panel + 16), _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(x0, x1)));
+        continue;
+      }
+      for (std::size_t j = 0; j < kNr; ++j) {
+        panel[2 * j] = j < nc ? r0[j] : 0;
+        panel[2 * j + 1] = j < nc && p + 1 < kc ? r0[ldb + static_cast<std::ptrdiff_t>(j)] : 0;
+      }
+    }
+  }
+
+  static std::int32_t row_offset(const std::int8_t*, std::size_t) { return 0; }
+
+  // A[p], A[p+1] (zero past `avail`) sign-extended into the two int16 halves of a lane.
+  static __m256i pair(const std::int8_t* a, std::size_t avail) {
+    const std::int32_t lo = static_cast<std::uint16_t>(static_cast<std::int16_t>(a[0]));
+    const std::int32_t hi = avail > 1 ? static_cast<std::int32_t>(a[1]) * 65536 : 0;
+    return _mm256_set1_epi32(lo + hi);
+  }
+
+  template <int MR>
+  static void tile(std::size_t kc, const std::int8_t* a, std::ptrdiff_t lda, const void* panel_v, std::int32_t* acc) {
+    const std::int16_t* panel = static_cast<const std::int16_t*>(panel_v);
+    __m256i c0[MR], c1[MR];
+    for (int r = 0; r < MR; ++r) {
+      c0[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * kNr));
+      c1[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * kNr + 8));
+    }
+    for (std::size_t p = 0; p < kc; p += 2, panel += 2 * kNr) {
+      const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel));
+      const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 16));
+      for (int r = 0; r < MR; ++r) {
+        const __m256i av = pair(a + r * lda + static_cast<std::ptrdiff_t>(p), kc - p);
+        c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(av, b0));
+        c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(av, b1));
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kNr), c0[r]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kNr + 8), c1[r]);
+    }
+  }
+
+  static void requant(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
+    requant_s32_s8(x, n, q, y);
+  }
+};
+
+void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
+                  const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
+                  std::ptrdiff_t ldc, const RequantParams& q) {
+  conv_gemm_s8_blocked<Avx2TileS8>(m, n, k, a, lda, b, ldb, bias, c, ldc, q);
+}
+
+// dwconv3x3_row_s8: taps are paired so one vpmaddwd adds two exact int16 products into an
+// int32 lane. Stride 2 pairs columns (2i, 2i+1), which sit next to each other in the input,
+// so 8 outputs come in order from one sign-extended 16-byte load; stride 1 interleaves the
+// loads at offsets 0 and 1 (and 2 with zero), giving outputs {0-3, 8-11} and {4-7, 12-15},
+// which packssdw puts back in order.
+inline __m256i load16_s16(const std::int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+inline __m256i weight_pair(std::int8_t w0, std::int8_t w1) {
+  return _mm256_set1_epi32(static_cast<std::uint16_t>(static_cast<std::int16_t>(w0)) +
+                           static_cast<std::int32_t>(w1) * 65536);
+}
+
+void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
+                      std::int8_t* dst, int out_w, const RequantParams& q) {
+  const RequantVec8 rq(q.scale[0], q);
+  __m256i w01[3], w2z[3];
+  for (int ky = 0; ky < 3; ++ky) {
+    w01[ky] = weight_pair(w[3 * ky], w[3 * ky + 1]);
+    w2z[ky] = weight_pair(w[3 * ky + 2], 0);
+  }
+  const __m256i vb = _mm256_set1_epi32(bias);
+  const __m256i zero = _mm256_setzero_si256();
+  if (stride == 1) {
+    for (int ox = 0; ox < out_w; ox += 16) {
+      __m256i lo = vb, hi = vb;
+      for (int ky = 0; ky < 3; ++ky) {
+        const std::int8_t* r = rows[ky] + ox;
+        const __m256i x0 = load16_s16(r), x1 = load16_s16(r + 1), x2 = load16_s16(r + 2);
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), w01[ky]));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), w01[ky]));
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x2, zero), w2z[ky]));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x2, zero), w2z[ky]));
+      }
+      const __m256i w16 = _mm256_packs_epi32(rq(lo), rq(hi));  // outputs 0-7 | 8-15
+      const __m256i b8 = _mm256_permute4x64_epi64(_mm256_packs_epi16(w16, w16), _MM_SHUFFLE(3, 1, 2, 0));
+      const __m128i v = _mm256_castsi256_si128(b8);
+      if (ox + 16 <= out_w) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + ox), v);
+      } else {
+        store_bytes(dst + ox, v, static_cast<std::size_t>(out_w - ox));
+      }
+    }
+    return;
+  }
+  for (int ox = 0; ox < out_w; ox += 8) {
+    __m256i acc = vb;
+    for (int ky = 0; ky < 3; ++ky) {
+      const std::int8_t* r = rows[ky] + 2 * ox;
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(load16_s16(r), w01[ky]));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(load16_s16(r + 2), w2z[ky]));
+    }
+    const __m128i v = narrow8(rq(acc));
+    if (ox + 8 <= out_w) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + ox), v);
+    } else {
+      store_bytes(dst + ox, v, static_cast<std::size_t>(out_w - ox));
+    }
+  }
+}
+
 }  // namespace
 
 void fill_avx2(KernelTable* t) {
@@ -1007,6 +1186,9 @@ void fill_avx2(KernelTable* t) {
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
   t->conv3x3_f32 = conv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
+  t->requant_s32_s8 = requant_s32_s8;
+  t->conv_gemm_s8 = conv_gemm_s8;
+  t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 
 }  // namespace picoface

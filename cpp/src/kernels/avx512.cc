@@ -14,9 +14,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "conv3x3_driver.h"
 #include "gemm_driver.h"
+#include "gemm_s8_driver.h"
 #include "isa_fill.h"
 
 namespace picoface {
@@ -469,6 +471,109 @@ void dwconv3x3_row_f32(const float* const* p, const float* w, int stride, float*
   else dw_row16<2>(p, wv, d, out_w, bp);
 }
 
+// ---------------------------------------------------------------------------------------
+// int8 kernels on VNNI. dwconv3x3_row_s8 is inherited from AVX2 (nine taps per output leave
+// no 4-deep dot product for vpdpbusd to fill).
+
+void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
+  const __m512 scale = _mm512_set1_ps(q.scale[0]);
+  const __m512 clamp_lo = _mm512_set1_ps(-kRequantClamp), clamp_hi = _mm512_set1_ps(kRequantClamp);
+  const __m512i zp = _mm512_set1_epi32(q.zero_point), lo = _mm512_set1_epi32(q.lo), hi = _mm512_set1_epi32(q.hi);
+  for (std::size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask16(n - i < 16 ? static_cast<int>(n - i) : 16);
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, x + i)), scale);
+    f = _mm512_min_ps(_mm512_max_ps(f, clamp_lo), clamp_hi);
+    __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+    r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+    _mm512_mask_cvtepi32_storeu_epi8(y + i, m, r);
+  }
+}
+
+// conv_gemm_s8: vpdpbusd multiplies unsigned by signed bytes, so the B panel holds the
+// activations XOR 0x80 (x + 128, as u8), four consecutive k per 32-bit lane, 32 columns per
+// group; the tile adds 4 products per lane exactly, and each row starts at
+// -128 * sum_k A[i][k] to take the +128 back out. Padding in the panel is u8 zero, which adds
+// nothing whatever A holds. Per lane the wrapping int32 sum differs from the true one by that
+// offset only, so it comes out exact (kernels.h's bounds keep the true sum in int32). The
+// 8x32 tile holds 16 accumulators and takes one broadcast of 4 A values per row and group.
+struct Avx512TileS8 {
+  static constexpr std::size_t kMr = 8;
+  static constexpr std::size_t kNr = 32;
+  static constexpr std::size_t kKc = 1024;
+  static constexpr std::size_t kPanelBytes = kKc * kNr;
+
+  static void pack(const std::int8_t* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, void* out) {
+    std::uint8_t* panel = static_cast<std::uint8_t*>(out);
+    const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
+    for (std::size_t p = 0; p < kc; p += 4, panel += 4 * kNr) {
+      const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(p) * ldb;
+      if (nc == kNr && p + 4 <= kc) {
+        for (int h = 0; h < 2; ++h) {
+          __m128i x[4];
+          for (int t = 0; t < 4; ++t) {
+            x[t] = _mm_xor_si128(flip, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + t * ldb + 16 * h)));
+          }
+          const __m128i a01l = _mm_unpacklo_epi8(x[0], x[1]), a01h = _mm_unpackhi_epi8(x[0], x[1]);
+          const __m128i a23l = _mm_unpacklo_epi8(x[2], x[3]), a23h = _mm_unpackhi_epi8(x[2], x[3]);
+          __m128i* d = reinterpret_cast<__m128i*>(panel + 64 * h);
+          _mm_store_si128(d, _mm_unpacklo_epi16(a01l, a23l));
+          _mm_store_si128(d + 1, _mm_unpackhi_epi16(a01l, a23l));
+          _mm_store_si128(d + 2, _mm_unpacklo_epi16(a01h, a23h));
+          _mm_store_si128(d + 3, _mm_unpackhi_epi16(a01h, a23h));
+        }
+        continue;
+      }
+      for (std::size_t j = 0; j < kNr; ++j) {
+        for (std::size_t t = 0; t < 4; ++t) {
+          const bool in = j < nc && p + t < kc;
+          panel[4 * j + t] =
+              in ? static_cast<std::uint8_t>(r0[static_cast<std::ptrdiff_t>(t) * ldb + static_cast<std::ptrdiff_t>(j)] ^ 0x80)
+                 : 0;
+        }
+      }
+    }
+  }
+
+  static std::int32_t row_offset(const std::int8_t* a, std::size_t k) {
+    std::int32_t sum = 0;
+    for (std::size_t p = 0; p < k; ++p) sum += a[p];
+    return -128 * sum;
+  }
+
+  template <int MR>
+  static void tile(std::size_t kc, const std::int8_t* a, std::ptrdiff_t lda, const void* panel_v, std::int32_t* acc) {
+    const std::uint8_t* panel = static_cast<const std::uint8_t*>(panel_v);
+    __m512i c0[MR], c1[MR];
+    for (int r = 0; r < MR; ++r) {
+      c0[r] = _mm512_loadu_si512(acc + r * kNr);
+      c1[r] = _mm512_loadu_si512(acc + r * kNr + 16);
+    }
+    for (std::size_t p = 0; p < kc; p += 4, panel += 4 * kNr) {
+      const __m512i b0 = _mm512_load_si512(panel);
+      const __m512i b1 = _mm512_load_si512(panel + 64);
+      for (int r = 0; r < MR; ++r) {
+        const __m512i av = _mm512_set1_epi32(static_cast<int>(load_group<4>(a + r * lda + static_cast<std::ptrdiff_t>(p), kc - p)));
+        c0[r] = _mm512_dpbusd_epi32(c0[r], b0, av);
+        c1[r] = _mm512_dpbusd_epi32(c1[r], b1, av);
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      _mm512_storeu_si512(acc + r * kNr, c0[r]);
+      _mm512_storeu_si512(acc + r * kNr + 16, c1[r]);
+    }
+  }
+
+  static void requant(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
+    requant_s32_s8(x, n, q, y);
+  }
+};
+
+void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
+                  const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
+                  std::ptrdiff_t ldc, const RequantParams& q) {
+  conv_gemm_s8_blocked<Avx512TileS8>(m, n, k, a, lda, b, ldb, bias, c, ldc, q);
+}
+
 }  // namespace
 
 void fill_avx512(KernelTable* t) {
@@ -481,6 +586,8 @@ void fill_avx512(KernelTable* t) {
   t->conv3x3_f32 = conv3x3_f32;
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
   t->bias_act_f32 = bias_act_f32;
+  t->requant_s32_s8 = requant_s32_s8;
+  t->conv_gemm_s8 = conv_gemm_s8;
 }
 
 }  // namespace picoface

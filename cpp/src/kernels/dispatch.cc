@@ -102,4 +102,28 @@ void dwconv3x3_plane_f32(const KernelTable& k, const float* src, int in_h, int i
   }
 }
 
+void dwconv3x3_plane_s8(const KernelTable& k, const std::int8_t* src, int in_h, int in_w, const std::int8_t* w,
+                        std::int32_t bias, int stride, std::int8_t z_in, std::int8_t* dst, int out_h, int out_w,
+                        const RequantParams& q, std::int8_t* ring) {
+  const std::size_t len = dw_row_bytes(in_w, out_w, stride);
+  std::fill(ring, ring + 4 * len, z_in);  // pads stay z_in: copies only write columns 1..in_w
+  const std::int8_t* pad_row = ring + 3 * len;
+  int held[3] = {-1, -1, -1};
+  for (int oy = 0; oy < out_h; ++oy) {
+    const std::int8_t* rows[3];
+    for (int ky = 0; ky < 3; ++ky) {
+      const int iy = oy * stride - 1 + ky;
+      rows[ky] = pad_row;
+      if (iy < 0 || iy >= in_h) continue;
+      std::int8_t* slot = ring + static_cast<std::size_t>(iy % 3) * len;
+      if (held[iy % 3] != iy) {
+        held[iy % 3] = iy;
+        std::memcpy(slot + 1, src + static_cast<std::ptrdiff_t>(iy) * in_w, static_cast<std::size_t>(in_w));
+      }
+      rows[ky] = slot;
+    }
+    k.dwconv3x3_row_s8(rows, w, bias, stride, dst + static_cast<std::ptrdiff_t>(oy) * out_w, out_w, q);
+  }
+}
+
 }  // namespace picoface

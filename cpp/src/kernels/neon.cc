@@ -16,6 +16,7 @@
 #include "conv3x3_driver.h"
 #include "gemm_driver.h"
 #include "isa_fill.h"
+#include "requant_neon.h"
 #include "scalar_pixels.h"
 
 namespace picoface {
@@ -828,6 +829,112 @@ void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, 
   conv3x3_driver<NeonConv3x3>(src, cin, in_h, in_w, w, cout, stride, dst, out_h, out_w, e);
 }
 
+// ---------------------------------------------------------------------------------------------
+// int8 kernels: exact widening multiplies. vmull_s8 gives int16 products (|x*w| <= 2^14, so no
+// overflow) and vpadalq_s16 adds adjacent pairs of them into int32 lanes; two products summed
+// in int16 could reach 2^15, so nothing is accumulated at 16 bits.
+
+void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
+  requant_row_neon(x, n, q, y);
+}
+
+// conv_gemm_s8: the B panel holds pairs of consecutive k as adjacent bytes of each column (16
+// columns, 32 bytes per pair); a row's A pair is repeated over 8 bytes, so one vmull_s8 +
+// vpadalq_s16 adds two k of four columns. 4x16 tile: 16 accumulators.
+struct NeonTileS8 {
+  static constexpr std::size_t kMr = 4;
+  static constexpr std::size_t kNr = 16;
+  static constexpr std::size_t kKc = 1024;
+  static constexpr std::size_t kPanelBytes = kKc * kNr;
+
+  static void pack(const std::int8_t* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, void* out) {
+    std::int8_t* panel = static_cast<std::int8_t*>(out);
+    for (std::size_t p = 0; p < kc; p += 2, panel += 2 * kNr) {
+      const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(p) * ldb;
+      if (nc == kNr && p + 1 < kc) {
+        const int8x16x2_t z = vzipq_s8(vld1q_s8(r0), vld1q_s8(r0 + ldb));
+        vst1q_s8(panel, z.val[0]);
+        vst1q_s8(panel + 16, z.val[1]);
+        continue;
+      }
+      for (std::size_t j = 0; j < kNr; ++j) {
+        panel[2 * j] = j < nc ? r0[j] : 0;
+        panel[2 * j + 1] = j < nc && p + 1 < kc ? r0[ldb + static_cast<std::ptrdiff_t>(j)] : 0;
+      }
+    }
+  }
+
+  static std::int32_t row_offset(const std::int8_t*, std::size_t) { return 0; }
+
+  template <int MR>
+  static void tile(std::size_t kc, const std::int8_t* a, std::ptrdiff_t lda, const void* panel_v, std::int32_t* acc) {
+    const std::int8_t* panel = static_cast<const std::int8_t*>(panel_v);
+    int32x4_t c[MR][4];
+    for (int r = 0; r < MR; ++r) {
+      for (int v = 0; v < 4; ++v) c[r][v] = vld1q_s32(acc + r * kNr + 4 * v);
+    }
+    for (std::size_t p = 0; p < kc; p += 2, panel += 2 * kNr) {
+      const int8x16_t b0 = vld1q_s8(panel), b1 = vld1q_s8(panel + 16);
+      for (int r = 0; r < MR; ++r) {
+        const std::uint32_t g = load_group<2>(a + r * lda + static_cast<std::ptrdiff_t>(p), kc - p);
+        const int8x8_t av = vreinterpret_s8_u16(vdup_n_u16(static_cast<std::uint16_t>(g)));
+        c[r][0] = vpadalq_s16(c[r][0], vmull_s8(vget_low_s8(b0), av));
+        c[r][1] = vpadalq_s16(c[r][1], vmull_s8(vget_high_s8(b0), av));
+        c[r][2] = vpadalq_s16(c[r][2], vmull_s8(vget_low_s8(b1), av));
+        c[r][3] = vpadalq_s16(c[r][3], vmull_s8(vget_high_s8(b1), av));
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      for (int v = 0; v < 4; ++v) vst1q_s32(acc + r * kNr + 4 * v, c[r][v]);
+    }
+  }
+
+  static void requant(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
+    requant_row_neon(x, n, q, y);
+  }
+};
+
+void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
+                  const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
+                  std::ptrdiff_t ldc, const RequantParams& q) {
+  conv_gemm_s8_blocked<NeonTileS8>(m, n, k, a, lda, b, ldb, bias, c, ldc, q);
+}
+
+// dwconv3x3_row_s8: 8 outputs per block, each tap sign-extended to int16 and multiplied into
+// int32 by vmlal_n_s16 (exact); stride 2 takes even and odd columns from vld2_s8.
+template <int S>
+inline int8x8_t dw_block_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int ox,
+                            const RequantNeon& rq) {
+  int32x4_t lo = vdupq_n_s32(bias), hi = lo;
+  for (int ky = 0; ky < 3; ++ky) {
+    const std::int8_t* r = rows[ky] + S * ox;
+    int16x8_t x[3];
+    if (S == 1) {
+      for (int kx = 0; kx < 3; ++kx) x[kx] = vmovl_s8(vld1_s8(r + kx));
+    } else {
+      const int8x8x2_t eo = vld2_s8(r);
+      x[0] = vmovl_s8(eo.val[0]);
+      x[1] = vmovl_s8(eo.val[1]);
+      x[2] = vmovl_s8(vld2_s8(r + 2).val[0]);
+    }
+    for (int kx = 0; kx < 3; ++kx) {
+      const std::int16_t wt = w[3 * ky + kx];
+      lo = vmlal_n_s16(lo, vget_low_s16(x[kx]), wt);
+      hi = vmlal_high_n_s16(hi, x[kx], wt);
+    }
+  }
+  return rq(lo, hi);
+}
+
+void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
+                      std::int8_t* dst, int out_w, const RequantParams& q) {
+  const RequantNeon rq(q.scale[0], q);
+  for (int ox = 0; ox < out_w; ox += 8) {
+    const int8x8_t v = stride == 1 ? dw_block_s8<1>(rows, w, bias, ox, rq) : dw_block_s8<2>(rows, w, bias, ox, rq);
+    store_s8(dst + ox, v, static_cast<std::size_t>(out_w - ox));
+  }
+}
+
 }  // namespace
 
 void fill_neon(KernelTable* t) {
@@ -842,6 +949,9 @@ void fill_neon(KernelTable* t) {
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
   t->conv3x3_f32 = conv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
+  t->requant_s32_s8 = requant_s32_s8;
+  t->conv_gemm_s8 = conv_gemm_s8;
+  t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 
 }  // namespace picoface

@@ -1,11 +1,12 @@
 // NEON + dot-product extension (ARMv8.2 SDOT) kernels. Compiled with
 // -march=armv8.2-a+dotprod; selected only when getauxval reports HWCAP_ASIMDDP.
-// Everything else is inherited from the NEON table.
+// Everything else (requant_s32_s8, dwconv3x3_row_s8) is inherited from the NEON table.
 #include <arm_neon.h>
 
 #include <cstdint>
 
 #include "isa_fill.h"
+#include "requant_neon.h"
 
 namespace picoface {
 namespace {
@@ -30,8 +31,79 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return sum;
 }
 
+
+// conv_gemm_s8: SDOT multiplies signed by signed bytes, so no offset is needed. The B panel
+// holds four consecutive k per 32-bit lane (16 columns, 64 bytes per group); a row's four A
+// values are broadcast to every lane, so one vdotq_s32 adds four k of four columns. 4x16
+// tile: 16 accumulators.
+struct NeonDotTileS8 {
+  static constexpr std::size_t kMr = 4;
+  static constexpr std::size_t kNr = 16;
+  static constexpr std::size_t kKc = 1024;
+  static constexpr std::size_t kPanelBytes = kKc * kNr;
+
+  static void pack(const std::int8_t* b, std::ptrdiff_t ldb, std::size_t kc, std::size_t nc, void* out) {
+    std::int8_t* panel = static_cast<std::int8_t*>(out);
+    for (std::size_t p = 0; p < kc; p += 4, panel += 4 * kNr) {
+      const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(p) * ldb;
+      if (nc == kNr && p + 4 <= kc) {
+        const int8x16x2_t z01 = vzipq_s8(vld1q_s8(r0), vld1q_s8(r0 + ldb));
+        const int8x16x2_t z23 = vzipq_s8(vld1q_s8(r0 + 2 * ldb), vld1q_s8(r0 + 3 * ldb));
+        for (int h = 0; h < 2; ++h) {
+          const int16x8x2_t z = vzipq_s16(vreinterpretq_s16_s8(z01.val[h]), vreinterpretq_s16_s8(z23.val[h]));
+          vst1q_s8(panel + 32 * h, vreinterpretq_s8_s16(z.val[0]));
+          vst1q_s8(panel + 32 * h + 16, vreinterpretq_s8_s16(z.val[1]));
+        }
+        continue;
+      }
+      for (std::size_t j = 0; j < kNr; ++j) {
+        for (std::size_t t = 0; t < 4; ++t) {
+          const bool in = j < nc && p + t < kc;
+          panel[4 * j + t] = in ? r0[static_cast<std::ptrdiff_t>(t) * ldb + static_cast<std::ptrdiff_t>(j)] : 0;
+        }
+      }
+    }
+  }
+
+  static std::int32_t row_offset(const std::int8_t*, std::size_t) { return 0; }
+
+  template <int MR>
+  static void tile(std::size_t kc, const std::int8_t* a, std::ptrdiff_t lda, const void* panel_v, std::int32_t* acc) {
+    const std::int8_t* panel = static_cast<const std::int8_t*>(panel_v);
+    int32x4_t c[MR][4];
+    for (int r = 0; r < MR; ++r) {
+      for (int v = 0; v < 4; ++v) c[r][v] = vld1q_s32(acc + r * kNr + 4 * v);
+    }
+    for (std::size_t p = 0; p < kc; p += 4, panel += 4 * kNr) {
+      int8x16_t bv[4];
+      for (int v = 0; v < 4; ++v) bv[v] = vld1q_s8(panel + 16 * v);
+      for (int r = 0; r < MR; ++r) {
+        const std::uint32_t g = load_group<4>(a + r * lda + static_cast<std::ptrdiff_t>(p), kc - p);
+        const int8x16_t av = vreinterpretq_s8_u32(vdupq_n_u32(g));
+        for (int v = 0; v < 4; ++v) c[r][v] = vdotq_s32(c[r][v], bv[v], av);
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      for (int v = 0; v < 4; ++v) vst1q_s32(acc + r * kNr + 4 * v, c[r][v]);
+    }
+  }
+
+  static void requant(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
+    requant_row_neon(x, n, q, y);
+  }
+};
+
+void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
+                  const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
+                  std::ptrdiff_t ldc, const RequantParams& q) {
+  conv_gemm_s8_blocked<NeonDotTileS8>(m, n, k, a, lda, b, ldb, bias, c, ldc, q);
+}
+
 }  // namespace
 
-void fill_neondot(KernelTable* t) { t->dot_s8 = dot_s8; }
+void fill_neondot(KernelTable* t) {
+  t->dot_s8 = dot_s8;
+  t->conv_gemm_s8 = conv_gemm_s8;
+}
 
 }  // namespace picoface

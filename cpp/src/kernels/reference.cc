@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gemm_s8_driver.h"
 #include "isa_fill.h"
 #include "scalar_pixels.h"
 
@@ -146,6 +147,37 @@ void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, 
   }
 }
 
+void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
+  for (std::size_t i = 0; i < n; ++i) y[i] = requant1(x[i], q.scale[0], q);
+}
+
+void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
+                  const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
+                  std::ptrdiff_t ldc, const RequantParams& q) {
+  for (std::size_t i = 0; i < m; ++i) {
+    const std::int8_t* arow = a + static_cast<std::ptrdiff_t>(i) * lda;
+    for (std::size_t j = 0; j < n; ++j) {
+      std::int32_t acc = bias ? bias[i] : 0;
+      for (std::size_t p = 0; p < k; ++p) {
+        acc += static_cast<std::int32_t>(arow[p]) * b[static_cast<std::ptrdiff_t>(p) * ldb + static_cast<std::ptrdiff_t>(j)];
+      }
+      c[static_cast<std::ptrdiff_t>(i) * ldc + static_cast<std::ptrdiff_t>(j)] = requant1(acc, q.scale[i], q);
+    }
+  }
+}
+
+void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
+                      std::int8_t* dst, int out_w, const RequantParams& q) {
+  for (int ox = 0; ox < out_w; ++ox) {
+    std::int32_t acc = bias;
+    for (int ky = 0; ky < 3; ++ky) {
+      const std::int8_t* r = rows[ky] + static_cast<std::ptrdiff_t>(ox) * stride;
+      for (int kx = 0; kx < 3; ++kx) acc += static_cast<std::int32_t>(w[ky * 3 + kx]) * r[kx];
+    }
+    dst[ox] = requant1(acc, q.scale[0], q);
+  }
+}
+
 }  // namespace
 
 void fill_reference(KernelTable* t) {
@@ -161,6 +193,9 @@ void fill_reference(KernelTable* t) {
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;
   t->conv3x3_f32 = conv3x3_f32;
   t->bias_act_f32 = bias_act_f32;
+  t->requant_s32_s8 = requant_s32_s8;
+  t->conv_gemm_s8 = conv_gemm_s8;
+  t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 
 }  // namespace picoface

@@ -55,6 +55,12 @@ def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_sh
                      "input.std": list(spec.std), "head.type": head,
                      "head.strides": list(spec.strides), "threshold.score": 0.5,
                      "threshold.nms": 0.4})
+        sizes = getattr(spec, "anchor_sizes", None)
+        if sizes is not None:
+            # Flattened with one count per stride: the file format has no nested lists.
+            meta.update({"head.anchor_sizes": [float(a) for level in sizes for a in level],
+                         "head.anchor_counts": [len(level) for level in sizes],
+                         "head.variances": [float(v) for v in spec.variances]})
         multiple = spec.size_multiple
     elif task == "embed":
         name = preset or "arcface"

@@ -91,11 +91,41 @@ class ScrfdHead(HeadSpec):
         return _core.decode_distance(points, score, dist, kps, 5, score_threshold)
 
 
+@dataclass(frozen=True)
+class RetinaFaceHead(HeadSpec):
+    """RetinaFace (Deng et al. 2020) as exported by tools/export_retinaface.py: square anchors
+    of ``anchor_sizes[level]`` pixels per cell of each stride, centred at (col + 0.5, row +
+    0.5) * stride, ordered level by level, row-major, sizes innermost; outputs ``scores``
+    [1, P] (face probability), ``boxes`` [1, P, 4] and ``landmarks`` [1, P, 10], both raw
+    SSD-style deltas decoded with ``variances``."""
+
+    anchor_sizes: Tuple[Tuple[float, ...], ...] = ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0))
+    variances: Tuple[float, float] = (0.1, 0.2)
+
+    def decode(self, outputs, input_w, input_h, score_threshold):
+        try:
+            score, loc, landm = (outputs[k] for k in ("scores", "boxes", "landmarks"))
+        except KeyError as e:
+            raise ValueError(f"model has no output {e.args[0]!r}; is it really this head? "
+                             f"outputs: {sorted(outputs)}") from None
+        anchors = _core.anchor_boxes(input_w, input_h, list(self.strides),
+                                     [list(s) for s in self.anchor_sizes], 0.5)
+        flat = lambda a, width: np.ascontiguousarray(a.reshape(-1, width), dtype=np.float32)
+        score, loc, landm = flat(score, 1).ravel(), flat(loc, 4), flat(landm, 10)
+        if score.shape[0] != anchors.shape[0]:
+            raise ValueError(f"model produced {score.shape[0]} anchors for a {input_w}x{input_h} "
+                             f"input, expected {anchors.shape[0]}")
+        return _core.decode_anchor_deltas(anchors, score, loc, landm, 5, self.variances[0],
+                                          self.variances[1], score_threshold)
+
+
 HEADS = {
     "yunet": YuNetHead("yunet", color="bgr", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                        strides=(8, 16, 32), size_multiple=32),
     "scrfd": ScrfdHead("scrfd", color="rgb", mean=(127.5, 127.5, 127.5), std=(128.0, 128.0, 128.0),
                        strides=(8, 16, 32), size_multiple=32),
+    "retinaface": RetinaFaceHead("retinaface", color="bgr", mean=(104.0, 117.0, 123.0),
+                                 std=(1.0, 1.0, 1.0), strides=(8, 16, 32), size_multiple=32),
 }
 
 

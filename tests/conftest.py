@@ -1,6 +1,7 @@
 """Shared fixtures. Material from ../shared (beside the repository) is optional: tests that
 need it skip with the missing path named."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,35 @@ def need(path: Path) -> Path:
 
 def need_module(name: str):
     return pytest.importorskip(name, reason=f"needs the Python package {name!r}")
+
+
+def box_iou(a, b):
+    """IoU of one box ``a`` (x1, y1, x2, y2) with each row of ``b`` [N, 4]."""
+    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
+    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter)
+
+
+def fullres12_recall(detector):
+    """Runs ``detector`` on the 12 full-size WIDER images with boxes (skips without them);
+    returns (faces found, faces, detections on a face, detections) at IoU 0.5."""
+    cv2 = need_module("cv2")
+    gts = found = dets = matched = 0
+    for line in need(FULLRES12 / "gt.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        faces = detector(cv2.imread(str(FULLRES12 / rec["image"])))
+        gt = np.float32(rec["boxes_xywh"])
+        gt[:, 2:] += gt[:, :2]
+        hit = np.zeros(len(faces), bool)
+        for g in gt:
+            ious = box_iou(g, faces.boxes) if len(faces) else np.zeros(0)
+            found += bool(len(ious) and ious.max() >= 0.5)
+            hit |= ious >= 0.5
+        gts += len(gt)
+        dets += len(faces)
+        matched += int(hit.sum())
+    return found, gts, matched, dets
 
 
 @pytest.fixture

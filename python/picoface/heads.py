@@ -99,7 +99,7 @@ class RetinaFaceHead(HeadSpec):
     [1, P] (face probability), ``boxes`` [1, P, 4] and ``landmarks`` [1, P, 10], both raw
     SSD-style deltas decoded with ``variances``."""
 
-    anchor_sizes: Tuple[Tuple[float, ...], ...] = ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0))
+    anchor_sizes: Tuple[Tuple[float, ...], ...] = ((10.0, 20.0), (32.0, 64.0), (128.0, 256.0))
     variances: Tuple[float, float] = (0.1, 0.2)
 
     def decode(self, outputs, input_w, input_h, score_threshold):

@@ -20,11 +20,13 @@ Only export-friendly ops are used: Conv, BatchNorm, ReLU, Add, Concat, nearest R
 by a constant factor of 2, Transpose, Reshape, Softmax, Slice.
 """
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from models import common
 
 ANCHORS_PER_CELL = 2
 NUM_POINTS = 5
@@ -40,16 +42,12 @@ VARIANCES = (0.1, 0.2)
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
             act: bool = True) -> nn.Sequential:
-    """Conv (no bias) -> BatchNorm [-> ReLU]; indices 0 and 1 as in the weight file.
+    """Conv (no bias) -> BatchNorm [-> ReLU].
 
     Plain ReLU everywhere: the leaky (0.1) activations of other RetinaFace-mnet0.25 releases
     are not this checkpoint's (with them 120/131 faces are found, with ReLU 131/131)."""
-    layers: List[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout)]
-    if act:
-        layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return common.conv_bn(cin, cout, kernel, stride, groups=groups,
+                          act=nn.ReLU() if act else None)
 
 
 def depthwise_separable(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -139,8 +137,7 @@ class Head1x1(nn.Module):
         self.conv1x1 = nn.Conv2d(width, anchors * per_anchor, 1)
 
     def forward(self, x):
-        y = self.conv1x1(x).permute(0, 2, 3, 1)
-        return y.reshape(y.shape[0], -1, self.per_anchor)
+        return common.per_anchor(self.conv1x1(x), self.per_anchor)
 
 
 class RetinaFace(nn.Module):
@@ -169,16 +166,6 @@ class RetinaFace(nn.Module):
         return scores, boxes, landmarks
 
 
-def state_dict_from(path) -> Dict[str, torch.Tensor]:
-    """The weight file's state dict with any ``module.`` (DataParallel) prefix removed."""
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd:
-        sd = sd["state_dict"]
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-
-
 def load(path) -> RetinaFace:
     """RetinaFace with the weights at ``path`` loaded strictly, in eval mode."""
-    model = RetinaFace()
-    model.load_state_dict(state_dict_from(path), strict=True)
-    return model.eval()
+    return common.load_strict(RetinaFace(), common.state_dict_from(path))

@@ -1,7 +1,9 @@
 """Shared fixtures. Material from ../shared (beside the repository) is optional: tests that
 need it skip with the missing path named."""
 
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,45 @@ def fullres12_recall(detector):
         dets += len(faces)
         matched += int(hit.sum())
     return found, gts, matched, dets
+
+
+def export_tool(name: str):
+    """``tools/<name>.py`` (an exporter from .pth weights through models/), skipping unless
+    torch (the [train] extra, absent in CI), onnxscript and onnxruntime are installed."""
+    need_module("torch")
+    need_module("onnxscript")
+    need_module("onnxruntime")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"tools.{name}")
+
+
+def check_native_matches_onnxruntime(onnx_path, head: str, tensor, image, tmp_path):
+    """Converts ``onnx_path`` to .pface and checks the native engine against onnxruntime:
+    raw outputs on ``tensor`` within 1e-4 of the largest reference value, and detections
+    on ``image`` (boxes within 0.5 px). Returns the native detector, which needs no head:
+    the file describes it."""
+    need_module("onnx")
+    import picoface
+    from picoface import modelfile
+    from picoface.backends import open_backend
+    from picoface.convert import convert_onnx
+    pface = modelfile.save(tmp_path / f"{head}.pface", convert_onnx(onnx_path, task="detect", head=head))
+    ref = open_backend(Path(onnx_path), "onnxruntime", 1).run(tensor)
+    got = open_backend(pface, "native", 1).run(tensor)
+    assert sorted(got) == sorted(ref)
+    for name, r in ref.items():
+        err = float(np.abs(got[name] - r).max()) / float(np.abs(r).max())
+        assert err <= 1e-4, f"{head} output {name}: max error {err:.3g} of its largest value"
+    native = picoface.FaceDetector(pface)
+    assert native.backend == "native" and native.head.name == head
+    faces = native(image)
+    expected = picoface.FaceDetector(onnx_path, head=head)(image)
+    assert len(faces) == len(expected) > 10
+    np.testing.assert_allclose(faces.boxes, expected.boxes, atol=0.5)
+    np.testing.assert_allclose(faces.landmarks, expected.landmarks, atol=0.5)
+    np.testing.assert_allclose(faces.scores, expected.scores, atol=1e-3)
+    return native
 
 
 @pytest.fixture

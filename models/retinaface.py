@@ -6,7 +6,7 @@ Localisation in the Wild", CVPR 2020), MobileNet v1 (Howard et al. 2017, width m
 tensor names and shapes of the public ``mobilenet0.25_Final.pth`` weights, so that its state
 dict loads strictly. Module names follow the weight file; nothing else is taken from it.
 
-Output layout (fixed by picoface, see ``picoface.heads.RetinaFaceHead``), P anchors ordered
+Output layout (fixed by picoface, see ``picoface.heads.AnchorDeltaHead``), P anchors ordered
 level by level (strides 8, 16, 32), row-major over cells, 2 anchors per cell (the smaller
 size first):
 

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="convert an ONNX model to the picoface format (.pface)")
     conv.add_argument("model", help="ONNX file")
     conv.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
-    conv.add_argument("--head", help="detector head, e.g. yunet, scrfd")
+    conv.add_argument("--head", help="detector head, e.g. yunet, scrfd, retinaface, extd")
     conv.add_argument("--preset", help="recogniser input convention, e.g. arcface, sface")
     conv.add_argument("--output", "-o", required=True, help="output .pface file")
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")

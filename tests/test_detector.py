@@ -1,6 +1,5 @@
 """End to end on a real public detector (YuNet-s through onnxruntime) and real images."""
 
-import json
 import threading
 
 import numpy as np
@@ -8,15 +7,8 @@ import pytest
 
 import picoface
 
-from conftest import (DLIB_FACES, FULLRES12, SCRFD, SFACE, ULTRA, YUNET_S, YUNET_S_320, need,
-                      need_module)
-
-
-def box_iou(a, b):
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter)
+from conftest import (DLIB_FACES, FULLRES12, SCRFD, SFACE, ULTRA, YUNET_S, YUNET_S_320, box_iou,
+                      fullres12_recall, need, need_module)
 
 
 # Measured on this set (12 images, 131 faces), IoU 0.5, each head's default score threshold
@@ -31,23 +23,8 @@ def box_iou(a, b):
     (ULTRA / "version-RFB-320.onnx", "ultraface", 0.92),
     (ULTRA / "version-slim-320.onnx", "ultraface", 0.88)])
 def test_recall_on_wider_fullres12(model, head, min_recall):
-    cv2 = need_module("cv2")
     need_module("onnxruntime")
-    det = picoface.FaceDetector(need(model), head=head)
-    gts = found = dets = matched = 0
-    for line in need(FULLRES12 / "gt.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        faces = det(cv2.imread(str(FULLRES12 / rec["image"])))
-        gt = np.float32(rec["boxes_xywh"])
-        gt[:, 2:] += gt[:, :2]
-        hit = np.zeros(len(faces), bool)
-        for g in gt:
-            ious = box_iou(g, faces.boxes) if len(faces) else np.zeros(0)
-            found += bool(len(ious) and ious.max() >= 0.5)
-            hit |= ious >= 0.5
-        gts += len(gt)
-        dets += len(faces)
-        matched += int(hit.sum())
+    found, gts, matched, dets = fullres12_recall(picoface.FaceDetector(need(model), head=head))
     assert gts == 131
     assert found / gts >= min_recall, f"recall {found}/{gts}"
     assert matched / dets >= 0.9, f"{matched}/{dets} detections on a face"

@@ -75,6 +75,8 @@ def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_sh
         if spec.anchor_sizes:
             meta.update({"head.anchor_sizes": [float(a) for level in spec.anchor_sizes for a in level],
                          "head.anchor_counts": [len(level) for level in spec.anchor_sizes]})
+            if getattr(spec, "variances", None):
+                meta["head.variances"] = [float(v) for v in spec.variances]
         multiple = spec.size_multiple
     else:
         presets, default = ((EMBED_PRESETS, "arcface") if task == "embed" else

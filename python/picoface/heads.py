@@ -117,6 +117,45 @@ class UltraFaceHead(HeadSpec):
                                        float(input_w), float(input_h), score_threshold)
 
 
+@functools.lru_cache(maxsize=16)
+def _anchor_boxes(input_w: int, input_h: int, strides: Tuple[int, ...],
+                  sizes: Tuple[Tuple[float, ...], ...]) -> np.ndarray:
+    """Anchor boxes of a frame size, computed once per size (see ``_anchor_points``)."""
+    boxes = _core.anchor_boxes(input_w, input_h, list(strides), [list(s) for s in sizes], 0.5)
+    boxes.setflags(write=False)
+    return boxes
+
+
+@dataclass(frozen=True)
+class AnchorDeltaHead(HeadSpec):
+    """SSD-style anchor boxes and deltas, as exported by tools/export_retinaface.py
+    (RetinaFace, Deng et al. 2020) and tools/export_extd.py (EXTD, Yoo et al. 2019): square
+    anchors of ``anchor_sizes[level]`` pixels per cell of each stride, centred at (col + 0.5,
+    row + 0.5) * stride, ordered level by level, row-major, sizes innermost; outputs
+    ``scores`` [1, P] (face probability), ``boxes`` [1, P, 4] and, with ``landmarks``,
+    ``landmarks`` [1, P, 10], raw deltas decoded with ``variances``. Without landmarks
+    the 5 points come out as zeros."""
+
+    variances: Tuple[float, float] = (0.1, 0.2)
+    landmarks: bool = True
+
+    def decode(self, outputs, input_w, input_h, score_threshold):
+        names = ("scores", "boxes") + (("landmarks",) if self.landmarks else ())
+        missing = [k for k in names if k not in outputs]
+        if missing:
+            raise ValueError(f"model has no output {missing[0]!r}; is it really this head? "
+                             f"outputs: {sorted(outputs)}")
+        anchors = _anchor_boxes(input_w, input_h, tuple(self.strides), tuple(self.anchor_sizes))
+        flat = lambda a, width: np.ascontiguousarray(a.reshape(-1, width), dtype=np.float32)
+        score, loc = flat(outputs["scores"], 1).ravel(), flat(outputs["boxes"], 4)
+        landm = flat(outputs["landmarks"], 10) if self.landmarks else None
+        if score.shape[0] != anchors.shape[0]:
+            raise ValueError(f"model produced {score.shape[0]} anchors for a {input_w}x{input_h} "
+                             f"input, expected {anchors.shape[0]}")
+        return _core.decode_anchor_deltas(anchors, score, loc, landm, 5, self.variances[0],
+                                          self.variances[1], score_threshold)
+
+
 HEADS = {
     "yunet": YuNetHead("yunet", color="bgr", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                        strides=(8, 16, 32), size_multiple=32),
@@ -127,6 +166,16 @@ HEADS = {
                                std=(128.0, 128.0, 128.0), strides=(8, 16, 32, 64),
                                size_multiple=64, score_threshold=0.7, nms_threshold=0.3,
                                anchor_sizes=((10, 16, 24), (32, 48), (64, 96), (128, 192, 256))),
+    # Conventions of the public weights, mirrored from models/retinaface.py and models/extd.py
+    # (tests check they agree): RetinaFace-mnet0.25 from Face-Detector-1MB-with-landmark.
+    "retinaface": AnchorDeltaHead("retinaface", color="bgr", mean=(104.0, 117.0, 123.0),
+                                  std=(1.0, 1.0, 1.0), strides=(8, 16, 32), size_multiple=32,
+                                  anchor_sizes=((10.0, 20.0), (32.0, 64.0), (128.0, 256.0))),
+    # EXTD: six levels, one anchor of 4x the stride per cell; 128 = the coarsest stride.
+    "extd": AnchorDeltaHead("extd", color="rgb", mean=(123.0, 117.0, 104.0), std=(1.0, 1.0, 1.0),
+                            strides=(4, 8, 16, 32, 64, 128), size_multiple=128,
+                            anchor_sizes=((16.0,), (32.0,), (64.0,), (128.0,), (256.0,), (512.0,)),
+                            landmarks=False),
 }
 
 

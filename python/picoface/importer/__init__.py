@@ -27,7 +27,7 @@ ENGINE_OPS = frozenset("""
 Conv ConvTranspose Relu PRelu LeakyRelu Sigmoid HardSigmoid HardSwish Tanh Gelu Erf
 BatchNormalization Add Sub Mul Div Pow Concat Reshape Flatten Transpose Squeeze Unsqueeze
 Slice Split Pad MaxPool AveragePool GlobalAveragePool Resize Upsample Gemm MatMul Softmax
-LayerNormalization ReduceMean ReduceL2 Exp Sqrt Clip Identity Dropout Shape Gather Cast
+LayerNormalization ReduceMean ReduceL2 ReduceMax Exp Sqrt Clip Identity Dropout Shape Gather Cast
 ConstantOfShape DequantizeLinear QuantizeLinear Equal Where Expand
 """.split())
 

@@ -107,15 +107,16 @@ class FaceDetector:
         if meta.get("task") != "detect":
             raise ValueError(f"expected a detector model, got task {meta.get('task')!r}")
         spec = get_head(head if head is not None else meta.get("head.type"))
-        if "head.anchor_sizes" in meta and hasattr(spec, "anchor_sizes"):
+        if "head.anchor_sizes" in meta:
             flat, counts = list(meta["head.anchor_sizes"]), list(meta["head.anchor_counts"])
             if sum(counts) != len(flat) or len(counts) != len(meta.get("head.strides", spec.strides)):
                 raise ValueError(f"model file has inconsistent anchors: counts {counts} for "
                                  f"{len(flat)} sizes")
             starts = [sum(counts[:i]) for i in range(len(counts))]
-            spec = dataclasses.replace(
-                spec, anchor_sizes=tuple(tuple(flat[a:a + n]) for a, n in zip(starts, counts)),
-                variances=tuple(meta.get("head.variances", spec.variances)))
+            changes = {"anchor_sizes": tuple(tuple(flat[a:a + n]) for a, n in zip(starts, counts))}
+            if "head.variances" in meta and hasattr(spec, "variances"):  # anchor-delta heads
+                changes["variances"] = tuple(meta["head.variances"])
+            spec = dataclasses.replace(spec, **changes)
         return dataclasses.replace(
             spec, color=meta["input.color"], mean=tuple(meta["input.mean"]),
             std=tuple(meta["input.std"]),

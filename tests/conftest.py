@@ -67,7 +67,7 @@ def fullres12_recall(detector):
 
 def export_tool(name: str):
     """``tools/<name>.py`` (an exporter from .pth weights through models/), skipping unless
-    torch (the [train] extra, absent in CI), onnxscript and onnxruntime are installed."""
+    torch (the [train] extra), onnxscript and onnxruntime are installed."""
     need_module("torch")
     need_module("onnxscript")
     need_module("onnxruntime")

@@ -1,7 +1,7 @@
 """EXTD-32/48/64 exported from their .pth through models/extd.py.
 
-These tests need torch (the [train] extra, absent in CI, so they skip there), onnxscript,
-onnxruntime and the weight files in ../shared. Exporting EXTD is slow (≈12 s: torch.export
+These tests need torch and onnxscript (the [train] extra, which the README's test command
+installs), onnxruntime and the weight files in ../shared; without them they skip. Exporting EXTD is slow (≈12 s: torch.export
 reasons about six levels of symbolic shapes), so only EXTD-32 — the variant with the most
 blocks and the projection activations — is exported, once per module; every width is
 loaded strictly and counted.

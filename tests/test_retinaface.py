@@ -1,7 +1,7 @@
 """RetinaFace-MobileNet0.25 exported from its .pth through models/retinaface.py.
 
-These tests need torch (the [train] extra: CI installs .[onnx,opencv,test] without it, so
-they skip there), onnxscript, onnxruntime and the weight file in ../shared. The model is
+These tests need torch and onnxscript (the [train] extra, which the README's test command
+installs), onnxruntime and the weight file in ../shared; without them they skip. The model is
 exported once per module.
 """
 

@@ -12,6 +12,7 @@ Usage:
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from picoface import imageio
@@ -28,8 +29,8 @@ SUITE = [
     ("YuNet-n", "ShiqiYu__libfacedetection.train/onnx/yunet_n_dynamic.onnx", dict(DETECT, head="yunet")),
     ("SCRFD-500M (fixed 640x640)", "hpc203__scrfd-opencv/weights/scrfd_500m_kps.onnx",
      dict(DETECT, head="scrfd")),
-    # No ONNX export in ../shared: the project's own RetinaFace definition exports it (issue #3).
-    ("RetinaFace-mnet0.25", "biubug6__Face-Detector-1MB-with-landmark/weights/mobilenet0.25_Final.onnx",
+    # No ONNX in ../shared: exported from the .pth through models/retinaface.py (needs torch).
+    ("RetinaFace-mnet0.25", "biubug6__Face-Detector-1MB-with-landmark/weights/mobilenet0.25_Final.pth",
      dict(DETECT, head="retinaface")),
     ("Ultra-Light RFB (fixed 320x240)",
      "Linzaer__Ultra-Light-Fast-Generic-Face-Detector-1MB/models/onnx/version-RFB-320.onnx",
@@ -38,6 +39,15 @@ SUITE = [
     ("SFace int8bq", "opencv_zoo/face_recognition_sface_2021dec_int8bq.onnx",
      dict(task="embed", preset="sface")),
 ]
+
+
+def _onnx(path: Path, workdir: Path) -> Path:
+    """`path` itself, or for RetinaFace's .pth weights its ONNX export (tools/export_retinaface.py)."""
+    if path.suffix != ".pth":
+        return path
+    sys.path.insert(0, str(REPO))
+    from tools import export_retinaface, onnx_export
+    return onnx_export.export(export_retinaface.SPEC, path, workdir / (path.stem + ".onnx"))
 
 
 def main(argv=None) -> int:
@@ -52,12 +62,14 @@ def main(argv=None) -> int:
         return 1
     images = [imageio.read_bgr(f) for f in sorted(FRAMES.glob("*.jpg"))]
     reports, sections = [], []
+    workdir = Path(tempfile.mkdtemp(prefix="picoface-bench-"))
     for label, rel, options in SUITE:
         path = MODELS / rel
         if not path.exists():
             sections.append(f"### {label}\n\nnot run: {path} is absent")
         else:
-            report = bench(path, images=images, runs=args.runs, warmup=args.warmup, **options)
+            report = bench(_onnx(path, workdir), images=images, runs=args.runs, warmup=args.warmup,
+                           profile=True, **options)
             reports.append(report)
             sections.append(f"### {label}\n\n{markdown(report)}")
         print(sections[-1] + "\n", flush=True)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import FULLRES12, SHARED, need, need_module
 from picoface import _core, modelfile
+from picoface.backends.ort import fold_weight_dequantize
 from picoface.convert import convert_onnx, metadata_for
 
 onnx = pytest.importorskip("onnx", reason="needs the Python package 'onnx' to build test graphs")
@@ -721,41 +722,9 @@ def test_op_list_is_sorted_and_complete():
 # (b) real models on a WIDER frame
 
 def _ort_reference(path: Path):
-    """onnxruntime on the model; DequantizeLinear nodes of constants are folded to float
-    initializers first (this onnxruntime rejects the per-tensor blocked ones of the int8bq
-    files), and graph inputs no node reads are dropped (SFace lists its weights as inputs)."""
-    m = onnx.load(str(path))
-    inits = {i.name: i for i in m.graph.initializer}
-    keep = []
-    for n in m.graph.node:
-        if n.op_type == "DequantizeLinear" and all(i in inits for i in n.input if i):
-            x = numpy_helper.to_array(inits[n.input[0]]).astype(np.float64)
-            s = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
-            z = (numpy_helper.to_array(inits[n.input[2]]).astype(np.float64)
-                 if len(n.input) > 2 and n.input[2] else np.zeros_like(s))
-            a = {at.name: helper.get_attribute_value(at) for at in n.attribute}
-            axis, block = a.get("axis", 1), a.get("block_size", 0)
-            if block:
-                s = np.repeat(s, block, axis=axis).take(range(x.shape[axis]), axis=axis)
-                z = np.repeat(z, block, axis=axis).take(range(x.shape[axis]), axis=axis)
-            elif s.size > 1:
-                shape = [1] * x.ndim
-                shape[axis] = -1
-                s, z = s.reshape(shape), z.reshape(shape)
-            else:
-                s, z = s.reshape(()), z.reshape(())
-            init = numpy_helper.from_array(((x - z) * s).astype(np.float32), n.output[0])
-            m.graph.initializer.append(init)
-            inits[n.output[0]] = init
-        else:
-            keep.append(n)
-    del m.graph.node[:]
-    m.graph.node.extend(keep)
-    used = {i for n in m.graph.node for i in n.input}
-    ins = [i for i in m.graph.input if i.name in used and i.name not in inits]
-    del m.graph.input[:]
-    m.graph.input.extend(ins)
-    return ort_session(m)
+    """onnxruntime on the model with its constant DequantizeLinear nodes folded (the int8bq
+    files: this onnxruntime rejects their blocked per-tensor ones)."""
+    return ort_session(fold_weight_dequantize(onnx.load(str(path))))
 
 
 REAL = [

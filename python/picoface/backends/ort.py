@@ -8,22 +8,57 @@ import numpy as np
 from picoface.backends.base import Backend
 
 
-def _image_input_only(source) -> bytes:
-    """The model with every graph input but the first removed.
+def fold_weight_dequantize(proto):
+    """Replaces every DequantizeLinear of constants (int8 weights, as in the OpenCV zoo's
+    block-quantised "int8bq" models) by its float32 result, and drops graph inputs no node
+    reads (those models also list the weights as inputs, which onnxruntime would demand as
+    feeds). onnxruntime 1.32 rejects those files' per-tensor ``block_size`` and would otherwise
+    dequantise the weights on every call; folded, it runs the same float arithmetic as
+    picoface's importer. (x - z) * s is evaluated in float32 like onnxruntime's kernel.
+    Modifies and returns ``proto``."""
+    from onnx import helper, numpy_helper
 
-    Some public models (the OpenCV zoo's block-quantised ones) also list as graph inputs the
-    weights their DequantizeLinear nodes produce; onnxruntime then demands them as feeds.
-    """
+    inits = {i.name: i for i in proto.graph.initializer}
+    keep = []
+    for n in proto.graph.node:
+        if n.op_type != "DequantizeLinear" or not all(i in inits for i in n.input if i):
+            keep.append(n)
+            continue
+        x = numpy_helper.to_array(inits[n.input[0]]).astype(np.float32)
+        s = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        z = (numpy_helper.to_array(inits[n.input[2]]).astype(np.float32)
+             if len(n.input) > 2 and n.input[2] else np.zeros_like(s))
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        axis, block = attrs.get("axis", 1), attrs.get("block_size", 0)
+        if block:
+            s = np.repeat(s, block, axis=axis).take(range(x.shape[axis]), axis=axis)
+            z = np.repeat(z, block, axis=axis).take(range(x.shape[axis]), axis=axis)
+        elif s.size > 1:
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            s, z = s.reshape(shape), z.reshape(shape)
+        else:
+            s, z = s.reshape(()), z.reshape(())
+        init = numpy_helper.from_array(((x - z) * s).astype(np.float32), n.output[0])
+        proto.graph.initializer.append(init)
+        inits[n.output[0]] = init
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    used = {i for n in proto.graph.node for i in n.input}
+    inputs = [i for i in proto.graph.input if i.name in used and i.name not in inits]
+    del proto.graph.input[:]
+    proto.graph.input.extend(inputs)
+    return proto
+
+
+def _folded(source) -> bytes:
     try:
         import onnx
     except ImportError:
-        raise ImportError("this model lists its weights as inputs; loading it needs the onnx "
-                          "package: pip install 'picoface[onnx]'") from None
+        raise ImportError("this model keeps its weights int8 behind DequantizeLinear; loading it "
+                          "needs the onnx package: pip install 'picoface[onnx]'") from None
     proto = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
-    keep = proto.graph.input[0]
-    del proto.graph.input[:]
-    proto.graph.input.append(keep)
-    return proto.SerializeToString()
+    return fold_weight_dequantize(proto).SerializeToString()
 
 
 class OnnxRuntimeBackend(Backend):
@@ -40,12 +75,12 @@ class OnnxRuntimeBackend(Backend):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         source = model if isinstance(model, bytes) else str(model)
+        raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+        if b"DequantizeLinear" in raw:
+            source = _folded(raw)
         try:
             self._session = ort.InferenceSession(source, sess_options=opts,
                                                  providers=["CPUExecutionProvider"])
-            if len(self._session.get_inputs()) > 1:
-                self._session = ort.InferenceSession(_image_input_only(source), sess_options=opts,
-                                                     providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for corrupt files
             raise ValueError(f"onnxruntime could not load the model: {e}") from None
         first = self._session.get_inputs()[0]

@@ -369,6 +369,30 @@ def test_dead_nodes_and_constants_are_removed(rng):
     assert (dead.ops_before, dead.ops_after) == (4, 1)
 
 
+def test_repeated_weights_are_stored_once(rng):
+    # One block applied twice (EXTD's reused backbone): two Conv + BatchNorm pairs with equal
+    # weights export as two copies; after BatchNorm folding they are equal again and merge.
+    # A constant of the same bytes but another shape or dtype stays separate.
+    w = rng.normal(size=(5, 5, 3, 3)).astype(np.float32)
+    bn = _bn_inits(rng, 5)
+    inits = [("w1", w), ("w2", w.copy()), ("w3", w.reshape(5, 5, 9, 1).copy())]
+    inits += bn + [(f"{n}_2", a.copy()) for n, a in bn]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["b1"]),
+             helper.make_node("Conv", ["b1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c2", "gamma_2", "beta_2", "mean_2", "var_2"], ["b2"]),
+             helper.make_node("Conv", ["b2", "w3"], ["y"], pads=[4, 0, 4, 0])]
+    src = _model(nodes, [_vi("x", [1, 5, 9, 11])], [_vi("y", None)], inits)
+    imported = importer.import_onnx(src)
+    graph = imported.graph
+    convs = [n for n in graph.nodes if n.type == "Conv"]
+    assert len(convs) == 3
+    assert convs[0].inputs[1:] == convs[1].inputs[1:], "the two folded blocks share their weights"
+    assert convs[2].inputs[1] not in convs[0].inputs
+    assert len(graph.constants) == 3  # folded weight + folded bias + the reshaped copy
+    assert_same_function(src, graph, _feeds(rng, (1, 5, 9, 11)))
+
+
 def test_identity_and_dropout_are_removed(rng):
     nodes = [helper.make_node("Identity", ["x"], ["a"]),
              helper.make_node("Relu", ["a"], ["b"]),

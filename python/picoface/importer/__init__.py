@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Tuple, Union
 
-from picoface.importer.cleanup import remove_dead, remove_passthrough, sanitise_inputs
+from picoface.importer.cleanup import (merge_duplicate_constants, remove_dead, remove_passthrough,
+                                       sanitise_inputs)
 from picoface.importer.constant_folding import fold_constants
 from picoface.importer.conv_fusion import fold_batchnorm, fuse_activations
 from picoface.importer.graph import Graph, Node, Value, from_onnx
@@ -38,6 +39,7 @@ PASSES: List[Tuple[str, Callable[[Graph], None]]] = [
     ("fold batchnorm", fold_batchnorm),            # a BN after a Conv is a per-channel affine of its weights
     ("fuse activations", fuse_activations),        # applied in the Conv's epilogue, not in a second pass
     ("remove dead nodes", remove_dead),            # folding leaves unread nodes and constants behind
+    ("merge duplicate constants", merge_duplicate_constants),  # reused blocks store their weights once
 ]
 
 

@@ -1,5 +1,7 @@
-"""Graph clean-up: inputs that are not the image, pass-through nodes, and everything no
-output depends on."""
+"""Graph clean-up: inputs that are not the image, pass-through nodes, repeated constants
+and everything no output depends on."""
+
+import hashlib
 
 from picoface.importer.graph import Graph
 
@@ -57,3 +59,19 @@ def remove_dead(graph: Graph) -> None:
     graph.inputs = [i for i in graph.inputs if i in live]
     named = live | set(graph.inputs) | {o for n in graph.nodes for o in n.outputs}
     graph.values = {k: v for k, v in graph.values.items() if k in named}
+
+
+def merge_duplicate_constants(graph: Graph) -> None:
+    """Makes every reader of a constant equal to an earlier one (same dtype, shape and bytes)
+    read that one. Networks that reuse a block's weights on several inputs (EXTD runs one
+    backbone at every scale) export, and after BatchNorm folding keep, a copy per use; the
+    model file then stores each weight once."""
+    first = {}
+    for name in list(graph.constants):
+        value = graph.constants[name]
+        key = (value.dtype.str, value.shape, hashlib.sha256(value.tobytes()).digest())
+        if key not in first:
+            first[key] = name
+        elif name not in graph.outputs:
+            graph.rename_uses(name, first[key])
+            del graph.constants[name]

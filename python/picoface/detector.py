@@ -42,7 +42,9 @@ class FaceDetector:
             320x240) only takes its own size. None: the model's fixed size, or for a
             dynamic model the image's own size padded to the head's stride multiple
             (downscaled when the longer side exceeds 1920).
-        backend: "auto" (native for .pface, onnxruntime for ONNX), "native" or "onnxruntime".
+        backend: "auto" (native for .pface, tflite for .tflite, onnxruntime for ONNX),
+            "native", "onnxruntime" or "tflite" (ai-edge-litert or tflite-runtime; NHWC
+            models get the input transposed).
         threads: backend threads (1 = one core, the edge-device baseline).
 
     Calls are thread-safe and release the GIL during compute.

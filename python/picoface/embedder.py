@@ -37,7 +37,9 @@ class FaceEmbedder:
             input convention and overrides ``preset``) or of an ONNX one taking N x 3 x S x S.
         preset: input convention, "arcface" (RGB, [-1, 1]) or "sface" (RGB, 0..255),
             or an :class:`EmbedderSpec`.
-        backend: "auto" (native for .pface, onnxruntime for ONNX), "native" or "onnxruntime".
+        backend: "auto" (native for .pface, tflite for .tflite, onnxruntime for ONNX),
+            "native", "onnxruntime" or "tflite" (ai-edge-litert or tflite-runtime; NHWC
+            models get the input transposed).
         threads: backend threads.
 
     Raises:

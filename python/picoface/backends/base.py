@@ -31,12 +31,20 @@ def is_native_model(model: Union[Path, bytes]) -> bool:
 
 
 def open_backend(model: Union[Path, bytes], backend: str, threads: int) -> Backend:
-    """Opens ``model`` with the named backend; "auto" runs .pface files natively and ONNX
-    files with onnxruntime."""
+    """Opens ``model`` with the named backend; "auto" runs .pface files natively, .tflite
+    files with the TFLite runtime and ONNX files with onnxruntime."""
     if backend not in BACKENDS:
         raise ValueError(f"expected backend one of {BACKENDS}, got {backend!r}")
-    if backend == "tflite":
-        raise ValueError("backend 'tflite' arrives with issue #7; use 'native' or 'onnxruntime'")
+    from picoface.backends.tflite import TfliteBackend, is_tflite_model
+
+    tflite = is_tflite_model(model)
+    if backend == "tflite" or (backend == "auto" and tflite):
+        if not tflite:
+            raise ValueError("the tflite backend runs .tflite models; this is not one "
+                             "(use backend='native' for .pface, 'onnxruntime' for ONNX)")
+        return TfliteBackend(model, threads=threads)
+    if tflite:
+        raise ValueError(f"a .tflite model runs on backend='tflite', not {backend!r}")
     native = is_native_model(model)
     if backend == "native" or (backend == "auto" and native):
         if not native:

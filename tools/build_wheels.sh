@@ -39,7 +39,7 @@ if ((${#missing[@]})); then
   exit 2
 fi
 
-soabi_base="$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("SOABI").rsplit("-", 2)[0])')"
+soabi_base="$("$python" -c 'import sysconfig; print("-".join(sysconfig.get_config_var("SOABI").split("-")[:2]))')"  # cpython-311
 
 # Writes compiler/archiver wrappers and a CMake toolchain file for one zig target.
 write_toolchain() {

@@ -40,7 +40,8 @@ def _add_detector_options(p, score_threshold=None, score_help="default: the mode
     p.add_argument("--score-threshold", type=float, default=score_threshold, help=score_help)
     p.add_argument("--nms-threshold", type=float, help="default: the model's")
     p.add_argument("--input-size", type=_size, help="network input WIDTHxHEIGHT (letterboxed)")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help="auto (by the model file: .pface native, "
+                   ".tflite tflite, ONNX onnxruntime), native, onnxruntime or tflite")
     p.add_argument("--threads", type=int, default=1)
 
 

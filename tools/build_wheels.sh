@@ -78,21 +78,30 @@ build_one() {
   SETUPTOOLS_EXT_SUFFIX=".$soabi_base-$arch-linux-gnu.so" \
   _PYTHON_HOST_PLATFORM="linux-$arch" \
   CMAKE_BUILD_PARALLEL_LEVEL="$jobs" \
-    "$python" -m pip wheel "$root" --no-build-isolation --no-deps -q -w "$work/raw" \
+    "$python" -m pip wheel "$root" --no-build-isolation --no-deps -v -w "$work/raw" \
       -C build-dir="$work/cmake" \
       -C cmake.define.CMAKE_TOOLCHAIN_FILE="$work/zig/toolchain.cmake" \
       -C cmake.define.CMAKE_SHARED_LINKER_FLAGS="-s" \
       -C cmake.define.CMAKE_MODULE_LINKER_FLAGS="-s" \
-      -C install.strip=false
+      -C install.strip=false >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; return 1; }
+  # Every SIMD kernel family of the architecture must be compiled in (chosen at run time).
+  grep -E -- "picoface: [A-Z0-9]+ kernels" "$work/build.log" | sed 's/^ */   /'
+  if grep -q -- "kernels disabled" "$work/build.log"; then
+    echo "error: the $arch wheel would lack SIMD kernels (see $work/build.log)" >&2
+    return 1
+  fi
   local raw
   raw="$(ls "$work"/raw/picoface-*.whl)"
   echo "   built $(basename "$raw") in $((SECONDS - t0)) s"
-  "$python" -m auditwheel repair --plat "manylinux2014_$arch" --only-plat -w "$work/repaired" "$raw" \
+  # --plat auto: auditwheel only lists the build machine's architecture among --plat choices,
+  # but reads the target from the wheel; auto picks the most compatible policy, checked below.
+  "$python" -m auditwheel repair --plat auto -w "$work/repaired" "$raw" \
     >"$work/auditwheel.log" 2>&1 || { cat "$work/auditwheel.log" >&2; return 1; }
   local wheel
   wheel="$(ls "$work"/repaired/picoface-*.whl)"
   "$python" -m auditwheel show "$wheel" >"$work/show.log" 2>&1 || { cat "$work/show.log" >&2; return 1; }
-  if ! grep -q "manylinux_2_17_$arch" "$work/show.log"; then
+  if [[ "$(basename "$wheel")" != *"manylinux_2_17_$arch"* ]] ||
+     ! grep -q "manylinux_2_17_$arch" "$work/show.log"; then
     cat "$work/show.log" >&2
     echo "error: $(basename "$wheel") is not manylinux2014-compatible" >&2
     return 1

@@ -3,7 +3,7 @@ test time in both formats from the same weights (tests/tiny_tflite.py; no Tensor
 
 Tolerances: raw outputs within 1e-5 of their largest value (float32, different summation
 order in the 128x128 average pools); detections: same count, boxes within 1e-3 px, scores
-within 1e-5.
+within 1e-5; embeddings (unit length) within 1e-5 per component.
 """
 
 import sys
@@ -125,3 +125,20 @@ def test_quantized_io_round_trips():
     q = tfl._quantize(x, detail)
     np.testing.assert_array_equal(q, [-128, -5, -3, -2, 17, 127])  # +-200 clip
     np.testing.assert_allclose(tfl._dequantize(q, detail), [-62.5, -1.0, 0.0, 0.5, 10.0, 65.0])
+
+
+def test_embedder_matches_native():
+    from picoface.convert import encode_imported
+    from picoface.importer import import_onnx
+
+    pface = encode_imported(import_onnx(tiny_tflite.embedder_onnx_bytes()), task="embed",
+                            preset="arcface", source="tiny_embed.onnx")
+    tfl_emb = picoface.FaceEmbedder(tiny_tflite.embedder_tflite_bytes(), preset="arcface")
+    native = picoface.FaceEmbedder(pface)
+    assert tfl_emb.backend == "tflite" and native.backend == "native"
+    assert tfl_emb.crop_size == native.crop_size == (112, 112)
+    crops = np.random.default_rng(5).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    got, ref = tfl_emb(crops), native(crops)
+    assert got.shape == ref.shape == (3, 392)
+    np.testing.assert_allclose(got, ref, atol=1e-5)  # unit vectors: absolute = relative
+    assert float(np.abs(got[0] - got[1]).max()) > 1e-3  # distinct crops, distinct embeddings

@@ -155,6 +155,24 @@ def _macs(path, summary, size) -> int:
     return int(engine.macs)
 
 
+def _cmd_export(args) -> int:
+    from picoface.export import export
+
+    image = None
+    if args.image:
+        from picoface import imageio
+
+        image = imageio.read_bgr(args.image)
+    report = export(args.checkpoint, args.output, arch=args.arch, to=args.to, image=image)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"wrote {report['output']} ({report['arch']}, {report['bytes']} bytes): "
+              f"onnxruntime vs PyTorch at {report['input']}, max abs error "
+              f"{report['max_abs_error']:.3g} (< {report['tolerance']:g})")
+    return 0
+
+
 def _sizes(text: str):
     return [_size(t) for t in text.split(",")]
 
@@ -524,6 +542,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print the native engine's time per op type and the slowest ops")
     b.add_argument("--json", action="store_true")
     b.set_defaults(run=_cmd_bench)
+
+    from picoface.export import ARCHS, FORMATS
+
+    ex = sub.add_parser("export", help="export a detector checkpoint (.pth) through the "
+                        "project's definitions (models/) to ONNX, checked against PyTorch "
+                        "(needs a source checkout and the [export] extra)")
+    ex.add_argument("checkpoint", help=".pth weights of one of: " + ", ".join(sorted(ARCHS)))
+    ex.add_argument("--arch", choices=sorted(ARCHS),
+                    help="default: the definition that loads the checkpoint strictly")
+    ex.add_argument("--to", choices=FORMATS, default="onnx", help="output format (tflite: issue #7)")
+    ex.add_argument("--output", "-o", required=True)
+    ex.add_argument("--image", help="real image for the check (default: seeded random input)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(run=_cmd_export)
 
     ins = sub.add_parser("inspect", help="metadata, ops and parameters of a .pface model")
     ins.add_argument("model")

@@ -1243,6 +1243,13 @@ class Dequantize : public Base {
     const void* zp = zp_index_ >= 0 ? in[zp_index_] : nullptr;
     float* y = static_cast<float*>(out[0]);
     auto zero = [&](std::int64_t q) { return zp ? load(from_, zp, q) : 0.0; };
+    if (mode_ == 0 && from_ == DType::kI8) {  // the int8 engine's per-tensor case, vectorised
+      const auto* q = static_cast<const std::int8_t*>(in[0]);
+      const float z = zp ? static_cast<float>(*static_cast<const std::int8_t*>(zp)) : 0.0f;
+      const float sc = scale[0];
+      for (std::int64_t i = 0; i < n_; ++i) y[i] = (static_cast<float>(q[i]) - z) * sc;
+      return;
+    }
     if (mode_ == 0) {
       const double z = zero(0);
       const float sc = scale[0];
@@ -1338,12 +1345,18 @@ class Quantize : public Base {
         // Divide (not multiply by the reciprocal) in float32 as the spec and onnxruntime do;
         // nearbyint rounds half to even in the default rounding mode. Clamping in float before
         // the integer conversion keeps out-of-range values (and infinities) defined.
+        // Clamping to [lo - z, hi - z] (integers) before rounding gives the same result as
+        // after, keeps |v| < 2^22 so adding and subtracting 1.5 * 2^23 rounds half to even
+        // exactly (a loop the compiler vectorises), and sends NaN to lo.
         const float sc = scale[a];
         const float z = zp ? static_cast<float>(zp[a]) : 0.0f;
+        const float vlo = lo - z, vhi = hi - z;
+        constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
         const std::int64_t base = (o * groups + a) * inner_;
         for (std::int64_t i = 0; i < inner_; ++i) {
-          const float v = std::nearbyint(x[base + i] / sc) + z;
-          y[base + i] = static_cast<Q>(std::min(std::max(lo, v), hi));  // NaN -> lo
+          const float v = std::min(std::max(vlo, x[base + i] / sc), vhi);
+          const float r = (v + kMagic) - kMagic;
+          y[base + i] = static_cast<Q>(static_cast<int>(r + z));
         }
       }
     }

@@ -790,6 +790,16 @@ class QLinearConv : public OpKernel {
             std::fill(o, o + xlo, z);
             if (gx.stride == 1) {
               std::memcpy(o + xlo, row + xlo, static_cast<std::size_t>(xhi - xlo));
+            } else if (gx.stride == 2 && xhi > xlo) {
+              // Even bytes as the low halves of 16-bit loads (little endian): a loop that
+              // vectorises at the baseline ISA. The last tap is read alone, so no byte past
+              // it is touched.
+              for (std::int64_t ox = xlo; ox < xhi - 1; ++ox) {
+                std::uint16_t v;
+                std::memcpy(&v, row + 2 * ox, 2);
+                o[ox] = static_cast<std::int8_t>(v & 0xff);
+              }
+              o[xhi - 1] = row[2 * (xhi - 1)];
             } else {
               for (std::int64_t ox = xlo; ox < xhi; ++ox) o[ox] = row[ox * gx.stride];
             }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <limits>
 
 #include "engine_ops.h"
@@ -1353,10 +1354,19 @@ class Quantize : public Base {
         const float vlo = lo - z, vhi = hi - z;
         constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
         const std::int64_t base = (o * groups + a) * inner_;
-        for (std::int64_t i = 0; i < inner_; ++i) {
-          const float v = std::min(std::max(vlo, x[base + i] / sc), vhi);
-          const float r = (v + kMagic) - kMagic;
-          y[base + i] = static_cast<Q>(static_cast<int>(r + z));
+        // Chunks through an int32 buffer: two simple loops the compiler vectorises, where
+        // one float -> int8 loop stays scalar.
+        constexpr std::int64_t kChunk = 256;
+        std::int32_t buf[kChunk];
+        for (std::int64_t i0 = 0; i0 < inner_; i0 += kChunk) {
+          const std::int64_t n = std::min(kChunk, inner_ - i0);
+          const float* xs = x + base + i0;
+          for (std::int64_t i = 0; i < n; ++i) {
+            const float v = std::min(std::max(vlo, xs[i] / sc), vhi);
+            buf[i] = static_cast<std::int32_t>(((v + kMagic) - kMagic) + z);
+          }
+          Q* ys = y + base + i0;
+          for (std::int64_t i = 0; i < n; ++i) ys[i] = static_cast<Q>(buf[i]);
         }
       }
     }
@@ -1460,6 +1470,24 @@ class Pool : public Base {
     const bool max2x2 = max_ && gy.kernel == 2 && gx.kernel == 2 && gy.stride == 2 && gx.stride == 2 &&
                         gy.dilation == 1 && gx.dilation == 1 && gy.pad_begin == 0 && gx.pad_begin == 0 &&
                         2 * gy.out <= gy.in && 2 * gx.out <= gx.in;
+    if (max2x2 && std::is_same<T, std::int8_t>::value) {
+      // int8: the vertical max of two rows into a buffer, then adjacent pairs; both loops
+      // vectorise (the float loop below does as is).
+      std::int8_t buf[512];
+      for (std::int64_t p = 0; p < planes_; ++p) {
+        for (std::int64_t oy = 0; oy < gy.out; ++oy) {
+          const T* r0 = x + p * gy.in * gx.in + 2 * oy * gx.in;
+          const T* r1 = r0 + gx.in;
+          T* o = y + p * gy.out * gx.out + oy * gx.out;
+          for (std::int64_t ox0 = 0; ox0 < gx.out; ox0 += 256) {
+            const std::int64_t n = std::min<std::int64_t>(256, gx.out - ox0);
+            for (std::int64_t j = 0; j < 2 * n; ++j) buf[j] = std::max(r0[2 * ox0 + j], r1[2 * ox0 + j]);
+            for (std::int64_t j = 0; j < n; ++j) o[ox0 + j] = std::max(buf[2 * j], buf[2 * j + 1]);
+          }
+        }
+      }
+      return;
+    }
     for (std::int64_t p = 0; max2x2 && p < planes_; ++p) {
       const T* src = x + p * gy.in * gx.in;
       T* dst = y + p * gy.out * gx.out;

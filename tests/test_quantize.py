@@ -159,6 +159,17 @@ def test_keep_float_first_last():
         quantize_model(small_net(), calib_inputs(1), keep_float=["middle"])
 
 
+def test_nothing_quantisable_is_an_error():
+    """PReLU Convs (SFace's) stay float for now: a model with only those is refused rather
+    than written as an "int8" file that is float throughout."""
+    g = load_graph(small_net())
+    for op in g.ops:
+        if op.type == "Conv":
+            op.attrs["activation"] = "sigmoid"
+    with pytest.raises(ValueError, match="no Conv of this model can run in int8.*sigmoid"):
+        quantize_model(g.encode(), calib_inputs(1))
+
+
 def test_constant_activations():
     """All-zero calibration inputs: every range is a point; scales stay usable (no division
     by zero) and the int8 model computes what the float one does on that input."""

@@ -167,7 +167,6 @@ def _input_fn(blob: bytes, meta: dict, size: Optional[Tuple[int, int]]):
         det = FaceDetector(blob, input_size=None if fixed else (size or (416, 416)))
         return lambda img: det.preprocess(img)[0]
     w, h = meta["input.size"]
-    from picoface.embedder import FaceEmbedder  # noqa: F401  (same preprocessing call below)
     box = _core.letterbox(w, h, w, h, "none")
 
     def crop(img):
@@ -309,6 +308,11 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
     if not images:
         raise ValueError(f"expected at least one calibration image, found none in {calib!r}")
     chosen = _select(graph, keep_float)
+    if not chosen:
+        acts = sorted({str(op.attrs.get("activation", "none")) for op in graph.ops if op.type == "Conv"})
+        raise ValueError("no Conv of this model can run in int8 (int8 Convs take no activation, relu "
+                         f"or clip; this model's Convs have {acts or 'none at all'}"
+                         f"{', and --keep-float ' + ','.join(keep_float) if keep_float else ''})")
     watch = []
     for i in chosen:
         for t in (graph.ops[i].inputs[0], graph.ops[i].outputs[0]):

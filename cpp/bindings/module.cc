@@ -685,6 +685,8 @@ py::dict attributes_to_py(const Attributes& a) {
 }
 
 // Everything the file declares, validated by the C++ loader (the only parser of the format).
+py::array array_of(const TensorView& v);
+
 py::dict model_summary(const Model& m) {
   py::dict d;
   d["version"] = m.version();
@@ -738,6 +740,26 @@ void bind_model(py::module_& m) {
       model = Model::from_file(path);
     }
     return model_summary(*model);
+  });
+  // Constant tensors of a model file as numpy arrays (copies), by name: what a graph rewrite
+  // (picoface.quantize) needs besides the summary.
+  m.def("model_constants_from_bytes", [](const py::bytes& data) {
+    std::string s = data;
+    std::shared_ptr<const Model> model;
+    {
+      py::gil_scoped_release release;
+      model = Model::from_bytes(std::vector<std::uint8_t>(s.begin(), s.end()));
+    }
+    py::dict d;
+    for (const Tensor& t : model->tensors()) {
+      if (!t.constant) continue;
+      TensorView v;
+      v.dtype = t.dtype;
+      v.shape = t.shape;
+      v.data = t.data;
+      d[py::str(t.name)] = array_of(v);
+    }
+    return d;
   });
   // Any bytes-like object, read in place; `value` continues a running CRC (as zlib.crc32).
   m.def("crc32", [](const py::buffer& data, std::uint32_t value) {

@@ -97,6 +97,38 @@ struct Spatial {
     }
     if (group < 1) fail(type, "group must be >= 1");
   }
+
+  // The output size and padding of each spatial axis of X (N, C, spatial...) for the resolved
+  // kernel `k`, into geo[2 - k.size() ..] (a 1-D convolution is a 2-D one of height 1);
+  // appends the output sizes to `out_shape`.
+  void output_geometry(const std::string& type, const Shape& xs, const Shape& k, Geom* geo, Shape& out_shape) const {
+    const std::size_t sp = k.size();
+    geo[0] = Geom{};
+    geo[1] = Geom{};
+    for (std::size_t d = 0; d < sp; ++d) {
+      Geom& g = geo[2 - sp + d];
+      g.in = xs[2 + d];
+      g.kernel = k[d];
+      g.stride = strides[d];
+      g.dilation = dilations[d];
+      const std::int64_t eff = (g.kernel - 1) * g.dilation + 1;
+      if (auto_pad == "NOTSET" || auto_pad == "VALID") {
+        if (auto_pad == "NOTSET") {
+          g.pad = pads[d];
+          g.pad_end = pads[d + sp];
+        }
+        const std::int64_t span = g.in + g.pad + g.pad_end - eff;
+        if (span < 0) fail(type, "kernel larger than the padded input " + shape_str(xs));
+        g.out = span / g.stride + 1;
+      } else {
+        g.out = (g.in + g.stride - 1) / g.stride;
+        const std::int64_t total = std::max<std::int64_t>(0, (g.out - 1) * g.stride + eff - g.in);
+        g.pad = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+        g.pad_end = total - g.pad;
+      }
+      out_shape.push_back(g.out);
+    }
+  }
 };
 
 class Conv : public OpKernel {
@@ -140,33 +172,8 @@ class Conv : public OpKernel {
     if (c_ % g_ != 0 || m_ % g_ != 0 || ws[1] != c_ / g_) {
       fail(type_, "X " + shape_str(xs) + " and W " + shape_str(ws) + " disagree for group " + std::to_string(g_));
     }
-    const std::size_t sp = k.size();
-    geo_[0] = Geom{};
-    geo_[1] = Geom{};
     Shape r = {n_, m_};
-    for (std::size_t d = 0; d < sp; ++d) {
-      Geom& g = geo_[2 - sp + d];
-      g.in = xs[2 + d];
-      g.kernel = k[d];
-      g.stride = sp_.strides[d];
-      g.dilation = sp_.dilations[d];
-      const std::int64_t eff = (g.kernel - 1) * g.dilation + 1;
-      if (sp_.auto_pad == "NOTSET" || sp_.auto_pad == "VALID") {
-        if (sp_.auto_pad == "NOTSET") {
-          g.pad = sp_.pads[d];
-          g.pad_end = sp_.pads[d + sp];
-        }
-        const std::int64_t span = g.in + g.pad + g.pad_end - eff;
-        if (span < 0) fail(type_, "kernel larger than the padded input " + shape_str(xs));
-        g.out = span / g.stride + 1;
-      } else {
-        g.out = (g.in + g.stride - 1) / g.stride;
-        const std::int64_t total = std::max<std::int64_t>(0, (g.out - 1) * g.stride + eff - g.in);
-        g.pad = sp_.auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-        g.pad_end = total - g.pad;
-      }
-      r.push_back(g.out);
-    }
+    sp_.output_geometry(type_, xs, k, geo_, r);
     const PlanInput none;
     const PlanInput& bias = in.size() > 2 ? in[2] : none;
     has_bias_ = bias.present();
@@ -580,30 +587,7 @@ class QLinearConv : public OpKernel {
       fail(type_, "X " + shape_str(xs) + " and W " + shape_str(ws) + " disagree for group " + std::to_string(g_));
     }
     Shape r = {n_, m_};
-    for (std::size_t d = 0; d < 2; ++d) {
-      Geom& g = geo_[d];
-      g = Geom{};
-      g.in = xs[2 + d];
-      g.kernel = k[d];
-      g.stride = sp_.strides[d];
-      g.dilation = sp_.dilations[d];
-      const std::int64_t eff = (g.kernel - 1) * g.dilation + 1;
-      if (sp_.auto_pad == "NOTSET" || sp_.auto_pad == "VALID") {
-        if (sp_.auto_pad == "NOTSET") {
-          g.pad = sp_.pads[d];
-          g.pad_end = sp_.pads[d + 2];
-        }
-        const std::int64_t span = g.in + g.pad + g.pad_end - eff;
-        if (span < 0) fail(type_, "kernel larger than the padded input " + shape_str(xs));
-        g.out = span / g.stride + 1;
-      } else {
-        g.out = (g.in + g.stride - 1) / g.stride;
-        const std::int64_t total = std::max<std::int64_t>(0, (g.out - 1) * g.stride + eff - g.in);
-        g.pad = sp_.auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-        g.pad_end = total - g.pad;
-      }
-      r.push_back(g.out);
-    }
+    sp_.output_geometry(type_, xs, k, geo_, r);
     kdim_ = (c_ / g_) * geo_[0].kernel * geo_[1].kernel;
     if (kdim_ > 65536) unsupported(type_, "more than 65536 taps per output");
     auto scalar = [&](std::size_t i, const char* what) {

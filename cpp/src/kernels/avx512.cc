@@ -472,8 +472,89 @@ void dwconv3x3_row_f32(const float* const* p, const float* w, int stride, float*
 }
 
 // ---------------------------------------------------------------------------------------
-// int8 kernels on VNNI. dwconv3x3_row_s8 is inherited from AVX2 (nine taps per output leave
-// no 4-deep dot product for vpdpbusd to fill).
+// int8 kernels on VNNI.
+
+// The requantisation rule of kernels.h on 16 int32 lanes.
+struct RequantVec16 {
+  __m512 scale, clamp_lo, clamp_hi;
+  __m512i zp, lo, hi;
+  explicit RequantVec16(const RequantParams& q)
+      : scale(_mm512_set1_ps(q.scale[0])),
+        clamp_lo(_mm512_set1_ps(-kRequantClamp)),
+        clamp_hi(_mm512_set1_ps(kRequantClamp)),
+        zp(_mm512_set1_epi32(q.zero_point)),
+        lo(_mm512_set1_epi32(q.lo)),
+        hi(_mm512_set1_epi32(q.hi)) {}
+  __m512i operator()(__m512i acc) const {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+    f = _mm512_min_ps(_mm512_max_ps(f, clamp_lo), clamp_hi);
+    const __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+    return _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+  }
+};
+
+inline __mmask64 tail_mask64(int count) {
+  return count >= 64 ? ~__mmask64(0) : (__mmask64(1) << count) - 1;
+}
+
+// dwconv3x3_row_s8, stride 1: the three taps of a row as one vpdpbusd (taps 0-2 and a zero
+// weight), 64 outputs per block. vpdpbusd takes unsigned activations, so the rows are read
+// XOR 0x80 (x + 128) and the accumulators start at bias - 128 * sum(w): exact in int32, so
+// bit-identical to the reference. Accumulator t holds, in 128-bit lane j and int32 element e,
+// output 16j + 4t + e: its bytes x[16j + 4t + e + {0, 1, 2}] are bytes e + {0, 1, 2} of lane j
+// of a 64-byte load at 4t, so one in-lane vpshufb pattern serves all four loads, and
+// packssdw(acc0, acc1), packssdw(acc2, acc3), packsswb put each lane's 16 outputs back in
+// order (the values are already in [lo, hi], so saturation changes nothing).
+// Stride 2: two int16 taps per vpdpwssd lane from 32-byte loads (the AVX2 pairing at 16
+// outputs per block).
+void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
+                      std::int8_t* dst, int out_w, const RequantParams& q) {
+  const RequantVec16 rq(q);
+  if (stride == 1) {
+    __m512i wv[3];
+    std::int32_t wsum = 0;
+    for (int ky = 0; ky < 3; ++ky) {
+      const std::uint32_t b0 = static_cast<std::uint8_t>(w[3 * ky]), b1 = static_cast<std::uint8_t>(w[3 * ky + 1]),
+                          b2 = static_cast<std::uint8_t>(w[3 * ky + 2]);
+      wv[ky] = _mm512_set1_epi32(static_cast<int>(b0 | b1 << 8 | b2 << 16));
+      wsum += w[3 * ky] + w[3 * ky + 1] + w[3 * ky + 2];
+    }
+    const __m512i vb = _mm512_set1_epi32(bias - 128 * wsum);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    // Byte e + {0, 1, 2} of the lane for element e; the fourth byte (weight 0) reads byte 0.
+    const __m512i pick = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 0, 1, 2, 3, 0, 2, 3, 4, 0, 3, 4, 5, 0));
+    for (int ox = 0; ox < out_w; ox += 64) {
+      __m512i acc[4] = {vb, vb, vb, vb};
+      for (int ky = 0; ky < 3; ++ky) {
+        const std::int8_t* r = rows[ky] + ox;
+        for (int t = 0; t < 4; ++t) {
+          const __m512i x = _mm512_xor_si512(_mm512_loadu_si512(r + 4 * t), flip);
+          acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_shuffle_epi8(x, pick), wv[ky]);
+        }
+      }
+      const __m512i p01 = _mm512_packs_epi32(rq(acc[0]), rq(acc[1]));
+      const __m512i p23 = _mm512_packs_epi32(rq(acc[2]), rq(acc[3]));
+      _mm512_mask_storeu_epi8(dst + ox, tail_mask64(out_w - ox), _mm512_packs_epi16(p01, p23));
+    }
+    return;
+  }
+  __m512i w01[3], w2z[3];
+  for (int ky = 0; ky < 3; ++ky) {
+    w01[ky] = _mm512_set1_epi32(static_cast<std::uint16_t>(static_cast<std::int16_t>(w[3 * ky])) +
+                                static_cast<std::int32_t>(w[3 * ky + 1]) * 65536);
+    w2z[ky] = _mm512_set1_epi32(static_cast<std::uint16_t>(static_cast<std::int16_t>(w[3 * ky + 2])));
+  }
+  const __m512i vb = _mm512_set1_epi32(bias);
+  for (int ox = 0; ox < out_w; ox += 16) {
+    __m512i acc = vb;
+    for (int ky = 0; ky < 3; ++ky) {
+      const std::int8_t* r = rows[ky] + 2 * ox;
+      acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r))), w01[ky]);
+      acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + 2))), w2z[ky]);
+    }
+    _mm512_mask_cvtepi32_storeu_epi8(dst + ox, tail_mask16(out_w - ox < 16 ? out_w - ox : 16), rq(acc));
+  }
+}
 
 void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
   const __m512 scale = _mm512_set1_ps(q.scale[0]);
@@ -588,6 +669,7 @@ void fill_avx512(KernelTable* t) {
   t->bias_act_f32 = bias_act_f32;
   t->requant_s32_s8 = requant_s32_s8;
   t->conv_gemm_s8 = conv_gemm_s8;
+  t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 
 }  // namespace picoface

@@ -588,11 +588,14 @@ struct Avx512TileS8 {
     const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
     for (std::size_t p = 0; p < kc; p += 4, panel += 4 * kNr) {
       const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(p) * ldb;
-      if (nc == kNr && p + 4 <= kc) {
+      if (nc == kNr) {
+        // Rows past kc (the ragged end of k) are u8 zero, as the padding below.
         for (int h = 0; h < 2; ++h) {
           __m128i x[4];
           for (int t = 0; t < 4; ++t) {
-            x[t] = _mm_xor_si128(flip, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + t * ldb + 16 * h)));
+            x[t] = p + t < kc
+                       ? _mm_xor_si128(flip, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + t * ldb + 16 * h)))
+                       : _mm_setzero_si128();
           }
           const __m128i a01l = _mm_unpacklo_epi8(x[0], x[1]), a01h = _mm_unpackhi_epi8(x[0], x[1]);
           const __m128i a23l = _mm_unpacklo_epi8(x[2], x[3]), a23h = _mm_unpackhi_epi8(x[2], x[3]);
@@ -629,7 +632,22 @@ struct Avx512TileS8 {
       c0[r] = _mm512_loadu_si512(acc + r * kNr);
       c1[r] = _mm512_loadu_si512(acc + r * kNr + 16);
     }
-    for (std::size_t p = 0; p < kc; p += 4, panel += 4 * kNr) {
+    // Whole groups of 4 as plain 32-bit loads (broadcast straight from memory), then the
+    // ragged group with the values past kc as zero.
+    const std::size_t whole = kc / 4 * 4;
+    std::size_t p = 0;
+    for (; p < whole; p += 4, panel += 4 * kNr) {
+      const __m512i b0 = _mm512_load_si512(panel);
+      const __m512i b1 = _mm512_load_si512(panel + 64);
+      for (int r = 0; r < MR; ++r) {
+        std::int32_t v;
+        std::memcpy(&v, a + r * lda + static_cast<std::ptrdiff_t>(p), 4);
+        const __m512i av = _mm512_set1_epi32(v);
+        c0[r] = _mm512_dpbusd_epi32(c0[r], b0, av);
+        c1[r] = _mm512_dpbusd_epi32(c1[r], b1, av);
+      }
+    }
+    if (p < kc) {
       const __m512i b0 = _mm512_load_si512(panel);
       const __m512i b1 = _mm512_load_si512(panel + 64);
       for (int r = 0; r < MR; ++r) {

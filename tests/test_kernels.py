@@ -325,7 +325,8 @@ def test_requant_rule_half_even_and_saturation():
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 17), (16, 100, 300), (33, 17, 5)])
+# (130, 37, 1030): more rows than one block and k deeper than one panel (the blocked path).
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 17), (16, 100, 300), (33, 17, 5), (130, 37, 1030)])
 def test_conv_gemm_s8_matches_numpy(isa, m, n, k):
     rng = np.random.default_rng(11)
     a = rng.integers(-128, 128, (m, k), dtype=np.int8)

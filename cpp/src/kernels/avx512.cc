@@ -667,10 +667,81 @@ struct Avx512TileS8 {
   }
 };
 
+// k within one panel (every Conv of a detector-sized network): each 8x32 tile starts at its
+// rows' bias + offset and is requantised from registers, with no int32 block in memory and
+// no call per row; the integers are those of conv_gemm_s8_blocked.
+template <int MR>
+void tile_s8_requant(std::size_t k, const std::int8_t* a, std::ptrdiff_t lda, const std::uint8_t* panel,
+                     const std::int32_t* init, const float* scale, const RequantParams& q, std::int8_t* c,
+                     std::ptrdiff_t ldc, std::size_t nc) {
+  __m512i c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_set1_epi32(init[r]);
+  const std::size_t whole = k / 4 * 4;
+  std::size_t p = 0;
+  for (; p < k; p += 4, panel += 4 * Avx512TileS8::kNr) {
+    const __m512i b0 = _mm512_load_si512(panel);
+    const __m512i b1 = _mm512_load_si512(panel + 64);
+    for (int r = 0; r < MR; ++r) {
+      const std::int8_t* ar = a + r * lda + static_cast<std::ptrdiff_t>(p);
+      std::int32_t v;
+      if (p < whole) std::memcpy(&v, ar, 4);
+      else v = static_cast<std::int32_t>(load_group<4>(ar, k - p));
+      const __m512i av = _mm512_set1_epi32(v);
+      c0[r] = _mm512_dpbusd_epi32(c0[r], b0, av);
+      c1[r] = _mm512_dpbusd_epi32(c1[r], b1, av);
+    }
+  }
+  const __m512 clamp_lo = _mm512_set1_ps(-kRequantClamp), clamp_hi = _mm512_set1_ps(kRequantClamp);
+  const __m512i zp = _mm512_set1_epi32(q.zero_point), lo = _mm512_set1_epi32(q.lo), hi = _mm512_set1_epi32(q.hi);
+  auto rq = [&](__m512i acc, __m512 s) {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
+    f = _mm512_min_ps(_mm512_max_ps(f, clamp_lo), clamp_hi);
+    const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+    return _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+  };
+  const __mmask16 m0 = tail_mask16(nc >= 16 ? 16 : static_cast<int>(nc));
+  const __mmask16 m1 = tail_mask16(nc <= 16 ? 0 : nc >= 32 ? 16 : static_cast<int>(nc - 16));
+  for (int r = 0; r < MR; ++r) {
+    const __m512 s = _mm512_set1_ps(scale[r]);
+    std::int8_t* cr = c + r * ldc;
+    _mm512_mask_cvtepi32_storeu_epi8(cr, m0, rq(c0[r], s));
+    _mm512_mask_cvtepi32_storeu_epi8(cr + 16, m1, rq(c1[r], s));
+  }
+}
+
+template <int MR>
+void tile_s8_requant_rows(std::size_t rows, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
+                          const std::uint8_t* panel, const std::int32_t* init, const float* scale,
+                          const RequantParams& q, std::int8_t* c, std::ptrdiff_t ldc, std::size_t nc) {
+  if constexpr (MR > 1) {
+    if (rows < MR) return tile_s8_requant_rows<MR - 1>(rows, k, a, lda, panel, init, scale, q, c, ldc, nc);
+  }
+  tile_s8_requant<MR>(k, a, lda, panel, init, scale, q, c, ldc, nc);
+}
+
 void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
                   const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
                   std::ptrdiff_t ldc, const RequantParams& q) {
-  conv_gemm_s8_blocked<Avx512TileS8>(m, n, k, a, lda, b, ldb, bias, c, ldc, q);
+  constexpr std::size_t kMb = 128;
+  if (k == 0 || k > Avx512TileS8::kKc || m > kMb) {
+    conv_gemm_s8_blocked<Avx512TileS8>(m, n, k, a, lda, b, ldb, bias, c, ldc, q);
+    return;
+  }
+  alignas(64) std::int32_t init[kMb];
+  alignas(64) std::uint8_t panel[Avx512TileS8::kPanelBytes];
+  for (std::size_t r = 0; r < m; ++r) {
+    init[r] = static_cast<std::int32_t>(static_cast<std::uint32_t>(bias ? bias[r] : 0) +
+                                        static_cast<std::uint32_t>(Avx512TileS8::row_offset(a + static_cast<std::ptrdiff_t>(r) * lda, k)));
+  }
+  for (std::size_t j0 = 0; j0 < n; j0 += Avx512TileS8::kNr) {
+    const std::size_t nc = std::min(n - j0, Avx512TileS8::kNr);
+    Avx512TileS8::pack(b + static_cast<std::ptrdiff_t>(j0), ldb, k, nc, panel);
+    for (std::size_t i = 0; i < m; i += Avx512TileS8::kMr) {
+      tile_s8_requant_rows<Avx512TileS8::kMr>(std::min(m - i, Avx512TileS8::kMr), k,
+                                              a + static_cast<std::ptrdiff_t>(i) * lda, lda, panel, init + i,
+                                              q.scale + i, q, c + static_cast<std::ptrdiff_t>(i) * ldc + static_cast<std::ptrdiff_t>(j0), ldc, nc);
+    }
+  }
 }
 
 }  // namespace

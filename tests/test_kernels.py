@@ -325,7 +325,8 @@ def test_requant_rule_half_even_and_saturation():
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 17), (16, 100, 300), (33, 17, 5)])
+# (130, 37, 1030): more rows than one block and k deeper than one panel (the blocked path).
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 17), (16, 100, 300), (33, 17, 5), (130, 37, 1030)])
 def test_conv_gemm_s8_matches_numpy(isa, m, n, k):
     rng = np.random.default_rng(11)
     a = rng.integers(-128, 128, (m, k), dtype=np.int8)
@@ -342,11 +343,14 @@ def test_conv_gemm_s8_matches_numpy(isa, m, n, k):
         np.testing.assert_array_equal(got, want, err_msg=f"conv_gemm_s8 {name} m={m} n={n} k={k}")
 
 
+# Widths around the 8/16/32/64-output blocks of the SIMD variants.
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_dwconv3x3_s8_matches_numpy(isa, stride):
-    rng = np.random.default_rng(12)
-    h, w, z_in = 9, 37, 100
+@pytest.mark.parametrize("w", [1, 15, 17, 37, 63, 64, 65, 130])
+@pytest.mark.parametrize("scale", [1 / 256, 1 / 8192])
+def test_dwconv3x3_s8_matches_numpy(isa, stride, w, scale):
+    rng = np.random.default_rng(12 + w)
+    h, z_in = 9, 100
     src = rng.integers(-128, 128, (h, w), dtype=np.int8)
     wt = rng.integers(-128, 128, 9, dtype=np.int8)
     out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -356,7 +360,8 @@ def test_dwconv3x3_s8_matches_numpy(isa, stride):
     for ky in range(3):
         for kx in range(3):
             acc += int(wt[ky * 3 + kx]) * padded[ky:ky + stride * out_h:stride, kx:kx + stride * out_w:stride]
-    want = requant_numpy(acc, 1 / 256, -3)
+    want = requant_numpy(acc, scale, -3)
+    assert 0.05 < (np.abs(want.astype(int)) < 127).mean() or scale == 1 / 256  # not all saturated
     for name in ("scalar", isa):
-        got = _core.kernel_dwconv3x3_s8(src, wt, 321, stride, out_h, out_w, z_in, 1 / 256, -3, isa=name)
-        np.testing.assert_array_equal(got, want, err_msg=f"dwconv3x3_s8 {name} stride={stride}")
+        got = _core.kernel_dwconv3x3_s8(src, wt, 321, stride, out_h, out_w, z_in, scale, -3, isa=name)
+        np.testing.assert_array_equal(got, want, err_msg=f"dwconv3x3_s8 {name} stride={stride} w={w}")

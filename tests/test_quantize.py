@@ -199,7 +199,7 @@ def test_npz_calibration_and_cli(tmp_path):
 # ---------------------------------------------------------------------------------------
 # The int8 engine path against onnxruntime, and across ISAs
 
-def _qdq_reference(blob):
+def _qdq_reference(blob, shape=(1, 3, H, W)):
     """An ONNX model computing the int8 graph of ``blob`` the QDQ way: every QLinearConv
     becomes DequantizeLinear -> float Conv (weights and int32 bias dequantised per channel)
     -> activation -> QuantizeLinear, with the same parameters; MaxPool runs on the
@@ -242,7 +242,7 @@ def _qdq_reference(blob):
                 if n in g.tensors and g.tensors[n].data is not None and not any(t.name == n for t in inits):
                     init(n, arr(n))
             nodes.append(helper.make_node(op.type, op.inputs, op.outputs, **op.attrs))
-    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, H, W])]
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))]
     outs = [helper.make_tensor_value_info(n, TensorProto.INT8, None) for n in int8_outs]
     outs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in g.outputs]
     model = helper.make_model(helper.make_graph(nodes, "qdq", ins, outs, inits),
@@ -336,6 +336,63 @@ def test_int8_path_bit_exact_on_every_isa():
     for isa, out in results.items():
         for n in names + ["y"]:
             np.testing.assert_array_equal(out[n], ref[n], err_msg=f"{n} on {isa} vs scalar")
+
+
+# The engine runs a pointwise QLinearConv followed by its only reader, a depthwise 3x3 one, as
+# one step over bands of rows when rows have at least 128 columns: the same integers as the
+# two ops apart, on every ISA and with several worker threads.
+PW_DW_INT8 = [((1, 5, 13, 131), 7, 1), ((2, 3, 9, 200), 13, 2), ((1, 16, 40, 137), 17, 2),
+              ((1, 8, 3, 300), 9, 1), ((1, 4, 1, 129), 5, 1)]
+
+
+def pw_dw_net(shape, mid, stride, seed=0):
+    rng = np.random.default_rng(seed)
+    f = lambda *s, scale=0.5: (rng.standard_normal(s) * scale).astype(np.float32)
+    cin = shape[1]
+    tensors = [modelfile.Tensor("x", dtype="float32", shape=list(shape))]
+    ops = []
+    for name, x, y, w, b, act, attrs in [
+            ("pw", "x", "m", f(mid, cin, 1, 1), f(mid), None, {}),
+            ("dw", "m", "c", f(mid, 1, 3, 3), f(mid), "relu", {"group": mid, "strides": [stride] * 2}),
+            ("head", "c", "y", f(6, mid, 1, 1), f(6), None, {})]:
+        t, op = _conv(name, x, y, w, b, act, **attrs)
+        tensors += t + [modelfile.Tensor(y, shape=())]
+        ops.append(op)
+    meta = metadata_for("embed", None, "arcface", list(shape), Path("net.onnx"), "0" * 64)
+    return modelfile.encode(meta, tensors, ops, ["x"], ["y"])
+
+
+@pytest.mark.parametrize("shape,mid,stride", PW_DW_INT8, ids=lambda v: str(v))
+def test_int8_pointwise_depthwise_fused(shape, mid, stride):
+    rng = np.random.default_rng(4)
+    calib = [rng.uniform(-1.5, 2.0, shape).astype(np.float32) for _ in range(2)]
+    blob, _ = quantize_model(pw_dw_net(shape, mid, stride), calib)
+    g = load_graph(blob)
+    mid_q, dw_q = [op.outputs[0] for op in g.ops if op.type == "QLinearConv"][:2]
+    x = rng.uniform(-1.8, 2.4, shape).astype(np.float32)  # a little beyond the calibrated range
+    fused = _core.Engine(g.encode([dw_q] + list(g.outputs)), 1)
+    steps = [op for op, *_ in fused.profile([x])]
+    assert len(steps) == len(g.ops) - 1, f"executed ops {steps} of {len(g.ops)}: the pair was not fused"
+    apart = _native_with_int8_outputs(blob, [mid_q, dw_q])  # the intermediate is read: not fused
+    assert len(apart.profile([x])) == len(g.ops)
+    want = dict(zip(apart.output_names, apart.run([x])))
+    before = _core.get_isa()
+    try:
+        for isa in ISAS:
+            _core.set_isa(isa)
+            for threads in (1, 3):
+                eng = _core.Engine(g.encode([dw_q] + list(g.outputs)), threads)
+                for name, got in zip(eng.output_names, eng.run([x])):
+                    np.testing.assert_array_equal(got, want[name], err_msg=f"{name} fused on {isa}, {threads} threads")
+    finally:
+        _core.set_isa(before)
+    # The pair against onnxruntime's QDQ Convs on the same int8 input: within 1 LSB.
+    need_module("onnxruntime")
+    model, _ = _qdq_reference(blob, shape)
+    dw = next(op for op in g.ops if op.outputs[0] == dw_q)
+    single = _single_layer_reference(model, dw, {mid_q: want[mid_q]})
+    diff = np.abs(want[dw_q].astype(int) - single.astype(int))
+    assert diff.max() <= 1, f"{diff.max()} LSB at {np.unravel_index(diff.argmax(), diff.shape)}"
 
 
 # ---------------------------------------------------------------------------------------

@@ -271,7 +271,8 @@ def markdown(report: dict) -> str:
              "| frame | runner | net input | median ms | p90 ms | min ms | p99 ms | "
              "vs onnxruntime inference | runs |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    ort = {r["size"]: r["median_ms"] for r in report["rows"] if r["backend"] == "onnxruntime"}
+    ort = {r["size"]: r["median_ms"] for r in report["rows"]
+           if r["backend"] == "onnxruntime" and "median_ms" in r}
     for r in report["rows"]:
         if "status" in r:
             lines.append(f"| {r['size']} | {r['backend']} | – | {r['status']} | | | | | |")

@@ -196,10 +196,10 @@ struct KernelTable {
 };
 
 // Bytes of one padded input row of dwconv3x3_row_s8: the left pad, in_w columns, and z_in
-// padding covering the widest vector over-read (32-output blocks) of out_w outputs; a
-// multiple of 32.
+// padding covering the widest vector over-read (64-output blocks, four 64-byte loads 4 bytes
+// apart on AVX-512) of out_w outputs; a multiple of 32.
 inline std::size_t dw_row_bytes(int in_w, int out_w, int stride) {
-  const std::size_t blocks = (static_cast<std::size_t>(out_w) + 31) / 32 * 32;
+  const std::size_t blocks = (static_cast<std::size_t>(out_w) + 63) / 64 * 64;
   std::size_t n = static_cast<std::size_t>(stride) * blocks + 32;
   if (n < static_cast<std::size_t>(in_w) + 2) n = static_cast<std::size_t>(in_w) + 2;
   return (n + 31) / 32 * 32;

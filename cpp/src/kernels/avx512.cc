@@ -169,8 +169,8 @@ float dot_f32(const float* a, const float* b, std::size_t n) {
 
 void dot_rows_f32(const float* q, const float* rows, std::size_t n_rows, std::size_t d, std::ptrdiff_t row_stride,
                   float* out) {
-  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, [](auto rc, const float* qq, const float* const* r,
-                                                              std::size_t n, float* o) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, kDotRowsF32PrefetchBytes,
+                      [](auto rc, const float* qq, const float* const* r, std::size_t n, float* o) {
     dot_f32_block<decltype(rc)::value>(qq, r, n, o);
   });
 }
@@ -257,9 +257,9 @@ void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_ro
     sum_q = _mm512_dpbusd_epi32(sum_q, ones, _mm512_maskz_loadu_epi8(tail_mask64(d - i), q + i));
   }
   const std::int32_t bias = static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm512_reduce_add_epi32(sum_q)) << 7);
-  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, [bias](auto rc, const std::int8_t* qq,
-                                                                 const std::int8_t* const* r, std::size_t n,
-                                                                 std::int32_t* o) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [bias](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
     dot_s8_block<decltype(rc)::value>(qq, r, n, bias, o);
   });
 }

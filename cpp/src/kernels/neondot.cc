@@ -69,9 +69,9 @@ inline void dot_s8_block(const std::int8_t* q, const std::int8_t* const* r, std:
 
 void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
                  std::ptrdiff_t row_stride, std::int32_t* out) {
-  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, [](auto rc, const std::int8_t* qq,
-                                                              const std::int8_t* const* r, std::size_t n,
-                                                              std::int32_t* o) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
     dot_s8_block<decltype(rc)::value>(qq, r, n, o);
   });
 }

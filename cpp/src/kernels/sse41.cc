@@ -471,8 +471,8 @@ float dot_f32(const float* a, const float* b, std::size_t n) {
 
 void dot_rows_f32(const float* q, const float* rows, std::size_t n_rows, std::size_t d, std::ptrdiff_t row_stride,
                   float* out) {
-  dot_rows_blocked<2>(q, rows, n_rows, d, row_stride, out, [](auto rc, const float* qq, const float* const* r,
-                                                              std::size_t n, float* o) {
+  dot_rows_blocked<2>(q, rows, n_rows, d, row_stride, out, kDotRowsF32PrefetchBytes,
+                      [](auto rc, const float* qq, const float* const* r, std::size_t n, float* o) {
     dot_f32_block<decltype(rc)::value>(qq, r, n, o);
   });
 }
@@ -531,9 +531,9 @@ inline void dot_s8_block(const std::int8_t* q, const std::int8_t* const* r, std:
 
 void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
                  std::ptrdiff_t row_stride, std::int32_t* out) {
-  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, [](auto rc, const std::int8_t* qq,
-                                                              const std::int8_t* const* r, std::size_t n,
-                                                              std::int32_t* o) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
     dot_s8_block<decltype(rc)::value>(qq, r, n, o);
   });
 }

@@ -165,6 +165,27 @@ def test_dot_s8_exact(isa):
         assert _core.kernel_dot_s8(a, np.full(n, 127, np.int8), isa) == -16256 * n
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_dot_rows_matches_dot(isa):
+    """dot_rows_s8 is the exact int64 product; dot_rows_f32 equals dot_f32 bit for bit."""
+    rng = np.random.default_rng(5)
+    for d in (1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 511, 512, 513):
+        for n, pad in ((1, 0), (4, 0), (7, 3), (9, 64)):
+            q8 = rng.integers(-128, 128, d, dtype=np.int8)
+            r8 = rng.integers(-128, 128, (n, d + pad), dtype=np.int8)
+            if d % 2:
+                r8[0, :d] = -128
+                q8[:] = -128
+            want = r8[:, :d].astype(np.int64) @ q8.astype(np.int64)
+            got = _core.kernel_dot_rows_s8(q8, r8, isa)
+            np.testing.assert_array_equal(got, want, err_msg=f"dot_rows_s8 {isa} d={d} n={n} pad={pad}")
+            qf = rng.normal(size=d).astype(np.float32)
+            rf = rng.normal(size=(n, d + pad)).astype(np.float32)
+            got = _core.kernel_dot_rows_f32(qf, rf, isa)
+            single = np.array([_core.kernel_dot_f32(qf, np.ascontiguousarray(r[:d]), isa) for r in rf], np.float32)
+            np.testing.assert_array_equal(got, single, err_msg=f"dot_rows_f32 {isa} d={d} n={n} pad={pad}")
+
+
 def test_unsupported_isa_is_a_clear_error():
     others = {"scalar", "sse41", "avx2", "avx512", "neon", "neondot"} - set(_core.supported_isas())
     for name in others:

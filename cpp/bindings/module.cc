@@ -367,6 +367,24 @@ void bind_kernels(py::module_& m) {
           check_size(b.size(), a.size(), "b");
           return k.dot_s8(a.data(), b.data(), a.size());
         });
+  // rows: N x S with S >= len(q); the kernel reads the first len(q) columns (row_stride S).
+  m.def("kernel_dot_rows_f32", [](const CArray<float>& q, const CArray<float>& rows, const std::string& isa) {
+    const KernelTable& k = kernels_for(isa_from_name(isa));
+    require(rows.ndim() == 2 && rows.shape(1) >= q.size(), "rows must be N x S with S >= len(q)");
+    const std::size_t n = static_cast<std::size_t>(rows.shape(0));
+    auto out = empty<float>({static_cast<py::ssize_t>(n)});
+    k.dot_rows_f32(q.data(), rows.data(), n, q.size(), rows.shape(1), out.mutable_data());
+    return out;
+  });
+  m.def("kernel_dot_rows_s8",
+        [](const CArray<std::int8_t>& q, const CArray<std::int8_t>& rows, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(rows.ndim() == 2 && rows.shape(1) >= q.size(), "rows must be N x S with S >= len(q)");
+          const std::size_t n = static_cast<std::size_t>(rows.shape(0));
+          auto out = empty<std::int32_t>({static_cast<py::ssize_t>(n)});
+          k.dot_rows_s8(q.data(), rows.data(), n, q.size(), rows.shape(1), out.mutable_data());
+          return out;
+        });
   m.def("kernel_requant_s32_s8",
         [](const CArray<std::int32_t>& x, float scale, int zero_point, int lo, int hi, const std::string& isa) {
           const KernelTable& k = kernels_for(isa_from_name(isa));

@@ -125,8 +125,21 @@ struct KernelTable {
   void (*warp_affine_u8)(const WarpParams& p);
 
   // Dot products. dot_s8 accumulates exactly in int32 (callers keep n*128*128 < 2^31).
+  // dot_f32: the reference accumulates in double, in increasing index; SIMD variants
+  // reassociate and fuse (FMA), so they agree within a few ulp of sum |a||b|.
   float (*dot_f32)(const float* a, const float* b, std::size_t n);
   std::int32_t (*dot_s8)(const std::int8_t* a, const std::int8_t* b, std::size_t n);
+
+  // One query against n_rows rows (a gallery scan): out[j] = dot(q, rows + j*row_stride) over
+  // d elements, j < n_rows; row_stride is in elements and may exceed d (padded rows). Reads
+  // exactly the d elements of q and of each row. dot_rows_f32's out[j] is bit-identical to
+  // dot_f32(q, row j, d) of the same table (same summation contract); dot_rows_s8's is the
+  // exact int32 sum, as dot_s8 (callers keep d*128*128 < 2^31). Interleaving several rows
+  // per pass amortises the query loads and the horizontal sums that a dot per row pays.
+  void (*dot_rows_f32)(const float* q, const float* rows, std::size_t n_rows, std::size_t d,
+                       std::ptrdiff_t row_stride, float* out);
+  void (*dot_rows_s8)(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                      std::ptrdiff_t row_stride, std::int32_t* out);
 
   // fp32 GEMM for convolution: C (m x n) = A (m x k) * B (k x n) [+ C if accumulate], all
   // row-major with leading dimensions lda, ldb, ldc (elements). The reference accumulates

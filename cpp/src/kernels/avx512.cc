@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "conv3x3_driver.h"
+#include "dot_rows_driver.h"
 #include "gemm_driver.h"
 #include "gemm_s8_driver.h"
 #include "isa_fill.h"
@@ -127,20 +128,56 @@ void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
 // ---------------------------------------------------------------------------------------
 // Dot products
 
-float dot_f32(const float* a, const float* b, std::size_t n) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+// dot_f32's summation on R rows at once: every row keeps its own four accumulators and sees
+// exactly dot_f32's operations (so dot_rows_f32 is bit-identical to it); the rows share each
+// query load.
+template <int R>
+inline void dot_f32_block(const float* q, const float* const* r, std::size_t n, float* out) {
+  __m512 acc[R][4];
+#pragma GCC unroll 8
+  for (int j = 0; j < R; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = _mm512_setzero_ps();
   std::size_t i = 0;
   for (; i + 64 <= n; i += 64) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
-    acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), acc2);
-    acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), acc3);
+    const __m512 q0 = _mm512_loadu_ps(q + i), q1 = _mm512_loadu_ps(q + i + 16);
+    const __m512 q2 = _mm512_loadu_ps(q + i + 32), q3 = _mm512_loadu_ps(q + i + 48);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      acc[j][0] = _mm512_fmadd_ps(q0, _mm512_loadu_ps(r[j] + i), acc[j][0]);
+      acc[j][1] = _mm512_fmadd_ps(q1, _mm512_loadu_ps(r[j] + i + 16), acc[j][1]);
+      acc[j][2] = _mm512_fmadd_ps(q2, _mm512_loadu_ps(r[j] + i + 32), acc[j][2]);
+      acc[j][3] = _mm512_fmadd_ps(q3, _mm512_loadu_ps(r[j] + i + 48), acc[j][3]);
+    }
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i < 16 ? static_cast<int>(n - i) : 16);
-    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+    const __m512 qv = _mm512_maskz_loadu_ps(m, q + i);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) acc[j][0] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, r[j] + i), acc[j][0]);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+#pragma GCC unroll 8
+  for (int j = 0; j < R; ++j) {
+    out[j] = _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]), _mm512_add_ps(acc[j][2], acc[j][3])));
+  }
+}
+
+float dot_f32(const float* a, const float* b, std::size_t n) {
+  float s;
+  dot_f32_block<1>(a, &b, n, &s);
+  return s;
+}
+
+void dot_rows_f32(const float* q, const float* rows, std::size_t n_rows, std::size_t d, std::ptrdiff_t row_stride,
+                  float* out) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, kDotRowsF32PrefetchBytes,
+                      [](auto rc, const float* qq, const float* const* r, std::size_t n, float* o) {
+    dot_f32_block<decltype(rc)::value>(qq, r, n, o);
+  });
+}
+
+// The first `count` (0..64) bytes.
+inline __mmask64 tail_mask64(std::size_t count) {
+  return count >= 64 ? ~static_cast<__mmask64>(0) : (static_cast<__mmask64>(1) << count) - 1;
 }
 
 std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
@@ -152,8 +189,7 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   const __m512i ones = _mm512_set1_epi8(1);
   __m512i acc = _mm512_setzero_si512(), sum_b = acc;
   for (std::size_t i = 0; i < n; i += 64) {
-    const __mmask64 m = n - i >= 64 ? ~static_cast<__mmask64>(0)
-                                    : (static_cast<__mmask64>(1) << (n - i)) - 1;
+    const __mmask64 m = tail_mask64(n - i);
     // Masked-off bytes load as zero: b = 0 contributes nothing to either sum.
     const __m512i va = _mm512_maskz_loadu_epi8(m, a + i);
     const __m512i vb = _mm512_maskz_loadu_epi8(m, b + i);
@@ -161,6 +197,71 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
     sum_b = _mm512_dpbusd_epi32(sum_b, ones, vb);
   }
   return _mm512_reduce_add_epi32(_mm512_sub_epi32(acc, _mm512_slli_epi32(sum_b, 7)));
+}
+
+// dot_rows_s8 on VNNI. vpdpbusd takes one unsigned operand; here it is the row, made unsigned
+// as r XOR 0x80 = r + 128, against the signed query kept as loaded:
+//   sum((r + 128) * q) = sum(r * q) + 128 * sum(q),
+// and 128 * sum(q) is one constant per call, subtracted once per row. That costs one vpxord
+// per 64 row bytes; the other way round (unsigned query) needs sum(r) per row, a second
+// vpdpbusd against ones. Tails are masked: masked-off query bytes load as zero, so the row's
+// masked-off bytes (zero, 128 after the XOR) add nothing, and nothing past d is read.
+// vpdpbusd and vpaddd wrap modulo 2^32 and the true sum fits int32 (d*128*128 < 2^31), so
+// the result is exact however the per-lane partial sums grow. Rows in flight: R, each with
+// one accumulator; the query chunk is loaded once for all of them.
+template <int R>
+inline void dot_s8_block(const std::int8_t* q, const std::int8_t* const* r, std::size_t n, std::int32_t bias,
+                         std::int32_t* out) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512i acc[R];
+#pragma GCC unroll 8
+  for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_si512();
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i qv = _mm512_loadu_si512(q + i);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_xor_si512(_mm512_loadu_si512(r[j] + i), flip), qv);
+    }
+  }
+  if (i < n) {
+    const __mmask64 m = tail_mask64(n - i);
+    const __m512i qv = _mm512_maskz_loadu_epi8(m, q + i);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, r[j] + i), flip), qv);
+    }
+  }
+  if constexpr (R == 4) {
+    // Transpose-and-add: 128-bit lane k of u holds lane k's partial sums of rows 0..3.
+    const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[0], acc[1]), _mm512_unpackhi_epi32(acc[0], acc[1]));
+    const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[2], acc[3]), _mm512_unpackhi_epi32(acc[2], acc[3]));
+    const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+    const __m256i v = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64(u, 1));
+    const __m128i w = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_sub_epi32(w, _mm_set1_epi32(bias)));
+  } else {
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      out[j] = static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm512_reduce_add_epi32(acc[j])) -
+                                         static_cast<std::uint32_t>(bias));
+    }
+  }
+}
+
+void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                 std::ptrdiff_t row_stride, std::int32_t* out) {
+  __m512i sum_q = _mm512_setzero_si512();
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (std::size_t i = 0; i < d; i += 64) {
+    sum_q = _mm512_dpbusd_epi32(sum_q, ones, _mm512_maskz_loadu_epi8(tail_mask64(d - i), q + i));
+  }
+  const std::int32_t bias = static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm512_reduce_add_epi32(sum_q)) << 7);
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [bias](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
+    dot_s8_block<decltype(rc)::value>(qq, r, n, bias, o);
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -751,6 +852,8 @@ void fill_avx512(KernelTable* t) {
   t->pack_row = pack_row;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->dot_rows_f32 = dot_rows_f32;
+  t->dot_rows_s8 = dot_rows_s8;
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->conv3x3_f32 = conv3x3_f32;

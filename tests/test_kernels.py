@@ -165,6 +165,27 @@ def test_dot_s8_exact(isa):
         assert _core.kernel_dot_s8(a, np.full(n, 127, np.int8), isa) == -16256 * n
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_dot_rows_matches_dot(isa):
+    """dot_rows_s8 is the exact int64 product; dot_rows_f32 equals dot_f32 bit for bit."""
+    rng = np.random.default_rng(5)
+    for d in (1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 511, 512, 513):
+        for n, pad in ((1, 0), (4, 0), (7, 3), (9, 64)):
+            q8 = rng.integers(-128, 128, d, dtype=np.int8)
+            r8 = rng.integers(-128, 128, (n, d + pad), dtype=np.int8)
+            if d % 2:
+                r8[0, :d] = -128
+                q8[:] = -128
+            want = r8[:, :d].astype(np.int64) @ q8.astype(np.int64)
+            got = _core.kernel_dot_rows_s8(q8, r8, isa)
+            np.testing.assert_array_equal(got, want, err_msg=f"dot_rows_s8 {isa} d={d} n={n} pad={pad}")
+            qf = rng.normal(size=d).astype(np.float32)
+            rf = rng.normal(size=(n, d + pad)).astype(np.float32)
+            got = _core.kernel_dot_rows_f32(qf, rf, isa)
+            single = np.array([_core.kernel_dot_f32(qf, np.ascontiguousarray(r[:d]), isa) for r in rf], np.float32)
+            np.testing.assert_array_equal(got, single, err_msg=f"dot_rows_f32 {isa} d={d} n={n} pad={pad}")
+
+
 def test_unsupported_isa_is_a_clear_error():
     others = {"scalar", "sse41", "avx2", "avx512", "neon", "neondot"} - set(_core.supported_isas())
     for name in others:
@@ -325,7 +346,8 @@ def test_requant_rule_half_even_and_saturation():
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 17), (16, 100, 300), (33, 17, 5)])
+# (130, 37, 1030): more rows than one block and k deeper than one panel (the blocked path).
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 17), (16, 100, 300), (33, 17, 5), (130, 37, 1030)])
 def test_conv_gemm_s8_matches_numpy(isa, m, n, k):
     rng = np.random.default_rng(11)
     a = rng.integers(-128, 128, (m, k), dtype=np.int8)
@@ -342,11 +364,14 @@ def test_conv_gemm_s8_matches_numpy(isa, m, n, k):
         np.testing.assert_array_equal(got, want, err_msg=f"conv_gemm_s8 {name} m={m} n={n} k={k}")
 
 
+# Widths around the 8/16/32/64-output blocks of the SIMD variants.
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_dwconv3x3_s8_matches_numpy(isa, stride):
-    rng = np.random.default_rng(12)
-    h, w, z_in = 9, 37, 100
+@pytest.mark.parametrize("w", [1, 15, 17, 37, 63, 64, 65, 130])
+@pytest.mark.parametrize("scale", [1 / 256, 1 / 8192])
+def test_dwconv3x3_s8_matches_numpy(isa, stride, w, scale):
+    rng = np.random.default_rng(12 + w)
+    h, z_in = 9, 100
     src = rng.integers(-128, 128, (h, w), dtype=np.int8)
     wt = rng.integers(-128, 128, 9, dtype=np.int8)
     out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -356,7 +381,8 @@ def test_dwconv3x3_s8_matches_numpy(isa, stride):
     for ky in range(3):
         for kx in range(3):
             acc += int(wt[ky * 3 + kx]) * padded[ky:ky + stride * out_h:stride, kx:kx + stride * out_w:stride]
-    want = requant_numpy(acc, 1 / 256, -3)
+    want = requant_numpy(acc, scale, -3)
+    assert 0.05 < (np.abs(want.astype(int)) < 127).mean() or scale == 1 / 256  # not all saturated
     for name in ("scalar", isa):
-        got = _core.kernel_dwconv3x3_s8(src, wt, 321, stride, out_h, out_w, z_in, 1 / 256, -3, isa=name)
-        np.testing.assert_array_equal(got, want, err_msg=f"dwconv3x3_s8 {name} stride={stride}")
+        got = _core.kernel_dwconv3x3_s8(src, wt, 321, stride, out_h, out_w, z_in, scale, -3, isa=name)
+        np.testing.assert_array_equal(got, want, err_msg=f"dwconv3x3_s8 {name} stride={stride} w={w}")

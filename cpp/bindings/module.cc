@@ -367,6 +367,24 @@ void bind_kernels(py::module_& m) {
           check_size(b.size(), a.size(), "b");
           return k.dot_s8(a.data(), b.data(), a.size());
         });
+  // rows: N x S with S >= len(q); the kernel reads the first len(q) columns (row_stride S).
+  m.def("kernel_dot_rows_f32", [](const CArray<float>& q, const CArray<float>& rows, const std::string& isa) {
+    const KernelTable& k = kernels_for(isa_from_name(isa));
+    require(rows.ndim() == 2 && rows.shape(1) >= q.size(), "rows must be N x S with S >= len(q)");
+    const std::size_t n = static_cast<std::size_t>(rows.shape(0));
+    auto out = empty<float>({static_cast<py::ssize_t>(n)});
+    k.dot_rows_f32(q.data(), rows.data(), n, q.size(), rows.shape(1), out.mutable_data());
+    return out;
+  });
+  m.def("kernel_dot_rows_s8",
+        [](const CArray<std::int8_t>& q, const CArray<std::int8_t>& rows, const std::string& isa) {
+          const KernelTable& k = kernels_for(isa_from_name(isa));
+          require(rows.ndim() == 2 && rows.shape(1) >= q.size(), "rows must be N x S with S >= len(q)");
+          const std::size_t n = static_cast<std::size_t>(rows.shape(0));
+          auto out = empty<std::int32_t>({static_cast<py::ssize_t>(n)});
+          k.dot_rows_s8(q.data(), rows.data(), n, q.size(), rows.shape(1), out.mutable_data());
+          return out;
+        });
   m.def("kernel_requant_s32_s8",
         [](const CArray<std::int32_t>& x, float scale, int zero_point, int lo, int hi, const std::string& isa) {
           const KernelTable& k = kernels_for(isa_from_name(isa));
@@ -685,6 +703,8 @@ py::dict attributes_to_py(const Attributes& a) {
 }
 
 // Everything the file declares, validated by the C++ loader (the only parser of the format).
+py::array array_of(const TensorView& v);
+
 py::dict model_summary(const Model& m) {
   py::dict d;
   d["version"] = m.version();
@@ -738,6 +758,26 @@ void bind_model(py::module_& m) {
       model = Model::from_file(path);
     }
     return model_summary(*model);
+  });
+  // Constant tensors of a model file as numpy arrays (copies), by name: what a graph rewrite
+  // (picoface.quantize) needs besides the summary.
+  m.def("model_constants_from_bytes", [](const py::bytes& data) {
+    std::string s = data;
+    std::shared_ptr<const Model> model;
+    {
+      py::gil_scoped_release release;
+      model = Model::from_bytes(std::vector<std::uint8_t>(s.begin(), s.end()));
+    }
+    py::dict d;
+    for (const Tensor& t : model->tensors()) {
+      if (!t.constant) continue;
+      TensorView v;
+      v.dtype = t.dtype;
+      v.shape = t.shape;
+      v.data = t.data;
+      d[py::str(t.name)] = array_of(v);
+    }
+    return d;
   });
   // Any bytes-like object, read in place; `value` continues a running CRC (as zlib.crc32).
   m.def("crc32", [](const py::buffer& data, std::uint32_t value) {

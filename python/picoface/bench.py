@@ -130,7 +130,7 @@ def _baseline(name: str, onnx_path: Path, head: Optional[str], threads: int):
 
 def _runners(onnx_path: Path, task: str, head: Optional[str], preset: Optional[str],
              backends: Sequence[str], end_to_end: bool, baselines: Sequence[str],
-             threads: int) -> Tuple[List[_Runner], Dict[str, str]]:
+             threads: int, models: Sequence[Path] = ()) -> Tuple[List[_Runner], Dict[str, str]]:
     """The runners, and the rows that cannot run (name -> why)."""
     from picoface import modelfile
     from picoface.convert import convert_onnx
@@ -144,7 +144,8 @@ def _runners(onnx_path: Path, task: str, head: Optional[str], preset: Optional[s
     if task != "detect" and (end_to_end or baselines):
         raise ValueError("end-to-end and baseline rows are for detectors (--task detect)")
     t0 = time.perf_counter()
-    blob = convert_onnx(onnx_path, task=task, head=head, preset=preset)
+    is_pface = onnx_path.suffix == modelfile.EXTENSION
+    blob = onnx_path.read_bytes() if is_pface else convert_onnx(onnx_path, task=task, head=head, preset=preset)
     convert_s = time.perf_counter() - t0
     if task == "detect":
         from picoface.detector import FaceDetector
@@ -161,10 +162,18 @@ def _runners(onnx_path: Path, task: str, head: Optional[str], preset: Optional[s
             engine = _core.Engine(blob, threads)
             runners.append(_Runner(b, convert_s + time.perf_counter() - t0, prepare,
                                    lambda x, e=engine: e.run([x]), engine))
+        elif is_pface:
+            missing[b] = "n/a (.pface model: onnxruntime needs the ONNX file)"
         else:
             from picoface.backends.ort import OnnxRuntimeBackend
             net = OnnxRuntimeBackend(onnx_path, threads=threads)
             runners.append(_Runner(b, time.perf_counter() - t0, prepare, net.run))
+    for path in models:
+        # Another .pface of the same network (e.g. its int8 version) on the same input tensors.
+        t0 = time.perf_counter()
+        engine = _core.Engine(Path(path).read_bytes(), threads)
+        runners.append(_Runner(f"native {Path(path).name}", time.perf_counter() - t0, prepare,
+                               lambda x, e=engine: e.run([x]), engine))
     if end_to_end:
         runners.append(_Runner(END_TO_END, convert_s, lambda frame: frame, detector))
     for b in baselines:
@@ -190,11 +199,14 @@ def bench(onnx_path, *, task: str, head: Optional[str] = None, preset: Optional[
           sizes: Optional[Sequence[Tuple[int, int]]] = None, backends=BACKENDS,
           end_to_end: bool = False, baselines: Sequence[str] = (), images=None,
           runs: int = 100, warmup: int = 10, threads: int = 1, profile: bool = False,
-          progress=None) -> dict:
+          progress=None, models: Sequence = ()) -> dict:
     """Times every runner on the same frames per frame size, interleaved.
 
     Args:
-        onnx_path: the ONNX model; the native side converts it in memory.
+        onnx_path: the ONNX model; the native side converts it in memory. A .pface file
+            runs natively only (``task`` must still name it).
+        models: more .pface files of the same network (e.g. ``picoface quantize`` output),
+            each a native row "native NAME" on the same input tensors.
         sizes: frame sizes (w, h); default 320x240 and 640x480 for detectors, the model's
             input size for crop models.
         images: uint8 BGR images the frames are made from (cycled per iteration); None: a
@@ -206,7 +218,7 @@ def bench(onnx_path, *, task: str, head: Optional[str] = None, preset: Optional[
     """
     onnx_path = Path(onnx_path)
     runners, missing = _runners(onnx_path, task, head, preset, backends, end_to_end, baselines,
-                                threads)
+                                threads, [Path(m) for m in models])
     if sizes is None:
         if task == "detect":
             sizes = DETECTOR_SIZES
@@ -259,7 +271,8 @@ def markdown(report: dict) -> str:
              "| frame | runner | net input | median ms | p90 ms | min ms | p99 ms | "
              "vs onnxruntime inference | runs |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    ort = {r["size"]: r["median_ms"] for r in report["rows"] if r["backend"] == "onnxruntime"}
+    ort = {r["size"]: r["median_ms"] for r in report["rows"]
+           if r["backend"] == "onnxruntime" and "median_ms" in r}
     for r in report["rows"]:
         if "status" in r:
             lines.append(f"| {r['size']} | {r['backend']} | – | {r['status']} | | | | | |")

@@ -108,6 +108,26 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_quantize(args) -> int:
+    from picoface import modelfile
+    from picoface.quantize import quantize_model
+
+    keep = [k for k in (args.keep_float or "").split(",") if k]
+    blob, report = quantize_model(args.model, args.calib, method=args.method,
+                                  per_channel=args.per_channel, keep_float=keep, task=args.task,
+                                  head=args.head, preset=args.preset, calib_size=args.calib_size,
+                                  limit=args.limit)
+    out = modelfile.save(args.output, blob)
+    summary = modelfile.summary(out)  # re-read through the C++ loader: never ship a bad file
+    report.update({"output": str(out), "bytes": len(blob), "ops": len(summary["ops"])})
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"wrote {out} ({len(blob)} bytes): {report['int8_convs']} of {report['convs']} Convs in "
+          f"int8, calibrated on {report['calibration_images']} image(s) ({args.method})")
+    return 0
+
+
 def _cmd_inspect(args) -> int:
     from picoface import modelfile
 
@@ -195,7 +215,8 @@ def _cmd_bench(args) -> int:
                    end_to_end=args.end_to_end,
                    baselines=args.baseline.split(",") if args.baseline else (), images=images,
                    runs=args.runs, warmup=args.warmup, threads=args.threads,
-                   profile=args.profile, progress=progress)
+                   profile=args.profile, progress=progress,
+                   models=args.also.split(",") if args.also else ())
     print(json.dumps(report, indent=2) if args.json else markdown(report))
     return 0
 
@@ -518,9 +539,34 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--json", action="store_true", help="print the result and per-pass op counts as JSON")
     conv.set_defaults(run=_cmd_convert)
 
+    q = sub.add_parser("quantize", help="native INT8 post-training quantisation of a .pface or "
+                       "ONNX model over calibration images")
+    q.add_argument("model", help=".pface file, or ONNX with --task and --head/--preset")
+    q.add_argument("--calib", required=True, help="folder of calibration images (or an .npz of uint8 "
+                   "images / float32 NCHW inputs), e.g. ../shared/data/wider/test183/images; never "
+                   "the evaluation set")
+    q.add_argument("--method", default="minmax", choices=["minmax", "percentile"],
+                   help="activation range: full observed range, or its 0.01/99.99 percentiles")
+    q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="weight scales per output channel (default) or per tensor")
+    q.add_argument("--keep-float", help="comma-separated: first (the Conv reading the image), "
+                   "last (Convs with no Conv after them)")
+    q.add_argument("--limit", type=int, default=50, help="calibration images used (default 50)")
+    q.add_argument("--calib-size", type=_size, help="detector input WIDTHxHEIGHT during calibration "
+                   "(default 416x416; fixed-size models use their own)")
+    q.add_argument("--task", choices=["detect", "landmarks", "embed"], help="ONNX input only")
+    q.add_argument("--head", help="ONNX detector head: " + ", ".join(sorted(HEADS)))
+    q.add_argument("--preset", help="ONNX recogniser / landmark preset")
+    q.add_argument("--output", "-o", required=True, help="output .pface file")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=_cmd_quantize)
+
     b = sub.add_parser("bench", help="native engine vs onnxruntime latency on one ONNX model, "
                        "with end-to-end detection and whole-detector baselines")
-    b.add_argument("model", help="ONNX file (the native side converts it in memory)")
+    b.add_argument("model", help="ONNX file (the native side converts it in memory), or a .pface "
+                   "(native rows only)")
+    b.add_argument("--also", help="comma-separated .pface files of the same network (e.g. its int8 "
+                   "version from `picoface quantize`), timed natively on the same inputs")
     b.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
     b.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
     b.add_argument("--preset", help="input convention of a recogniser or landmark model")

@@ -445,9 +445,6 @@ void test_dot(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
   }
 }
 
-// ---------------------------------------------------------------------------------------
-// Convolution kernels
-
 // Floats whose last element ends at a guard page (or, with guard_head, whose first one
 // starts right after one), optionally offset by one float from the page boundary.
 struct GuardedFloats {
@@ -455,6 +452,109 @@ struct GuardedFloats {
   float* data() { return reinterpret_cast<float*>(bytes.data()); }
   GuardedBytes bytes;
 };
+
+// ---------------------------------------------------------------------------------------
+// dot_rows_f32 / dot_rows_s8: n_rows rows at row_stride (packed or padded) against one query;
+// the rows end exactly at a guard page (or start right after one), and so does the query,
+// so any read past the d elements of a row faults. out sits between sentinels. s8 is exact
+// against the reference (and dot_s8); f32 is bit-identical to the same table's dot_f32 and
+// within dot_f32's tolerance of the reference.
+
+// Fills n int8 values: mode 1 only -128 (the largest products, the worst case of the
+// unsigned-bias trick), mode 2 only -128/127, otherwise uniform over the whole range.
+void fill_s8_extremes(std::int8_t* p, std::size_t n, int mode, std::mt19937& rng) {
+  for (std::size_t i = 0; i < n; ++i) {
+    p[i] = mode == 1 ? std::int8_t(-128)
+           : mode == 2 ? static_cast<std::int8_t>((rng() & 1) ? 127 : -128)
+                       : static_cast<std::int8_t>(rng() & 0xFF);
+  }
+}
+
+void run_dot_rows_s8(const KernelTable& k, const KernelTable& ref, std::mt19937& rng, std::size_t d,
+                     std::size_t n_rows, std::ptrdiff_t pad, bool head, int mode) {
+  const std::ptrdiff_t stride = static_cast<std::ptrdiff_t>(d) + pad;
+  const std::size_t len = (n_rows - 1) * static_cast<std::size_t>(stride) + d;
+  GuardedBytes gq(d, !head), gr(len, head);
+  std::int8_t* q = reinterpret_cast<std::int8_t*>(gq.data());
+  std::int8_t* rows = reinterpret_cast<std::int8_t*>(gr.data());
+  fill_s8_extremes(q, d, mode, rng);
+  fill_s8_extremes(rows, len, mode, rng);
+  const std::int32_t sentinel = -123456789;
+  std::vector<std::int32_t> want(n_rows + 2, sentinel), got(n_rows + 2, sentinel);
+  ref.dot_rows_s8(q, rows, n_rows, d, stride, want.data() + 1);
+  k.dot_rows_s8(q, rows, n_rows, d, stride, got.data() + 1);
+  std::string detail;
+  for (std::size_t j = 0; j < n_rows + 2 && detail.empty(); ++j) {
+    const bool inside = j >= 1 && j <= n_rows;
+    const std::int32_t single = inside ? ref.dot_s8(q, rows + static_cast<std::ptrdiff_t>(j - 1) * stride, d) : sentinel;
+    if (got[j] != want[j] || want[j] != single) {
+      detail = fmt("row %g: got %g want %g", double(j) - 1, got[j], want[j]) + (inside ? "" : " (written outside out)");
+    }
+  }
+  report(detail.empty(), "dot_rows_s8", k.isa,
+         fmt("d=%g n_rows=%g stride=%g", double(d), double(n_rows), double(stride)) +
+             fmt(" guard_head=%g mode=%g", head, mode, 0),
+         detail);
+}
+
+void run_dot_rows_f32(const KernelTable& k, const KernelTable& ref, std::mt19937& rng, std::size_t d,
+                      std::size_t n_rows, std::ptrdiff_t pad, bool head) {
+  std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
+  const std::ptrdiff_t stride = static_cast<std::ptrdiff_t>(d) + pad;
+  const std::size_t len = (n_rows - 1) * static_cast<std::size_t>(stride) + d;
+  GuardedFloats gq(d, !head), gr(len, head);
+  float* q = gq.data();
+  float* rows = gr.data();
+  for (std::size_t i = 0; i < d; ++i) q[i] = fdist(rng);
+  for (std::size_t i = 0; i < len; ++i) rows[i] = fdist(rng) * 100.0f;
+  std::vector<float> want(n_rows + 2, -7.0f), got(n_rows + 2, -7.0f);
+  ref.dot_rows_f32(q, rows, n_rows, d, stride, want.data() + 1);
+  k.dot_rows_f32(q, rows, n_rows, d, stride, got.data() + 1);
+  std::string detail;
+  for (std::size_t j = 0; j < n_rows + 2 && detail.empty(); ++j) {
+    if (j == 0 || j == n_rows + 1) {
+      if (!same_float(got[j], -7.0f)) detail = fmt("slot %g written outside out: %.9g", double(j) - 1, got[j], 0);
+      continue;
+    }
+    const float* r = rows + static_cast<std::ptrdiff_t>(j - 1) * stride;
+    double scale = 0;
+    for (std::size_t i = 0; i < d; ++i) scale += std::fabs(static_cast<double>(q[i]) * r[i]);
+    const float single = k.dot_f32(q, r, d);
+    if (!same_float(got[j], single)) {
+      detail = fmt("row %g: got %.9g, dot_f32 gives %.9g (must be bit-identical)", double(j) - 1, got[j], single);
+    } else if (!close_float(got[j], want[j], scale, 1e-5)) {
+      detail = fmt("row %g: got %.9g want %.9g", double(j) - 1, got[j], want[j]);
+    }
+  }
+  report(detail.empty(), "dot_rows_f32", k.isa,
+         fmt("d=%g n_rows=%g stride=%g", double(d), double(n_rows), double(stride)) + fmt(" guard_head=%g", head, 0, 0),
+         detail);
+}
+
+void test_dot_rows(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  std::vector<std::size_t> dims;
+  for (std::size_t d = 1; d <= 130; ++d) dims.push_back(d);
+  for (std::size_t d : {255, 256, 257, 511, 512, 513}) dims.push_back(d);
+  const std::size_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 100};
+  int idx = 0;
+  for (std::size_t d : dims) {
+    for (std::size_t n_rows : row_counts) {
+      for (int head = 0; head < 2; ++head) {
+        // Packed rows and two paddings (one odd, so rows start misaligned).
+        for (std::ptrdiff_t pad : {std::ptrdiff_t(0), std::ptrdiff_t(3), std::ptrdiff_t(64)}) {
+          run_dot_rows_f32(k, ref, rng, d, n_rows, pad, head != 0);
+          run_dot_rows_s8(k, ref, rng, d, n_rows, pad, head != 0, idx++ % 3);
+        }
+      }
+    }
+  }
+  // Extremes at the documented limit d*128*128 < 2^31.
+  const std::size_t big = (1u << 31) / (128 * 128) - 7;
+  for (int mode = 0; mode < 3; ++mode) run_dot_rows_s8(k, ref, rng, big, 5, 1, mode == 2, mode);
+}
+
+// ---------------------------------------------------------------------------------------
+// Convolution kernels
 
 void test_gemm(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
   std::uniform_real_distribution<float> fdist(-1.0f, 1.0f);
@@ -1000,6 +1100,7 @@ int main(int argc, char** argv) {
       test_pack(k, ref, rng);
       test_warp(k, ref, rng);
       test_dot(k, ref, rng);
+      test_dot_rows(k, ref, rng);
       test_gemm(k, ref, rng);
       test_conv_gemm(k, ref, rng);
       test_dwconv3x3(k, ref, rng);

@@ -9,6 +9,25 @@
 //   activation_beta  float (hard_sigmoid beta, clip max)
 // and, for prelu, the per-output-channel slope as a 4th input (a constant of C elements).
 //
+// INT8 (files with metadata quant.scheme = "int8", written by `picoface quantize`). A
+// quantised region is expressed with standard ONNX ops on int8 tensors, in the scheme of
+// picoface/kernels.h (weights int8 symmetric per output channel, activations int8 asymmetric
+// per tensor, bias int32 at scale x_scale * w_scale[m]):
+//   QuantizeLinear    float -> int8 where a quantised region starts (the graph input, or
+//                     the output of a float op such as Add or Resize);
+//   QLinearConv       int8 -> int8 with its scales, zero points, int8 weights and int32 bias
+//                     as constant inputs (ONNX order), plus the fused `activation` extension
+//                     restricted to relu | clip, applied as the requantisation clamp;
+//                     requantisation is float(acc) * (x_scale * w_scale[m] / y_scale) in
+//                     float32, round half to even, + y_zero_point, clamp: bit-exact on
+//                     every ISA;
+//   MaxPool           also on int8 (exact: same scale and zero point in and out);
+//   DequantizeLinear  int8 -> float before every float consumer (heads, Sigmoid, Add,
+//                     Resize, graph outputs).
+// Every other op stays float32. The weight tensors are plain int8 constants (their scales
+// are QLinearConv inputs), not quantised-constant tensors: Tensor::quant marks float
+// weights stored in int8, which the engine dequantises when it loads the model.
+//
 // Planning. Shapes are inferred when an input shape is first seen (and again when it
 // changes: a detector called at a new size is re-planned, not re-converted). Every op whose
 // inputs are all known at plan time (shape arithmetic: Shape, Gather, Concat, ... on int64)

@@ -125,8 +125,21 @@ struct KernelTable {
   void (*warp_affine_u8)(const WarpParams& p);
 
   // Dot products. dot_s8 accumulates exactly in int32 (callers keep n*128*128 < 2^31).
+  // dot_f32: the reference accumulates in double, in increasing index; SIMD variants
+  // reassociate and fuse (FMA), so they agree within a few ulp of sum |a||b|.
   float (*dot_f32)(const float* a, const float* b, std::size_t n);
   std::int32_t (*dot_s8)(const std::int8_t* a, const std::int8_t* b, std::size_t n);
+
+  // One query against n_rows rows (a gallery scan): out[j] = dot(q, rows + j*row_stride) over
+  // d elements, j < n_rows; row_stride is in elements and may exceed d (padded rows). Reads
+  // exactly the d elements of q and of each row. dot_rows_f32's out[j] is bit-identical to
+  // dot_f32(q, row j, d) of the same table (same summation contract); dot_rows_s8's is the
+  // exact int32 sum, as dot_s8 (callers keep d*128*128 < 2^31). Interleaving several rows
+  // per pass amortises the query loads and the horizontal sums that a dot per row pays.
+  void (*dot_rows_f32)(const float* q, const float* rows, std::size_t n_rows, std::size_t d,
+                       std::ptrdiff_t row_stride, float* out);
+  void (*dot_rows_s8)(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                      std::ptrdiff_t row_stride, std::int32_t* out);
 
   // fp32 GEMM for convolution: C (m x n) = A (m x k) * B (k x n) [+ C if accumulate], all
   // row-major with leading dimensions lda, ldb, ldc (elements). The reference accumulates
@@ -196,10 +209,10 @@ struct KernelTable {
 };
 
 // Bytes of one padded input row of dwconv3x3_row_s8: the left pad, in_w columns, and z_in
-// padding covering the widest vector over-read (32-output blocks) of out_w outputs; a
-// multiple of 32.
+// padding covering the widest vector over-read (64-output blocks, four 64-byte loads 4 bytes
+// apart on AVX-512) of out_w outputs; a multiple of 32.
 inline std::size_t dw_row_bytes(int in_w, int out_w, int stride) {
-  const std::size_t blocks = (static_cast<std::size_t>(out_w) + 31) / 32 * 32;
+  const std::size_t blocks = (static_cast<std::size_t>(out_w) + 63) / 64 * 64;
   std::size_t n = static_cast<std::size_t>(stride) * blocks + 32;
   if (n < static_cast<std::size_t>(in_w) + 2) n = static_cast<std::size_t>(in_w) + 2;
   return (n + 31) / 32 * 32;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <limits>
 
 #include "engine_ops.h"
@@ -1243,6 +1244,13 @@ class Dequantize : public Base {
     const void* zp = zp_index_ >= 0 ? in[zp_index_] : nullptr;
     float* y = static_cast<float*>(out[0]);
     auto zero = [&](std::int64_t q) { return zp ? load(from_, zp, q) : 0.0; };
+    if (mode_ == 0 && from_ == DType::kI8) {  // the int8 engine's per-tensor case, vectorised
+      const auto* q = static_cast<const std::int8_t*>(in[0]);
+      const float z = zp ? static_cast<float>(*static_cast<const std::int8_t*>(zp)) : 0.0f;
+      const float sc = scale[0];
+      for (std::int64_t i = 0; i < n_; ++i) y[i] = (static_cast<float>(q[i]) - z) * sc;
+      return;
+    }
     if (mode_ == 0) {
       const double z = zero(0);
       const float sc = scale[0];
@@ -1338,12 +1346,27 @@ class Quantize : public Base {
         // Divide (not multiply by the reciprocal) in float32 as the spec and onnxruntime do;
         // nearbyint rounds half to even in the default rounding mode. Clamping in float before
         // the integer conversion keeps out-of-range values (and infinities) defined.
+        // Clamping to [lo - z, hi - z] (integers) before rounding gives the same result as
+        // after, keeps |v| < 2^22 so adding and subtracting 1.5 * 2^23 rounds half to even
+        // exactly (a loop the compiler vectorises), and sends NaN to lo.
         const float sc = scale[a];
         const float z = zp ? static_cast<float>(zp[a]) : 0.0f;
+        const float vlo = lo - z, vhi = hi - z;
+        constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
         const std::int64_t base = (o * groups + a) * inner_;
-        for (std::int64_t i = 0; i < inner_; ++i) {
-          const float v = std::nearbyint(x[base + i] / sc) + z;
-          y[base + i] = static_cast<Q>(std::min(std::max(lo, v), hi));  // NaN -> lo
+        // Chunks through an int32 buffer: two simple loops the compiler vectorises, where
+        // one float -> int8 loop stays scalar.
+        constexpr std::int64_t kChunk = 256;
+        std::int32_t buf[kChunk];
+        for (std::int64_t i0 = 0; i0 < inner_; i0 += kChunk) {
+          const std::int64_t n = std::min(kChunk, inner_ - i0);
+          const float* xs = x + base + i0;
+          for (std::int64_t i = 0; i < n; ++i) {
+            const float v = std::min(std::max(vlo, xs[i] / sc), vhi);
+            buf[i] = static_cast<std::int32_t>(((v + kMagic) - kMagic) + z);
+          }
+          Q* ys = y + base + i0;
+          for (std::int64_t i = 0; i < n; ++i) ys[i] = static_cast<Q>(buf[i]);
         }
       }
     }
@@ -1380,7 +1403,10 @@ class Pool : public Base {
   }
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
     need_inputs(type_, in, 1);
-    need_dtype(type_, in[0], DType::kF32, "input");
+    // MaxPool also takes int8 (a quantised tensor keeps its scale and zero point: the max of
+    // quantised values is the quantised max, exactly).
+    int8_ = max_ && in[0].desc->dtype == DType::kI8;
+    if (!int8_) need_dtype(type_, in[0], DType::kF32, "input");
     const Shape& s = in[0].desc->shape;
     const std::size_t sp = kernel_.size();
     if ((sp != 1 && sp != 2) || s.size() != sp + 2) fail(type_, "expected 1 or 2 spatial dims, got input " + shape_str(s));
@@ -1424,45 +1450,75 @@ class Pool : public Base {
     }
     if (sp == 1) geo_[0] = AxisGeom{1, 1, 1, 1, 1, 0, 0};
     planes_ = s[0] * s[1];
-    out[0] = {DType::kF32, r};
+    out[0] = {int8_ ? DType::kI8 : DType::kF32, r};
   }
   void run(const void* const* in, void* const* out, void*) override {
+    if (int8_) {
+      run_typed<std::int8_t>(static_cast<const std::int8_t*>(in[0]), static_cast<std::int8_t*>(out[0]));
+    } else {
+      run_typed<float>(static_cast<const float*>(in[0]), static_cast<float*>(out[0]));
+    }
+  }
+
+ private:
+  template <typename T>
+  void run_typed(const T* x, T* y) const {
     const AxisGeom& gy = geo_[0];
     const AxisGeom& gx = geo_[1];
-    const float* x = static_cast<const float*>(in[0]);
-    float* y = static_cast<float*>(out[0]);
     // 2x2 stride-2 max pooling with every window inside the input (the detectors' down-
     // sampling): a branch-free loop over rows; max of the same four values as below.
     const bool max2x2 = max_ && gy.kernel == 2 && gx.kernel == 2 && gy.stride == 2 && gx.stride == 2 &&
                         gy.dilation == 1 && gx.dilation == 1 && gy.pad_begin == 0 && gx.pad_begin == 0 &&
                         2 * gy.out <= gy.in && 2 * gx.out <= gx.in;
+    if (max2x2 && std::is_same<T, std::int8_t>::value) {
+      // int8: the vertical max of two rows into a buffer, then adjacent pairs; both loops
+      // vectorise (the float loop below does as is).
+      std::int8_t buf[512];
+      for (std::int64_t p = 0; p < planes_; ++p) {
+        for (std::int64_t oy = 0; oy < gy.out; ++oy) {
+          const T* r0 = x + p * gy.in * gx.in + 2 * oy * gx.in;
+          const T* r1 = r0 + gx.in;
+          T* o = y + p * gy.out * gx.out + oy * gx.out;
+          for (std::int64_t ox0 = 0; ox0 < gx.out; ox0 += 256) {
+            const std::int64_t n = std::min<std::int64_t>(256, gx.out - ox0);
+            for (std::int64_t j = 0; j < 2 * n; ++j) buf[j] = std::max(r0[2 * ox0 + j], r1[2 * ox0 + j]);
+            for (std::int64_t j = 0; j < n; ++j) o[ox0 + j] = std::max(buf[2 * j], buf[2 * j + 1]);
+          }
+        }
+      }
+      return;
+    }
     for (std::int64_t p = 0; max2x2 && p < planes_; ++p) {
-      const float* src = x + p * gy.in * gx.in;
-      float* dst = y + p * gy.out * gx.out;
+      const T* src = x + p * gy.in * gx.in;
+      T* dst = y + p * gy.out * gx.out;
       for (std::int64_t oy = 0; oy < gy.out; ++oy) {
-        const float* r0 = src + 2 * oy * gx.in;
-        const float* r1 = r0 + gx.in;
-        float* o = dst + oy * gx.out;
+        const T* r0 = src + 2 * oy * gx.in;
+        const T* r1 = r0 + gx.in;
+        T* o = dst + oy * gx.out;
         for (std::int64_t ox = 0; ox < gx.out; ++ox) {
-          const float a = std::max(r0[2 * ox], r0[2 * ox + 1]);
-          const float b = std::max(r1[2 * ox], r1[2 * ox + 1]);
+          const T a = std::max(r0[2 * ox], r0[2 * ox + 1]);
+          const T b = std::max(r1[2 * ox], r1[2 * ox + 1]);
           o[ox] = std::max(a, b);
         }
       }
     }
     for (std::int64_t p = 0; !max2x2 && p < planes_; ++p) {
-      const float* src = x + p * gy.in * gx.in;
-      float* dst = y + p * gy.out * gx.out;
+      const T* src = x + p * gy.in * gx.in;
+      T* dst = y + p * gy.out * gx.out;
       for (std::int64_t oy = 0; oy < gy.out; ++oy) {
         const std::int64_t y0 = oy * gy.stride - gy.pad_begin;
         for (std::int64_t ox = 0; ox < gx.out; ++ox) {
           const std::int64_t x0 = ox * gx.stride - gx.pad_begin;
-          float acc = max_ ? -std::numeric_limits<float>::infinity() : 0.0f;
+          // int8 is max only; a window wholly in the padding (impossible for valid pads)
+          // would give the lowest value.
+          T acc = max_ ? (std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                                                 : std::numeric_limits<T>::lowest())
+                       : T(0);
           std::int64_t count = 0;
           for (std::int64_t ky = 0; ky < gy.kernel; ++ky) {
             const std::int64_t iy = y0 + ky * gy.dilation;
             if (iy < 0 || iy >= gy.in) continue;
-            const float* row = src + iy * gx.in;
+            const T* row = src + iy * gx.in;
             for (std::int64_t kx = 0; kx < gx.kernel; ++kx) {
               const std::int64_t ix = x0 + kx * gx.dilation;
               if (ix < 0 || ix >= gx.in) continue;
@@ -1478,7 +1534,7 @@ class Pool : public Base {
               const std::int64_t hx = std::min(x0 + gx.kernel, gx.in + gx.pad_end) - x0;
               count = hy * hx;
             }
-            acc = count > 0 ? acc / static_cast<float>(count) : 0.0f;
+            acc = count > 0 ? acc / static_cast<T>(count) : T(0);
           }
           dst[oy * gx.out + ox] = acc;
         }
@@ -1486,9 +1542,9 @@ class Pool : public Base {
     }
   }
 
- private:
   Op op_;
   bool max_;
+  bool int8_ = false;
   std::string auto_pad_;
   bool ceil_ = false, include_pad_ = false;
   std::vector<std::int64_t> kernel_;

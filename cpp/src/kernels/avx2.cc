@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "conv3x3_driver.h"
+#include "dot_rows_driver.h"
 #include "gemm_driver.h"
 #include "gemm_s8_driver.h"
 #include "isa_fill.h"
@@ -626,25 +627,55 @@ void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
 // ---------------------------------------------------------------------------------------
 // Dot products
 
-float dot_f32(const float* a, const float* b, std::size_t n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+// dot_f32's summation on R rows at once: every row keeps its own four accumulators and sees
+// exactly dot_f32's operations (so dot_rows_f32 is bit-identical to it); the rows share each
+// query load. R = 2 keeps 8 accumulators and 4 query vectors in the 16 ymm registers.
+template <int R>
+inline void dot_f32_block(const float* q, const float* const* r, std::size_t n, float* out) {
+  __m256 acc[R][4];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = _mm256_setzero_ps();
   std::size_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
-    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+    const __m256 q0 = _mm256_loadu_ps(q + i), q1 = _mm256_loadu_ps(q + i + 8);
+    const __m256 q2 = _mm256_loadu_ps(q + i + 16), q3 = _mm256_loadu_ps(q + i + 24);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      acc[j][0] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r[j] + i), acc[j][0]);
+      acc[j][1] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(r[j] + i + 8), acc[j][1]);
+      acc[j][2] = _mm256_fmadd_ps(q2, _mm256_loadu_ps(r[j] + i + 16), acc[j][2]);
+      acc[j][3] = _mm256_fmadd_ps(q3, _mm256_loadu_ps(r[j] + i + 24), acc[j][3]);
+    }
   }
   for (; i + 8 <= n; i += 8) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    const __m256 qv = _mm256_loadu_ps(q + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) acc[j][0] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r[j] + i), acc[j][0]);
   }
-  const __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  float sum = _mm_cvtss_f32(s);
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) {
+    const __m256 a = _mm256_add_ps(_mm256_add_ps(acc[j][0], acc[j][1]), _mm256_add_ps(acc[j][2], acc[j][3]));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    float sum = _mm_cvtss_f32(s);
+    for (std::size_t t = i; t < n; ++t) sum += q[t] * r[j][t];
+    out[j] = sum;
+  }
+}
+
+float dot_f32(const float* a, const float* b, std::size_t n) {
+  float s;
+  dot_f32_block<1>(a, &b, n, &s);
+  return s;
+}
+
+void dot_rows_f32(const float* q, const float* rows, std::size_t n_rows, std::size_t d, std::ptrdiff_t row_stride,
+                  float* out) {
+  dot_rows_blocked<2>(q, rows, n_rows, d, row_stride, out, kDotRowsF32PrefetchBytes,
+                      [](auto rc, const float* qq, const float* const* r, std::size_t n, float* o) {
+    dot_f32_block<decltype(rc)::value>(qq, r, n, o);
+  });
 }
 
 std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
@@ -671,6 +702,51 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   std::int32_t sum = _mm_cvtsi128_si32(s);
   for (; i < n; ++i) sum += static_cast<std::int32_t>(a[i]) * b[i];
   return sum;
+}
+
+// dot_rows_s8 without VNNI: vpmaddubsw would saturate on (u8, s8) pairs, so rows are
+// sign-extended to int16 and multiplied exactly with vpmaddwd, as dot_s8 does; the query chunk
+// is widened once for R rows and each row's sums meet in one combined horizontal add.
+template <int R>
+inline void dot_s8_block(const std::int8_t* q, const std::int8_t* const* r, std::size_t n, std::int32_t* out) {
+  __m256i acc[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_si256();
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i qv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i)));
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      const __m256i rv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[j] + i)));
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(qv, rv));
+    }
+  }
+  if constexpr (R == 4) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0], acc[1]), _mm256_hadd_epi32(acc[2], acc[3]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+  } else {
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc[j]), _mm256_extracti128_si256(acc[j], 1));
+      s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+      s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+      out[j] = _mm_cvtsi128_si32(s);
+    }
+  }
+  for (; i < n; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) out[j] += static_cast<std::int32_t>(q[i]) * r[j][i];
+  }
+}
+
+void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                 std::ptrdiff_t row_stride, std::int32_t* out) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
+    dot_s8_block<decltype(rc)::value>(qq, r, n, o);
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1181,6 +1257,8 @@ void fill_avx2(KernelTable* t) {
   t->pack_row = pack_row;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->dot_rows_f32 = dot_rows_f32;
+  t->dot_rows_s8 = dot_rows_s8;
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;

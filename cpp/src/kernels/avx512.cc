@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "conv3x3_driver.h"
+#include "dot_rows_driver.h"
 #include "gemm_driver.h"
 #include "gemm_s8_driver.h"
 #include "isa_fill.h"
@@ -127,20 +128,56 @@ void pack_row(const float* const* in, int n, const PackParams& p, void* out) {
 // ---------------------------------------------------------------------------------------
 // Dot products
 
-float dot_f32(const float* a, const float* b, std::size_t n) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+// dot_f32's summation on R rows at once: every row keeps its own four accumulators and sees
+// exactly dot_f32's operations (so dot_rows_f32 is bit-identical to it); the rows share each
+// query load.
+template <int R>
+inline void dot_f32_block(const float* q, const float* const* r, std::size_t n, float* out) {
+  __m512 acc[R][4];
+#pragma GCC unroll 8
+  for (int j = 0; j < R; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = _mm512_setzero_ps();
   std::size_t i = 0;
   for (; i + 64 <= n; i += 64) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
-    acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), acc2);
-    acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), acc3);
+    const __m512 q0 = _mm512_loadu_ps(q + i), q1 = _mm512_loadu_ps(q + i + 16);
+    const __m512 q2 = _mm512_loadu_ps(q + i + 32), q3 = _mm512_loadu_ps(q + i + 48);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      acc[j][0] = _mm512_fmadd_ps(q0, _mm512_loadu_ps(r[j] + i), acc[j][0]);
+      acc[j][1] = _mm512_fmadd_ps(q1, _mm512_loadu_ps(r[j] + i + 16), acc[j][1]);
+      acc[j][2] = _mm512_fmadd_ps(q2, _mm512_loadu_ps(r[j] + i + 32), acc[j][2]);
+      acc[j][3] = _mm512_fmadd_ps(q3, _mm512_loadu_ps(r[j] + i + 48), acc[j][3]);
+    }
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i < 16 ? static_cast<int>(n - i) : 16);
-    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+    const __m512 qv = _mm512_maskz_loadu_ps(m, q + i);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) acc[j][0] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, r[j] + i), acc[j][0]);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+#pragma GCC unroll 8
+  for (int j = 0; j < R; ++j) {
+    out[j] = _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]), _mm512_add_ps(acc[j][2], acc[j][3])));
+  }
+}
+
+float dot_f32(const float* a, const float* b, std::size_t n) {
+  float s;
+  dot_f32_block<1>(a, &b, n, &s);
+  return s;
+}
+
+void dot_rows_f32(const float* q, const float* rows, std::size_t n_rows, std::size_t d, std::ptrdiff_t row_stride,
+                  float* out) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, kDotRowsF32PrefetchBytes,
+                      [](auto rc, const float* qq, const float* const* r, std::size_t n, float* o) {
+    dot_f32_block<decltype(rc)::value>(qq, r, n, o);
+  });
+}
+
+// The first `count` (0..64) bytes.
+inline __mmask64 tail_mask64(std::size_t count) {
+  return count >= 64 ? ~static_cast<__mmask64>(0) : (static_cast<__mmask64>(1) << count) - 1;
 }
 
 std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
@@ -152,8 +189,7 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   const __m512i ones = _mm512_set1_epi8(1);
   __m512i acc = _mm512_setzero_si512(), sum_b = acc;
   for (std::size_t i = 0; i < n; i += 64) {
-    const __mmask64 m = n - i >= 64 ? ~static_cast<__mmask64>(0)
-                                    : (static_cast<__mmask64>(1) << (n - i)) - 1;
+    const __mmask64 m = tail_mask64(n - i);
     // Masked-off bytes load as zero: b = 0 contributes nothing to either sum.
     const __m512i va = _mm512_maskz_loadu_epi8(m, a + i);
     const __m512i vb = _mm512_maskz_loadu_epi8(m, b + i);
@@ -161,6 +197,71 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
     sum_b = _mm512_dpbusd_epi32(sum_b, ones, vb);
   }
   return _mm512_reduce_add_epi32(_mm512_sub_epi32(acc, _mm512_slli_epi32(sum_b, 7)));
+}
+
+// dot_rows_s8 on VNNI. vpdpbusd takes one unsigned operand; here it is the row, made unsigned
+// as r XOR 0x80 = r + 128, against the signed query kept as loaded:
+//   sum((r + 128) * q) = sum(r * q) + 128 * sum(q),
+// and 128 * sum(q) is one constant per call, subtracted once per row. That costs one vpxord
+// per 64 row bytes; the other way round (unsigned query) needs sum(r) per row, a second
+// vpdpbusd against ones. Tails are masked: masked-off query bytes load as zero, so the row's
+// masked-off bytes (zero, 128 after the XOR) add nothing, and nothing past d is read.
+// vpdpbusd and vpaddd wrap modulo 2^32 and the true sum fits int32 (d*128*128 < 2^31), so
+// the result is exact however the per-lane partial sums grow. Rows in flight: R, each with
+// one accumulator; the query chunk is loaded once for all of them.
+template <int R>
+inline void dot_s8_block(const std::int8_t* q, const std::int8_t* const* r, std::size_t n, std::int32_t bias,
+                         std::int32_t* out) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512i acc[R];
+#pragma GCC unroll 8
+  for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_si512();
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i qv = _mm512_loadu_si512(q + i);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_xor_si512(_mm512_loadu_si512(r[j] + i), flip), qv);
+    }
+  }
+  if (i < n) {
+    const __mmask64 m = tail_mask64(n - i);
+    const __m512i qv = _mm512_maskz_loadu_epi8(m, q + i);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, r[j] + i), flip), qv);
+    }
+  }
+  if constexpr (R == 4) {
+    // Transpose-and-add: 128-bit lane k of u holds lane k's partial sums of rows 0..3.
+    const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[0], acc[1]), _mm512_unpackhi_epi32(acc[0], acc[1]));
+    const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[2], acc[3]), _mm512_unpackhi_epi32(acc[2], acc[3]));
+    const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+    const __m256i v = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64(u, 1));
+    const __m128i w = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_sub_epi32(w, _mm_set1_epi32(bias)));
+  } else {
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      out[j] = static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm512_reduce_add_epi32(acc[j])) -
+                                         static_cast<std::uint32_t>(bias));
+    }
+  }
+}
+
+void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                 std::ptrdiff_t row_stride, std::int32_t* out) {
+  __m512i sum_q = _mm512_setzero_si512();
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (std::size_t i = 0; i < d; i += 64) {
+    sum_q = _mm512_dpbusd_epi32(sum_q, ones, _mm512_maskz_loadu_epi8(tail_mask64(d - i), q + i));
+  }
+  const std::int32_t bias = static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm512_reduce_add_epi32(sum_q)) << 7);
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [bias](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
+    dot_s8_block<decltype(rc)::value>(qq, r, n, bias, o);
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -472,8 +573,89 @@ void dwconv3x3_row_f32(const float* const* p, const float* w, int stride, float*
 }
 
 // ---------------------------------------------------------------------------------------
-// int8 kernels on VNNI. dwconv3x3_row_s8 is inherited from AVX2 (nine taps per output leave
-// no 4-deep dot product for vpdpbusd to fill).
+// int8 kernels on VNNI.
+
+// The requantisation rule of kernels.h on 16 int32 lanes.
+struct RequantVec16 {
+  __m512 scale, clamp_lo, clamp_hi;
+  __m512i zp, lo, hi;
+  explicit RequantVec16(const RequantParams& q)
+      : scale(_mm512_set1_ps(q.scale[0])),
+        clamp_lo(_mm512_set1_ps(-kRequantClamp)),
+        clamp_hi(_mm512_set1_ps(kRequantClamp)),
+        zp(_mm512_set1_epi32(q.zero_point)),
+        lo(_mm512_set1_epi32(q.lo)),
+        hi(_mm512_set1_epi32(q.hi)) {}
+  __m512i operator()(__m512i acc) const {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+    f = _mm512_min_ps(_mm512_max_ps(f, clamp_lo), clamp_hi);
+    const __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+    return _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+  }
+};
+
+inline __mmask64 tail_mask64(int count) {
+  return count >= 64 ? ~__mmask64(0) : (__mmask64(1) << count) - 1;
+}
+
+// dwconv3x3_row_s8, stride 1: the three taps of a row as one vpdpbusd (taps 0-2 and a zero
+// weight), 64 outputs per block. vpdpbusd takes unsigned activations, so the rows are read
+// XOR 0x80 (x + 128) and the accumulators start at bias - 128 * sum(w): exact in int32, so
+// bit-identical to the reference. Accumulator t holds, in 128-bit lane j and int32 element e,
+// output 16j + 4t + e: its bytes x[16j + 4t + e + {0, 1, 2}] are bytes e + {0, 1, 2} of lane j
+// of a 64-byte load at 4t, so one in-lane vpshufb pattern serves all four loads, and
+// packssdw(acc0, acc1), packssdw(acc2, acc3), packsswb put each lane's 16 outputs back in
+// order (the values are already in [lo, hi], so saturation changes nothing).
+// Stride 2: two int16 taps per vpdpwssd lane from 32-byte loads (the AVX2 pairing at 16
+// outputs per block).
+void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
+                      std::int8_t* dst, int out_w, const RequantParams& q) {
+  const RequantVec16 rq(q);
+  if (stride == 1) {
+    __m512i wv[3];
+    std::int32_t wsum = 0;
+    for (int ky = 0; ky < 3; ++ky) {
+      const std::uint32_t b0 = static_cast<std::uint8_t>(w[3 * ky]), b1 = static_cast<std::uint8_t>(w[3 * ky + 1]),
+                          b2 = static_cast<std::uint8_t>(w[3 * ky + 2]);
+      wv[ky] = _mm512_set1_epi32(static_cast<int>(b0 | b1 << 8 | b2 << 16));
+      wsum += w[3 * ky] + w[3 * ky + 1] + w[3 * ky + 2];
+    }
+    const __m512i vb = _mm512_set1_epi32(bias - 128 * wsum);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    // Byte e + {0, 1, 2} of the lane for element e; the fourth byte (weight 0) reads byte 0.
+    const __m512i pick = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 0, 1, 2, 3, 0, 2, 3, 4, 0, 3, 4, 5, 0));
+    for (int ox = 0; ox < out_w; ox += 64) {
+      __m512i acc[4] = {vb, vb, vb, vb};
+      for (int ky = 0; ky < 3; ++ky) {
+        const std::int8_t* r = rows[ky] + ox;
+        for (int t = 0; t < 4; ++t) {
+          const __m512i x = _mm512_xor_si512(_mm512_loadu_si512(r + 4 * t), flip);
+          acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_shuffle_epi8(x, pick), wv[ky]);
+        }
+      }
+      const __m512i p01 = _mm512_packs_epi32(rq(acc[0]), rq(acc[1]));
+      const __m512i p23 = _mm512_packs_epi32(rq(acc[2]), rq(acc[3]));
+      _mm512_mask_storeu_epi8(dst + ox, tail_mask64(out_w - ox), _mm512_packs_epi16(p01, p23));
+    }
+    return;
+  }
+  __m512i w01[3], w2z[3];
+  for (int ky = 0; ky < 3; ++ky) {
+    w01[ky] = _mm512_set1_epi32(static_cast<std::uint16_t>(static_cast<std::int16_t>(w[3 * ky])) +
+                                static_cast<std::int32_t>(w[3 * ky + 1]) * 65536);
+    w2z[ky] = _mm512_set1_epi32(static_cast<std::uint16_t>(static_cast<std::int16_t>(w[3 * ky + 2])));
+  }
+  const __m512i vb = _mm512_set1_epi32(bias);
+  for (int ox = 0; ox < out_w; ox += 16) {
+    __m512i acc = vb;
+    for (int ky = 0; ky < 3; ++ky) {
+      const std::int8_t* r = rows[ky] + 2 * ox;
+      acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r))), w01[ky]);
+      acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + 2))), w2z[ky]);
+    }
+    _mm512_mask_cvtepi32_storeu_epi8(dst + ox, tail_mask16(out_w - ox < 16 ? out_w - ox : 16), rq(acc));
+  }
+}
 
 void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
   const __m512 scale = _mm512_set1_ps(q.scale[0]);
@@ -507,11 +689,14 @@ struct Avx512TileS8 {
     const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
     for (std::size_t p = 0; p < kc; p += 4, panel += 4 * kNr) {
       const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(p) * ldb;
-      if (nc == kNr && p + 4 <= kc) {
+      if (nc == kNr) {
+        // Rows past kc (the ragged end of k) are u8 zero, as the padding below.
         for (int h = 0; h < 2; ++h) {
           __m128i x[4];
           for (int t = 0; t < 4; ++t) {
-            x[t] = _mm_xor_si128(flip, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + t * ldb + 16 * h)));
+            x[t] = p + t < kc
+                       ? _mm_xor_si128(flip, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + t * ldb + 16 * h)))
+                       : _mm_setzero_si128();
           }
           const __m128i a01l = _mm_unpacklo_epi8(x[0], x[1]), a01h = _mm_unpackhi_epi8(x[0], x[1]);
           const __m128i a23l = _mm_unpacklo_epi8(x[2], x[3]), a23h = _mm_unpackhi_epi8(x[2], x[3]);
@@ -548,7 +733,22 @@ struct Avx512TileS8 {
       c0[r] = _mm512_loadu_si512(acc + r * kNr);
       c1[r] = _mm512_loadu_si512(acc + r * kNr + 16);
     }
-    for (std::size_t p = 0; p < kc; p += 4, panel += 4 * kNr) {
+    // Whole groups of 4 as plain 32-bit loads (broadcast straight from memory), then the
+    // ragged group with the values past kc as zero.
+    const std::size_t whole = kc / 4 * 4;
+    std::size_t p = 0;
+    for (; p < whole; p += 4, panel += 4 * kNr) {
+      const __m512i b0 = _mm512_load_si512(panel);
+      const __m512i b1 = _mm512_load_si512(panel + 64);
+      for (int r = 0; r < MR; ++r) {
+        std::int32_t v;
+        std::memcpy(&v, a + r * lda + static_cast<std::ptrdiff_t>(p), 4);
+        const __m512i av = _mm512_set1_epi32(v);
+        c0[r] = _mm512_dpbusd_epi32(c0[r], b0, av);
+        c1[r] = _mm512_dpbusd_epi32(c1[r], b1, av);
+      }
+    }
+    if (p < kc) {
       const __m512i b0 = _mm512_load_si512(panel);
       const __m512i b1 = _mm512_load_si512(panel + 64);
       for (int r = 0; r < MR; ++r) {
@@ -568,10 +768,81 @@ struct Avx512TileS8 {
   }
 };
 
+// k within one panel (every Conv of a detector-sized network): each 8x32 tile starts at its
+// rows' bias + offset and is requantised from registers, with no int32 block in memory and
+// no call per row; the integers are those of conv_gemm_s8_blocked.
+template <int MR>
+void tile_s8_requant(std::size_t k, const std::int8_t* a, std::ptrdiff_t lda, const std::uint8_t* panel,
+                     const std::int32_t* init, const float* scale, const RequantParams& q, std::int8_t* c,
+                     std::ptrdiff_t ldc, std::size_t nc) {
+  __m512i c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_set1_epi32(init[r]);
+  const std::size_t whole = k / 4 * 4;
+  std::size_t p = 0;
+  for (; p < k; p += 4, panel += 4 * Avx512TileS8::kNr) {
+    const __m512i b0 = _mm512_load_si512(panel);
+    const __m512i b1 = _mm512_load_si512(panel + 64);
+    for (int r = 0; r < MR; ++r) {
+      const std::int8_t* ar = a + r * lda + static_cast<std::ptrdiff_t>(p);
+      std::int32_t v;
+      if (p < whole) std::memcpy(&v, ar, 4);
+      else v = static_cast<std::int32_t>(load_group<4>(ar, k - p));
+      const __m512i av = _mm512_set1_epi32(v);
+      c0[r] = _mm512_dpbusd_epi32(c0[r], b0, av);
+      c1[r] = _mm512_dpbusd_epi32(c1[r], b1, av);
+    }
+  }
+  const __m512 clamp_lo = _mm512_set1_ps(-kRequantClamp), clamp_hi = _mm512_set1_ps(kRequantClamp);
+  const __m512i zp = _mm512_set1_epi32(q.zero_point), lo = _mm512_set1_epi32(q.lo), hi = _mm512_set1_epi32(q.hi);
+  auto rq = [&](__m512i acc, __m512 s) {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
+    f = _mm512_min_ps(_mm512_max_ps(f, clamp_lo), clamp_hi);
+    const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+    return _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+  };
+  const __mmask16 m0 = tail_mask16(nc >= 16 ? 16 : static_cast<int>(nc));
+  const __mmask16 m1 = tail_mask16(nc <= 16 ? 0 : nc >= 32 ? 16 : static_cast<int>(nc - 16));
+  for (int r = 0; r < MR; ++r) {
+    const __m512 s = _mm512_set1_ps(scale[r]);
+    std::int8_t* cr = c + r * ldc;
+    _mm512_mask_cvtepi32_storeu_epi8(cr, m0, rq(c0[r], s));
+    _mm512_mask_cvtepi32_storeu_epi8(cr + 16, m1, rq(c1[r], s));
+  }
+}
+
+template <int MR>
+void tile_s8_requant_rows(std::size_t rows, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
+                          const std::uint8_t* panel, const std::int32_t* init, const float* scale,
+                          const RequantParams& q, std::int8_t* c, std::ptrdiff_t ldc, std::size_t nc) {
+  if constexpr (MR > 1) {
+    if (rows < MR) return tile_s8_requant_rows<MR - 1>(rows, k, a, lda, panel, init, scale, q, c, ldc, nc);
+  }
+  tile_s8_requant<MR>(k, a, lda, panel, init, scale, q, c, ldc, nc);
+}
+
 void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
                   const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
                   std::ptrdiff_t ldc, const RequantParams& q) {
-  conv_gemm_s8_blocked<Avx512TileS8>(m, n, k, a, lda, b, ldb, bias, c, ldc, q);
+  constexpr std::size_t kMb = 128;
+  if (k == 0 || k > Avx512TileS8::kKc || m > kMb) {
+    conv_gemm_s8_blocked<Avx512TileS8>(m, n, k, a, lda, b, ldb, bias, c, ldc, q);
+    return;
+  }
+  alignas(64) std::int32_t init[kMb];
+  alignas(64) std::uint8_t panel[Avx512TileS8::kPanelBytes];
+  for (std::size_t r = 0; r < m; ++r) {
+    init[r] = static_cast<std::int32_t>(static_cast<std::uint32_t>(bias ? bias[r] : 0) +
+                                        static_cast<std::uint32_t>(Avx512TileS8::row_offset(a + static_cast<std::ptrdiff_t>(r) * lda, k)));
+  }
+  for (std::size_t j0 = 0; j0 < n; j0 += Avx512TileS8::kNr) {
+    const std::size_t nc = std::min(n - j0, Avx512TileS8::kNr);
+    Avx512TileS8::pack(b + static_cast<std::ptrdiff_t>(j0), ldb, k, nc, panel);
+    for (std::size_t i = 0; i < m; i += Avx512TileS8::kMr) {
+      tile_s8_requant_rows<Avx512TileS8::kMr>(std::min(m - i, Avx512TileS8::kMr), k,
+                                              a + static_cast<std::ptrdiff_t>(i) * lda, lda, panel, init + i,
+                                              q.scale + i, q, c + static_cast<std::ptrdiff_t>(i) * ldc + static_cast<std::ptrdiff_t>(j0), ldc, nc);
+    }
+  }
 }
 
 }  // namespace
@@ -581,6 +852,8 @@ void fill_avx512(KernelTable* t) {
   t->pack_row = pack_row;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->dot_rows_f32 = dot_rows_f32;
+  t->dot_rows_s8 = dot_rows_s8;
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->conv3x3_f32 = conv3x3_f32;
@@ -588,6 +861,7 @@ void fill_avx512(KernelTable* t) {
   t->bias_act_f32 = bias_act_f32;
   t->requant_s32_s8 = requant_s32_s8;
   t->conv_gemm_s8 = conv_gemm_s8;
+  t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 
 }  // namespace picoface

@@ -36,9 +36,10 @@ inline std::uint32_t load_group(const std::int8_t* a, std::size_t avail) {
   std::uint32_t v = 0;
   if (avail >= static_cast<std::size_t>(G)) {
     std::memcpy(&v, a, G);
-  } else {
-    std::memcpy(&v, a, avail);
+    return v;
   }
+  // Byte by byte: a memcpy of a run-time length is a library call in the tile's inner loop.
+  for (std::size_t i = 0; i < avail; ++i) v |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(a[i])) << (8 * i);
   return v;
 }
 

@@ -15,6 +15,7 @@
 
 #include "conv3x3_driver.h"
 #include "gemm_driver.h"
+#include "dot_rows_driver.h"
 #include "isa_fill.h"
 #include "requant_neon.h"
 #include "scalar_pixels.h"
@@ -477,21 +478,52 @@ void warp_affine_u8(const WarpParams& p) {
 // ---------------------------------------------------------------------------------------------
 // Dot products
 
-float dot_f32(const float* a, const float* b, std::size_t n) {
-  // Four independent accumulators hide the FMA latency; the reassociation is the documented
-  // difference from the reference's double accumulation.
-  float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
+// dot_f32's summation on R rows at once: every row keeps its own four accumulators and sees
+// exactly dot_f32's operations (so dot_rows_f32 is bit-identical to it); the rows share each
+// query load. Four independent accumulators per row hide the FMA latency; the reassociation
+// is the documented difference from the reference's double accumulation.
+template <int R>
+inline void dot_f32_block(const float* q, const float* const* r, std::size_t n, float* out) {
+  float32x4_t acc[R][4];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = vdupq_n_f32(0.0f);
   std::size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-    s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
-    s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
-    s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+    const float32x4_t q0 = vld1q_f32(q + i), q1 = vld1q_f32(q + i + 4);
+    const float32x4_t q2 = vld1q_f32(q + i + 8), q3 = vld1q_f32(q + i + 12);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      acc[j][0] = vfmaq_f32(acc[j][0], q0, vld1q_f32(r[j] + i));
+      acc[j][1] = vfmaq_f32(acc[j][1], q1, vld1q_f32(r[j] + i + 4));
+      acc[j][2] = vfmaq_f32(acc[j][2], q2, vld1q_f32(r[j] + i + 8));
+      acc[j][3] = vfmaq_f32(acc[j][3], q3, vld1q_f32(r[j] + i + 12));
+    }
   }
-  for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-  float sum = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t qv = vld1q_f32(q + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) acc[j][0] = vfmaq_f32(acc[j][0], qv, vld1q_f32(r[j] + i));
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) {
+    float sum = vaddvq_f32(vaddq_f32(vaddq_f32(acc[j][0], acc[j][1]), vaddq_f32(acc[j][2], acc[j][3])));
+    for (std::size_t t = i; t < n; ++t) sum += q[t] * r[j][t];
+    out[j] = sum;
+  }
+}
+
+float dot_f32(const float* a, const float* b, std::size_t n) {
+  float s;
+  dot_f32_block<1>(a, &b, n, &s);
+  return s;
+}
+
+void dot_rows_f32(const float* q, const float* rows, std::size_t n_rows, std::size_t d, std::ptrdiff_t row_stride,
+                  float* out) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, kDotRowsF32PrefetchBytes,
+                      [](auto rc, const float* qq, const float* const* r, std::size_t n, float* o) {
+    dot_f32_block<decltype(rc)::value>(qq, r, n, o);
+  });
 }
 
 std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
@@ -511,6 +543,52 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   std::int32_t sum = vaddvq_s32(vaddq_s32(s0, s1));
   for (; i < n; ++i) sum += static_cast<std::int32_t>(a[i]) * b[i];
   return sum;
+}
+
+// dot_rows_s8: dot_s8's widening multiplies (vmull_s8, pairwise-accumulated into int32 with
+// vpadalq_s16) on R rows that share each query load; vpaddq folds four rows' accumulators into
+// one vector of four sums.
+template <int R>
+inline void dot_s8_block(const std::int8_t* q, const std::int8_t* const* r, std::size_t n, std::int32_t* out) {
+  int32x4_t s0[R], s1[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) s0[j] = s1[j] = vdupq_n_s32(0);
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const int8x16_t qv = vld1q_s8(q + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      const int8x16_t rv = vld1q_s8(r[j] + i);
+      s0[j] = vpadalq_s16(s0[j], vmull_s8(vget_low_s8(qv), vget_low_s8(rv)));
+      s1[j] = vpadalq_s16(s1[j], vmull_high_s8(qv, rv));
+    }
+  }
+  for (; i + 8 <= n; i += 8) {
+    const int8x8_t qv = vld1_s8(q + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) s0[j] = vpadalq_s16(s0[j], vmull_s8(qv, vld1_s8(r[j] + i)));
+  }
+  if constexpr (R == 4) {
+    const int32x4_t a0 = vaddq_s32(s0[0], s1[0]), a1 = vaddq_s32(s0[1], s1[1]);
+    const int32x4_t a2 = vaddq_s32(s0[2], s1[2]), a3 = vaddq_s32(s0[3], s1[3]);
+    vst1q_s32(out, vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3)));
+  } else {
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) out[j] = vaddvq_s32(vaddq_s32(s0[j], s1[j]));
+  }
+  for (; i < n; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) out[j] += static_cast<std::int32_t>(q[i]) * r[j][i];
+  }
+}
+
+void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                 std::ptrdiff_t row_stride, std::int32_t* out) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
+    dot_s8_block<decltype(rc)::value>(qq, r, n, o);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -944,6 +1022,8 @@ void fill_neon(KernelTable* t) {
   t->warp_affine_u8 = warp_affine_u8;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->dot_rows_f32 = dot_rows_f32;
+  t->dot_rows_s8 = dot_rows_s8;
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;

@@ -1,10 +1,11 @@
 // NEON + dot-product extension (ARMv8.2 SDOT) kernels. Compiled with
 // -march=armv8.2-a+dotprod; selected only when getauxval reports HWCAP_ASIMDDP.
-// Everything else (requant_s32_s8, dwconv3x3_row_s8) is inherited from the NEON table.
+// Everything else (dot_rows_f32, requant_s32_s8, dwconv3x3_row_s8) is inherited from the NEON table.
 #include <arm_neon.h>
 
 #include <cstdint>
 
+#include "dot_rows_driver.h"
 #include "isa_fill.h"
 #include "requant_neon.h"
 
@@ -31,6 +32,49 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return sum;
 }
 
+
+// dot_rows_s8: R rows share each query load, each with one SDOT accumulator (R independent
+// chains cover the SDOT latency); vpaddq folds four rows' accumulators into one vector of
+// four sums. The last d % 16 bytes go through an 8-byte SDOT and scalar products, as dot_s8.
+template <int R>
+inline void dot_s8_block(const std::int8_t* q, const std::int8_t* const* r, std::size_t n, std::int32_t* out) {
+  int32x4_t acc[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) acc[j] = vdupq_n_s32(0);
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const int8x16_t qv = vld1q_s8(q + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) acc[j] = vdotq_s32(acc[j], qv, vld1q_s8(r[j] + i));
+  }
+  if (i + 8 <= n) {
+    const int8x8_t qv = vld1_s8(q + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      acc[j] = vaddq_s32(acc[j], vcombine_s32(vdot_s32(vdup_n_s32(0), qv, vld1_s8(r[j] + i)), vdup_n_s32(0)));
+    }
+    i += 8;
+  }
+  if constexpr (R == 4) {
+    vst1q_s32(out, vpaddq_s32(vpaddq_s32(acc[0], acc[1]), vpaddq_s32(acc[2], acc[3])));
+  } else {
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) out[j] = vaddvq_s32(acc[j]);
+  }
+  for (; i < n; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) out[j] += static_cast<std::int32_t>(q[i]) * r[j][i];
+  }
+}
+
+void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                 std::ptrdiff_t row_stride, std::int32_t* out) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
+    dot_s8_block<decltype(rc)::value>(qq, r, n, o);
+  });
+}
 
 // conv_gemm_s8: SDOT multiplies signed by signed bytes, so no offset is needed. The B panel
 // holds four consecutive k per 32-bit lane (16 columns, 64 bytes per group); a row's four A
@@ -103,6 +147,7 @@ void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t
 
 void fill_neondot(KernelTable* t) {
   t->dot_s8 = dot_s8;
+  t->dot_rows_s8 = dot_rows_s8;
   t->conv_gemm_s8 = conv_gemm_s8;
 }
 

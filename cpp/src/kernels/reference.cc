@@ -60,6 +60,16 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return acc;
 }
 
+void dot_rows_f32(const float* q, const float* rows, std::size_t n_rows, std::size_t d,
+                  std::ptrdiff_t row_stride, float* out) {
+  for (std::size_t j = 0; j < n_rows; ++j) out[j] = dot_f32(q, rows + static_cast<std::ptrdiff_t>(j) * row_stride, d);
+}
+
+void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                 std::ptrdiff_t row_stride, std::int32_t* out) {
+  for (std::size_t j = 0; j < n_rows; ++j) out[j] = dot_s8(q, rows + static_cast<std::ptrdiff_t>(j) * row_stride, d);
+}
+
 void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::ptrdiff_t lda,
               const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate) {
   // Row i of C is built as a sum of B rows scaled by A[i][p], p increasing: every element is
@@ -188,6 +198,8 @@ void fill_reference(KernelTable* t) {
   t->warp_affine_u8 = warp_affine_u8;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->dot_rows_f32 = dot_rows_f32;
+  t->dot_rows_s8 = dot_rows_s8;
   t->gemm_f32 = gemm_f32;
   t->conv_gemm_f32 = conv_gemm_f32;
   t->dwconv3x3_row_f32 = dwconv3x3_row_f32;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "dot_rows_driver.h"
 #include "isa_fill.h"
 #include "scalar_pixels.h"
 
@@ -428,22 +429,52 @@ inline float hsum(__m128 v) {
   return _mm_cvtss_f32(v);
 }
 
-float dot_f32(const float* a, const float* b, std::size_t n) {
-  // Four accumulators hide the add latency and shorten each summation chain.
-  __m128 acc0 = _mm_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+// dot_f32's summation on R rows at once: every row keeps its own four accumulators and sees
+// exactly dot_f32's operations (so dot_rows_f32 is bit-identical to it); the rows share each
+// query load. R = 2 keeps 8 accumulators and 4 query vectors in the 16 xmm registers.
+template <int R>
+inline void dot_f32_block(const float* q, const float* const* r, std::size_t n, float* out) {
+  // Four accumulators per row hide the add latency and shorten each summation chain.
+  __m128 acc[R][4];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = _mm_setzero_ps();
   std::size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    acc0 = _mm_add_ps(acc0, _mm_mul_ps(_mm_loadu_ps(a + i), _mm_loadu_ps(b + i)));
-    acc1 = _mm_add_ps(acc1, _mm_mul_ps(_mm_loadu_ps(a + i + 4), _mm_loadu_ps(b + i + 4)));
-    acc2 = _mm_add_ps(acc2, _mm_mul_ps(_mm_loadu_ps(a + i + 8), _mm_loadu_ps(b + i + 8)));
-    acc3 = _mm_add_ps(acc3, _mm_mul_ps(_mm_loadu_ps(a + i + 12), _mm_loadu_ps(b + i + 12)));
+    const __m128 q0 = _mm_loadu_ps(q + i), q1 = _mm_loadu_ps(q + i + 4);
+    const __m128 q2 = _mm_loadu_ps(q + i + 8), q3 = _mm_loadu_ps(q + i + 12);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      acc[j][0] = _mm_add_ps(acc[j][0], _mm_mul_ps(q0, _mm_loadu_ps(r[j] + i)));
+      acc[j][1] = _mm_add_ps(acc[j][1], _mm_mul_ps(q1, _mm_loadu_ps(r[j] + i + 4)));
+      acc[j][2] = _mm_add_ps(acc[j][2], _mm_mul_ps(q2, _mm_loadu_ps(r[j] + i + 8)));
+      acc[j][3] = _mm_add_ps(acc[j][3], _mm_mul_ps(q3, _mm_loadu_ps(r[j] + i + 12)));
+    }
   }
   for (; i + 4 <= n; i += 4) {
-    acc0 = _mm_add_ps(acc0, _mm_mul_ps(_mm_loadu_ps(a + i), _mm_loadu_ps(b + i)));
+    const __m128 qv = _mm_loadu_ps(q + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) acc[j][0] = _mm_add_ps(acc[j][0], _mm_mul_ps(qv, _mm_loadu_ps(r[j] + i)));
   }
-  float sum = hsum(_mm_add_ps(_mm_add_ps(acc0, acc1), _mm_add_ps(acc2, acc3)));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) {
+    float sum = hsum(_mm_add_ps(_mm_add_ps(acc[j][0], acc[j][1]), _mm_add_ps(acc[j][2], acc[j][3])));
+    for (std::size_t t = i; t < n; ++t) sum += q[t] * r[j][t];
+    out[j] = sum;
+  }
+}
+
+float dot_f32(const float* a, const float* b, std::size_t n) {
+  float s;
+  dot_f32_block<1>(a, &b, n, &s);
+  return s;
+}
+
+void dot_rows_f32(const float* q, const float* rows, std::size_t n_rows, std::size_t d, std::ptrdiff_t row_stride,
+                  float* out) {
+  dot_rows_blocked<2>(q, rows, n_rows, d, row_stride, out, kDotRowsF32PrefetchBytes,
+                      [](auto rc, const float* qq, const float* const* r, std::size_t n, float* o) {
+    dot_f32_block<decltype(rc)::value>(qq, r, n, o);
+  });
 }
 
 std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
@@ -465,6 +496,48 @@ std::int32_t dot_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return sum;
 }
 
+// dot_rows_s8: dot_s8's exact int16 multiply-adds, with the query's 8-byte chunk widened once
+// for R rows and the rows' sums meeting in one combined horizontal add.
+template <int R>
+inline void dot_s8_block(const std::int8_t* q, const std::int8_t* const* r, std::size_t n, std::int32_t* out) {
+  __m128i acc[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) acc[j] = _mm_setzero_si128();
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i qv = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      const __m128i rv = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(r[j] + i)));
+      acc[j] = _mm_add_epi32(acc[j], _mm_madd_epi16(qv, rv));
+    }
+  }
+  if constexpr (R == 4) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                     _mm_hadd_epi32(_mm_hadd_epi32(acc[0], acc[1]), _mm_hadd_epi32(acc[2], acc[3])));
+  } else {
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      __m128i s = _mm_add_epi32(acc[j], _mm_shuffle_epi32(acc[j], _MM_SHUFFLE(1, 0, 3, 2)));
+      s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+      out[j] = _mm_cvtsi128_si32(s);
+    }
+  }
+  for (; i < n; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) out[j] += static_cast<std::int32_t>(q[i]) * r[j][i];
+  }
+}
+
+void dot_rows_s8(const std::int8_t* q, const std::int8_t* rows, std::size_t n_rows, std::size_t d,
+                 std::ptrdiff_t row_stride, std::int32_t* out) {
+  dot_rows_blocked<4>(q, rows, n_rows, d, row_stride, out, 0,
+                      [](auto rc, const std::int8_t* qq, const std::int8_t* const* r, std::size_t n,
+                             std::int32_t* o) {
+    dot_s8_block<decltype(rc)::value>(qq, r, n, o);
+  });
+}
+
 }  // namespace
 
 void fill_sse41(KernelTable* t) {
@@ -474,6 +547,8 @@ void fill_sse41(KernelTable* t) {
   t->warp_affine_u8 = warp_affine_u8;
   t->dot_f32 = dot_f32;
   t->dot_s8 = dot_s8;
+  t->dot_rows_f32 = dot_rows_f32;
+  t->dot_rows_s8 = dot_rows_s8;
 }
 
 }  // namespace picoface

@@ -22,20 +22,16 @@ void cosine_matrix(const float* a, int m, const float* b, int n, int d, float* o
     const float* ai = a + std::size_t(i) * d;
     const float na = std::sqrt(k.dot_f32(ai, ai, d));
     const float inv_a = na > 0.0f ? 1.0f / na : 0.0f;
-    for (int j = 0; j < n; ++j) {
-      out[std::size_t(i) * n + j] = k.dot_f32(ai, b + std::size_t(j) * d, d) * inv_a * inv_b[j];
-    }
+    float* oi = out + std::size_t(i) * n;
+    k.dot_rows_f32(ai, b, n, d, d, oi);  // bit-identical to dot_f32 per row
+    for (int j = 0; j < n; ++j) oi[j] = oi[j] * inv_a * inv_b[j];
   }
 }
 
 void dot_matrix_s8(const std::int8_t* a, int m, const std::int8_t* b, int n, int d,
                    std::int32_t* out) {
   const KernelTable& k = kernels();
-  for (int i = 0; i < m; ++i) {
-    for (int j = 0; j < n; ++j) {
-      out[std::size_t(i) * n + j] = k.dot_s8(a + std::size_t(i) * d, b + std::size_t(j) * d, d);
-    }
-  }
+  for (int i = 0; i < m; ++i) k.dot_rows_s8(a + std::size_t(i) * d, b, n, d, d, out + std::size_t(i) * n);
 }
 
 void quantize_rows_s8(const float* x, int n, int d, std::int8_t* q, float* scale) {
@@ -64,11 +60,12 @@ void gallery_top_k(const GalleryView& g, const float* q, int m, int k, std::int3
   require(k >= 1 && k <= g.identities, "gallery_top_k: k must be in 1..identities");
   require((g.f32 != nullptr) != (g.s8 != nullptr), "gallery_top_k: set one of f32 or s8");
   require(g.s8 == nullptr || g.scale != nullptr, "gallery_top_k: int8 rows need scales");
-  // dot_s8 accumulates in int32: d * 127 * 127 must stay below 2^31.
+  // dot_rows_s8 accumulates in int32: d * 128 * 128 must stay below 2^31.
   require(g.s8 == nullptr || g.dim <= 131000, "gallery_top_k: int8 dim too large");
   const KernelTable& kt = kernels();
   const int d = g.dim;
   constexpr float kNone = -std::numeric_limits<float>::infinity();
+  constexpr int kRowBlock = 256;
   // Scratch kept per thread between calls: a fresh 400 KB buffer per query of a 100k gallery
   // is an mmap, page faults and kernel page clearing that cost more than the search itself.
   thread_local std::vector<float> best;
@@ -82,20 +79,31 @@ void gallery_top_k(const GalleryView& g, const float* q, int m, int k, std::int3
   for (int i = 0; i < m; ++i) {
     const float* qi = q + std::size_t(i) * d;
     std::fill(best.begin(), best.end(), kNone);
+    // Rows are scored a block at a time by one dot_rows call (several rows in flight, one
+    // call and one horizontal sum per row), then folded into the per-identity best; the
+    // block's scores stay in L1.
     if (g.f32) {
-      for (int j = 0; j < g.rows; ++j) {
-        const float s = kt.dot_f32(qi, g.f32 + std::size_t(j) * d, d);
-        float& b = best[g.owner[j]];
-        if (s > b) b = s;
+      float dots[kRowBlock];
+      for (int j0 = 0; j0 < g.rows; j0 += kRowBlock) {
+        const int nb = std::min(kRowBlock, g.rows - j0);
+        kt.dot_rows_f32(qi, g.f32 + std::size_t(j0) * d, nb, d, d, dots);
+        for (int t = 0; t < nb; ++t) {
+          float& b = best[g.owner[j0 + t]];
+          if (dots[t] > b) b = dots[t];
+        }
       }
     } else {
       float q_scale = 0.0f;
       quantize_rows_s8(qi, 1, d, qs.data(), &q_scale);
-      for (int j = 0; j < g.rows; ++j) {
-        const float s = static_cast<float>(kt.dot_s8(qs.data(), g.s8 + std::size_t(j) * d, d)) *
-                        q_scale * g.scale[j];
-        float& b = best[g.owner[j]];
-        if (s > b) b = s;
+      std::int32_t dots[kRowBlock];
+      for (int j0 = 0; j0 < g.rows; j0 += kRowBlock) {
+        const int nb = std::min(kRowBlock, g.rows - j0);
+        kt.dot_rows_s8(qs.data(), g.s8 + std::size_t(j0) * d, nb, d, d, dots);
+        for (int t = 0; t < nb; ++t) {
+          const float s = static_cast<float>(dots[t]) * q_scale * g.scale[j0 + t];
+          float& b = best[g.owner[j0 + t]];
+          if (s > b) b = s;
+        }
       }
     }
     std::int32_t* out_ids = ids + std::size_t(i) * k;

@@ -1,0 +1,416 @@
+"""Native INT8: quantisation arithmetic, calibration, the int8 engine path against an
+onnxruntime QDQ model with the same parameters, and bit-exactness across ISAs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from picoface import _core, modelfile
+from picoface.convert import metadata_for
+from picoface.quantize import (QuantParams, activation_params, dequantize, load_graph, quantize, quantize_model,
+                               weight_scales)
+
+from conftest import ISAS, SHARED, YUNET_S, need, need_module
+
+H, W = 19, 23  # ragged on purpose: no vector width divides them
+
+
+def _conv(name, x, y, w, b, act=None, **attrs):
+    k = w.shape[2:]
+    pads = attrs.pop("pads", [k[0] // 2, k[1] // 2] * 2)
+    a = {"kernel_shape": list(k), "pads": pads, "strides": attrs.pop("strides", [1, 1]),
+         "group": attrs.pop("group", 1)}
+    if act:
+        a["activation"] = act
+    return [modelfile.Tensor(name + ".w", data=w), modelfile.Tensor(name + ".b", data=b)], \
+        modelfile.Op("Conv", [x, name + ".w", name + ".b"], [y], a)
+
+
+def small_net(seed=0, constant_input=False):
+    """A float .pface exercising every int8 Conv path: a 3x3 stride-2 stem (generic), a
+    pointwise Conv, a depthwise 3x3 + relu, a 2x2 MaxPool, a grouped 3x3 (generic) and a
+    pointwise head with no activation."""
+    rng = np.random.default_rng(seed)
+    f = lambda *s, scale=0.5: (rng.standard_normal(s) * scale).astype(np.float32)
+    layers = [
+        ("stem", "x", "a", f(8, 3, 3, 3), f(8), "relu", {"strides": [2, 2]}),
+        ("pw", "a", "b", f(13, 8, 1, 1), f(13), None, {}),
+        ("dw", "b", "c", f(13, 1, 3, 3), f(13), "relu", {"group": 13}),
+        ("gr", "d", "e", f(10, 13, 3, 3, scale=0.2), f(10), "relu", {}),
+        ("head", "e", "y", f(6, 10, 1, 1), f(6), None, {}),
+    ]
+    tensors = [modelfile.Tensor("x", dtype="float32", shape=[1, 3, H, W])]
+    ops = []
+    for name, x, y, w, b, act, attrs in layers:
+        if name == "gr":
+            ops.append(modelfile.Op("MaxPool", ["c"], ["d"], {"kernel_shape": [2, 2], "strides": [2, 2]}))
+            tensors.append(modelfile.Tensor("d", shape=()))
+        if name == "dw":
+            w[:] = w * 2  # a wider range than its input's
+        t, op = _conv(name, x, y, w, b, act, **attrs)
+        tensors += t + [modelfile.Tensor(y, shape=())]
+        ops.append(op)
+    meta = metadata_for("embed", None, "arcface", [1, 3, H, W], Path("net.onnx"), "0" * 64)
+    return modelfile.encode(meta, tensors, ops, ["x"], ["y"])
+
+
+def calib_inputs(n=4, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-1.5, 2.0, (1, 3, H, W)).astype(np.float32) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------------------
+# Arithmetic
+
+def test_quantize_dequantize_round_trip(rng):
+    for scale, zp in [(0.02, 0), (0.37, -128), (1e-3, 127), (1.0, -5)]:
+        q = np.arange(-128, 128, dtype=np.int8)
+        np.testing.assert_array_equal(quantize(dequantize(q, scale, zp), scale, zp), q)
+        lo, hi = scale * (-128 - zp), scale * (127 - zp)
+        x = rng.uniform(lo, hi, 1000).astype(np.float32)
+        err = np.abs(dequantize(quantize(x, scale, zp), scale, zp) - x)
+        assert err.max() <= scale / 2 * (1 + 1e-5), (scale, zp, err.max())
+
+
+def test_rounding_is_half_to_even_and_saturates():
+    x = np.float32([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.5, 200, -128.5, -129, -1e30, 1e30,
+                    np.inf, -np.inf])
+    np.testing.assert_array_equal(
+        quantize(x, 1.0, 0), np.int8([0, 2, 2, 0, -2, -2, 126, 127, 127, -128, -128, -128, 127, 127, -128]))
+    # zero points at the extremes shift the saturation point, not the rounding
+    np.testing.assert_array_equal(quantize(np.float32([0, 255, 255.5, -1]), 1.0, -128), np.int8([-128, 127, 127, -128]))
+    np.testing.assert_array_equal(quantize(np.float32([0, -255, -0.5, 1]), 1.0, 127), np.int8([127, -128, 127, 127]))
+
+
+def test_engine_quantize_linear_matches_numpy():
+    """The engine's QuantizeLinear (vectorised rounding) on ties, saturation and infinities."""
+    x = np.float32([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.5, 200, -300, 1e30, np.inf, -np.inf,
+                    0.3, -0.7] * 3)[None]
+    for scale, zp in [(1.0, 0), (0.5, -128), (0.1, 127), (3.0, 7)]:
+        tensors = [modelfile.Tensor("x", dtype="float32", shape=list(x.shape)),
+                   modelfile.Tensor("s", data=np.float32(scale)), modelfile.Tensor("z", data=np.int8(zp)),
+                   modelfile.Tensor("q", shape=()), modelfile.Tensor("y", shape=())]
+        ops = [modelfile.Op("QuantizeLinear", ["x", "s", "z"], ["q"]),
+               modelfile.Op("DequantizeLinear", ["q", "s", "z"], ["y"])]
+        meta = metadata_for("embed", None, "arcface", [1, 3, 1, 1], Path("q.onnx"), "0" * 64)
+        eng = _core.Engine(modelfile.encode(meta, tensors, ops, ["x"], ["q", "y"]))
+        q, y = eng.run([x])
+        np.testing.assert_array_equal(q, quantize(x, scale, zp), err_msg=f"scale {scale} zp {zp}")
+        np.testing.assert_array_equal(y, dequantize(q, scale, zp))
+
+
+def test_weight_scales_per_channel():
+    w = np.zeros((4, 2, 3, 3), np.float32)
+    w[0, 1, 2, 2] = -2.54
+    w[1] = 0.127
+    w[3, 0, 0, 0] = 1e-6
+    s = weight_scales(w)
+    np.testing.assert_array_equal(s, np.float32([2.54 / 127, 0.127 / 127, 1.0, 1e-6 / 127]))
+    assert s.dtype == np.float32
+    np.testing.assert_array_equal(weight_scales(w, per_channel=False), np.float32([2.54 / 127]))
+    q = quantize(w, s, 0, axis=0, lo=-127)
+    assert q[0, 1, 2, 2] == -127 and q[1].min() == q[1].max() == 127 and not q[2].any()
+    assert q[3, 0, 0, 0] == 127
+
+
+def test_activation_params_edges():
+    assert activation_params(0.0, 255.0) == QuantParams(1.0, -128)       # an image: exact
+    p = activation_params(-3.0, -1.0)                            # all negative: 0 still exact
+    assert p.zero_point == 127 and p.scale == pytest.approx(3.0 / 255)
+    assert activation_params(0.0, 0.0) == QuantParams(1.0, -128)         # constant zero: no zero scale
+    p = activation_params(-1.0, 1.0)
+    assert quantize(np.float32([0.0]), p.scale, p.zero_point)[0] == p.zero_point
+    with pytest.raises(ValueError, match="finite"):
+        activation_params(0.0, np.inf)
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration and the rewrite
+
+def test_zero_calibration_images_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="at least one calibration image"):
+        quantize_model(small_net(), tmp_path)
+    with pytest.raises(ValueError, match="at least one calibration image"):
+        quantize_model(small_net(), [])
+    with pytest.raises(FileNotFoundError):
+        quantize_model(small_net(), tmp_path / "absent.npz")
+
+
+def test_one_calibration_image_and_graph_form():
+    blob, report = quantize_model(small_net(), calib_inputs(1))
+    assert report["int8_convs"] == report["convs"] == 5 and report["calibration_images"] == 1
+    s = modelfile.summary(blob)
+    assert s["metadata"]["quant.scheme"] == "int8"
+    types = [o["type"] for o in s["ops"]]
+    assert types.count("QLinearConv") == 5 and "Conv" not in types
+    assert types.count("QuantizeLinear") == 1 and types.count("DequantizeLinear") == 1
+    pool = s["ops"][types.index("MaxPool")]
+    assert s["tensors"][pool["inputs"][0]]["dtype"] == "int8"
+    with pytest.raises(ValueError, match="already quantised"):
+        quantize_model(blob, calib_inputs(1))
+
+
+def test_keep_float_first_last():
+    _, r = quantize_model(small_net(), calib_inputs(1), keep_float=["first", "last"])
+    assert r["int8_convs"] == 3
+    with pytest.raises(ValueError, match="keep-float"):
+        quantize_model(small_net(), calib_inputs(1), keep_float=["middle"])
+
+
+def test_nothing_quantisable_is_an_error():
+    """PReLU Convs (SFace's) stay float for now: a model with only those is refused rather
+    than written as an "int8" file that is float throughout."""
+    g = load_graph(small_net())
+    for op in g.ops:
+        if op.type == "Conv":
+            op.attrs["activation"] = "sigmoid"
+    with pytest.raises(ValueError, match="no Conv of this model can run in int8.*sigmoid"):
+        quantize_model(g.encode(), calib_inputs(1))
+
+
+def test_constant_activations():
+    """All-zero calibration inputs: every range is a point; scales stay usable (no division
+    by zero) and the int8 model computes what the float one does on that input."""
+    x = np.zeros((1, 3, H, W), np.float32)
+    blob, _ = quantize_model(small_net(), [x])
+    g = load_graph(blob)
+    scales = [float(t.data) for n, t in g.tensors.items() if n.endswith(".q8.scale")]
+    assert scales and all(s > 0 and np.isfinite(s) for s in scales)
+    ref = _core.Engine(small_net()).run([x])[0]
+    got = _core.Engine(blob).run([x])[0]
+    assert np.isfinite(got).all()
+    y_scale = float(g.tensors["y.q8.scale"].data)
+    assert np.abs(got - ref).max() <= 4 * y_scale + 1e-6
+
+
+def test_npz_calibration_and_cli(tmp_path):
+    from picoface.cli import main
+    src = modelfile.save(tmp_path / "net.pface", small_net())
+    np.savez(tmp_path / "calib.npz", x=np.concatenate(calib_inputs(3)))
+    out = tmp_path / "net_int8.pface"
+    assert main(["quantize", str(src), "--calib", str(tmp_path / "calib.npz"), "-o", str(out),
+                 "--method", "percentile"]) == 0
+    assert modelfile.summary(out)["metadata"]["quant.method"] == "percentile"
+    assert main(["quantize", str(src), "--calib", str(tmp_path), "-o", str(out)]) == 1  # no images
+
+
+# ---------------------------------------------------------------------------------------
+# The int8 engine path against onnxruntime, and across ISAs
+
+def _qdq_reference(blob, shape=(1, 3, H, W)):
+    """An ONNX model computing the int8 graph of ``blob`` the QDQ way: every QLinearConv
+    becomes DequantizeLinear -> float Conv (weights and int32 bias dequantised per channel)
+    -> activation -> QuantizeLinear, with the same parameters; MaxPool runs on the
+    dequantised int8 values. Outputs every int8 tensor (as int8) and the graph output."""
+    need_module("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    g = load_graph(blob)
+    nodes, inits, int8_outs = [], [], []
+    arr = lambda n: np.asarray(g.tensors[n].data)
+
+    def init(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+
+    for i, op in enumerate(g.ops):
+        if op.type == "QLinearConv":
+            x, xs, xz, w, ws, wz, ys, yz = op.inputs[:8]
+            b = op.inputs[8] if len(op.inputs) > 8 else None
+            for n in (xs, xz, w, ws, wz, ys, yz):
+                if not any(t.name == n for t in inits):
+                    init(n, arr(n))
+            nodes.append(helper.make_node("DequantizeLinear", [x, xs, xz], [f"xf{i}"]))
+            nodes.append(helper.make_node("DequantizeLinear", [w, ws, wz], [f"wf{i}"], axis=0))
+            conv_in = [f"xf{i}", f"wf{i}"]
+            if b is not None:
+                init(b, arr(b))
+                init(f"bs{i}", (np.float32(arr(xs)) * arr(ws)).astype(np.float32))
+                nodes.append(helper.make_node("DequantizeLinear", [b, f"bs{i}"], [f"bf{i}"], axis=0))
+                conv_in.append(f"bf{i}")
+            attrs = {k: v for k, v in op.attrs.items() if k in ("kernel_shape", "pads", "strides", "group")}
+            act = op.attrs.get("activation", "none")
+            nodes.append(helper.make_node("Conv", conv_in, [f"cf{i}" if act != "none" else f"yf{i}"], **attrs))
+            if act == "relu":
+                nodes.append(helper.make_node("Relu", [f"cf{i}"], [f"yf{i}"]))
+            nodes.append(helper.make_node("QuantizeLinear", [f"yf{i}", ys, yz], [op.outputs[0]]))
+            int8_outs.append(op.outputs[0])
+        elif op.type == "MaxPool" and g.tensors[op.inputs[0]].dtype == "int8":
+            nodes.append(helper.make_node("MaxPool", op.inputs, op.outputs, **op.attrs))
+        else:
+            for n in op.inputs:
+                if n in g.tensors and g.tensors[n].data is not None and not any(t.name == n for t in inits):
+                    init(n, arr(n))
+            nodes.append(helper.make_node(op.type, op.inputs, op.outputs, **op.attrs))
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))]
+    outs = [helper.make_tensor_value_info(n, TensorProto.INT8, None) for n in int8_outs]
+    outs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in g.outputs]
+    model = helper.make_model(helper.make_graph(nodes, "qdq", ins, outs, inits),
+                              opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    return model, int8_outs
+
+
+def _native_with_int8_outputs(blob, names):
+    g = load_graph(blob)
+    return _core.Engine(g.encode(list(names) + list(g.outputs)))
+
+
+def test_int8_convs_match_onnxruntime_qdq_within_one_lsb():
+    """Each QLinearConv, fed the same int8 input, agrees with onnxruntime's float Conv between
+    DequantizeLinear and QuantizeLinear (same scales and zero points) within 1 LSB; the rule
+    (float32 requantisation of the exact int32 sum, round half to even) is documented in
+    kernels.h."""
+    ort = need_module("onnxruntime")
+    blob, _ = quantize_model(small_net(), calib_inputs(4))
+    model, int8_names = _qdq_reference(blob)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # float Conv, no QLinearConv fusion
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    native = _native_with_int8_outputs(blob, int8_names)
+    g = load_graph(blob)
+    convs = [op for op in g.ops if op.type == "QLinearConv"]
+    for seed in range(3):
+        x = calib_inputs(1, seed=10 + seed)[0] * 1.2  # a little beyond the calibrated range: saturation
+        got = dict(zip(native.output_names, native.run([x])))
+        ref = dict(zip([o.name for o in model.graph.output], sess.run(None, {"x": x})))
+        # Per layer: the reference conv on the native int8 input, so errors do not compound.
+        for op in convs:
+            feeds = {op.inputs[0]: got[op.inputs[0]]} if op.inputs[0] in got else {"x": x}
+            single = _single_layer_reference(model, op, feeds)
+            diff = np.abs(got[op.outputs[0]].astype(int) - single.astype(int))
+            assert diff.max() <= 1, f"{op.outputs[0]}: {diff.max()} LSB at {np.unravel_index(diff.argmax(), diff.shape)}"
+            # The reference sums dequantised products in float32 (not an exact int32 sum), so
+            # values within its rounding error of a .5 boundary may round the other way.
+            assert (diff == 0).mean() > 0.98, f"{op.outputs[0]}: only {(diff == 0).mean():.3f} exact"
+        # End to end the float output stays within a few output LSBs.
+        ys = float(np.asarray(g.tensors[convs[-1].inputs[6]].data))
+        assert np.abs(got["y"] - ref["y"]).max() <= 3 * ys + 1e-6
+
+
+def _single_layer_reference(model, op, feeds):
+    """onnxruntime on the part of ``model`` computing ``op``'s int8 output from its int8 input
+    (or from the float graph input for the first layer)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    out = op.outputs[0]
+    # Walk back from `out` to the fed tensors.
+    producers = {o: n for n in model.graph.node for o in n.output}
+    keep, stack = [], [out]
+    while stack:
+        t = stack.pop()
+        if t in feeds or t not in producers:
+            continue
+        n = producers[t]
+        if n not in keep:
+            keep.append(n)
+            stack.extend(n.input)
+    order = [n for n in model.graph.node if n in keep]
+    (name, value), = feeds.items()
+    elem = TensorProto.INT8 if value.dtype == np.int8 else TensorProto.FLOAT
+    g = helper.make_graph(order, "one", [helper.make_tensor_value_info(name, elem, value.shape)],
+                          [helper.make_tensor_value_info(out, TensorProto.INT8, None)],
+                          list(model.graph.initializer))
+    m = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def test_int8_path_bit_exact_on_every_isa():
+    blob, _ = quantize_model(small_net(seed=3), calib_inputs(2))
+    g = load_graph(blob)
+    names = [op.outputs[0] for op in g.ops if op.type in ("QLinearConv", "MaxPool")]
+    x = calib_inputs(1, seed=7)[0]
+    before = _core.get_isa()
+    results = {}
+    try:
+        for isa in ISAS:
+            _core.set_isa(isa)
+            eng = _native_with_int8_outputs(blob, names)
+            results[isa] = dict(zip(eng.output_names, eng.run([x])))
+    finally:
+        _core.set_isa(before)
+    ref = results["scalar"]
+    for isa, out in results.items():
+        for n in names + ["y"]:
+            np.testing.assert_array_equal(out[n], ref[n], err_msg=f"{n} on {isa} vs scalar")
+
+
+# The engine runs a pointwise QLinearConv followed by its only reader, a depthwise 3x3 one, as
+# one step over bands of rows when rows have at least 128 columns: the same integers as the
+# two ops apart, on every ISA and with several worker threads.
+PW_DW_INT8 = [((1, 5, 13, 131), 7, 1), ((2, 3, 9, 200), 13, 2), ((1, 16, 40, 137), 17, 2),
+              ((1, 8, 3, 300), 9, 1), ((1, 4, 1, 129), 5, 1)]
+
+
+def pw_dw_net(shape, mid, stride, seed=0):
+    rng = np.random.default_rng(seed)
+    f = lambda *s, scale=0.5: (rng.standard_normal(s) * scale).astype(np.float32)
+    cin = shape[1]
+    tensors = [modelfile.Tensor("x", dtype="float32", shape=list(shape))]
+    ops = []
+    for name, x, y, w, b, act, attrs in [
+            ("pw", "x", "m", f(mid, cin, 1, 1), f(mid), None, {}),
+            ("dw", "m", "c", f(mid, 1, 3, 3), f(mid), "relu", {"group": mid, "strides": [stride] * 2}),
+            ("head", "c", "y", f(6, mid, 1, 1), f(6), None, {})]:
+        t, op = _conv(name, x, y, w, b, act, **attrs)
+        tensors += t + [modelfile.Tensor(y, shape=())]
+        ops.append(op)
+    meta = metadata_for("embed", None, "arcface", list(shape), Path("net.onnx"), "0" * 64)
+    return modelfile.encode(meta, tensors, ops, ["x"], ["y"])
+
+
+@pytest.mark.parametrize("shape,mid,stride", PW_DW_INT8, ids=lambda v: str(v))
+def test_int8_pointwise_depthwise_fused(shape, mid, stride):
+    rng = np.random.default_rng(4)
+    calib = [rng.uniform(-1.5, 2.0, shape).astype(np.float32) for _ in range(2)]
+    blob, _ = quantize_model(pw_dw_net(shape, mid, stride), calib)
+    g = load_graph(blob)
+    mid_q, dw_q = [op.outputs[0] for op in g.ops if op.type == "QLinearConv"][:2]
+    x = rng.uniform(-1.8, 2.4, shape).astype(np.float32)  # a little beyond the calibrated range
+    fused = _core.Engine(g.encode([dw_q] + list(g.outputs)), 1)
+    steps = [op for op, *_ in fused.profile([x])]
+    assert len(steps) == len(g.ops) - 1, f"executed ops {steps} of {len(g.ops)}: the pair was not fused"
+    apart = _native_with_int8_outputs(blob, [mid_q, dw_q])  # the intermediate is read: not fused
+    assert len(apart.profile([x])) == len(g.ops)
+    want = dict(zip(apart.output_names, apart.run([x])))
+    before = _core.get_isa()
+    try:
+        for isa in ISAS:
+            _core.set_isa(isa)
+            for threads in (1, 3):
+                eng = _core.Engine(g.encode([dw_q] + list(g.outputs)), threads)
+                for name, got in zip(eng.output_names, eng.run([x])):
+                    np.testing.assert_array_equal(got, want[name], err_msg=f"{name} fused on {isa}, {threads} threads")
+    finally:
+        _core.set_isa(before)
+    # The pair against onnxruntime's QDQ Convs on the same int8 input: within 1 LSB.
+    need_module("onnxruntime")
+    model, _ = _qdq_reference(blob, shape)
+    dw = next(op for op in g.ops if op.outputs[0] == dw_q)
+    single = _single_layer_reference(model, dw, {mid_q: want[mid_q]})
+    diff = np.abs(want[dw_q].astype(int) - single.astype(int))
+    assert diff.max() <= 1, f"{diff.max()} LSB at {np.unravel_index(diff.argmax(), diff.shape)}"
+
+
+# ---------------------------------------------------------------------------------------
+# A real detector
+
+def test_yunet_int8_detections_follow_fp32(tmp_path, wider_image):
+    need_module("onnx")
+    calib = need(SHARED / "data/wider/test183/images")
+    from picoface import FaceDetector
+    from picoface.convert import convert_onnx
+    fp32 = convert_onnx(need(YUNET_S), task="detect", head="yunet")
+    images = sorted(calib.glob("*.jpg"))[:4]
+    assert images
+    blob, report = quantize_model(fp32, calib, limit=4, calib_size=(320, 320))
+    assert report["int8_convs"] == report["convs"]
+    a = FaceDetector(fp32, input_size=(640, 480))(wider_image)
+    b = FaceDetector(blob, input_size=(640, 480))(wider_image)
+    assert len(a) > 10 and abs(len(a) - len(b)) <= max(2, len(a) // 10)
+    from conftest import box_iou
+    matched = sum(box_iou(box, b.boxes).max() >= 0.7 for box in a.boxes)
+    assert matched >= 0.9 * len(a)

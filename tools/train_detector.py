@@ -251,17 +251,9 @@ class Augmenter:
 
     def _finish(self, rng, s: Sample) -> Sample:
         import cv2
-        S = self.size
         img, faces, ignore = s.image, s.faces, s.ignore
         if rng.random() < 0.5:
-            img = img[:, ::-1]
-            faces = faces.copy()
-            faces[:, [0, 2]] = S - faces[:, [2, 0]]
-            pts = faces[:, 5:15].reshape(-1, 5, 2).copy()
-            pts[:, :, 0] = S - pts[:, :, 0]
-            faces[:, 5:15] = pts[:, list(od.FLIP_ORDER)].reshape(-1, 10)
-            ignore = ignore.copy()
-            ignore[:, [0, 2]] = S - ignore[:, [2, 0]]
+            img, faces, ignore = hflip(img, faces, ignore)
         img = np.ascontiguousarray(img)
         # HSV jitter (YOLO-style gains).
         gains = rng.uniform(-1, 1, 3) * np.array([0.015, 0.6, 0.35]) + 1
@@ -276,6 +268,20 @@ class Augmenter:
         small = np.minimum(faces[:, 2] - faces[:, 0], faces[:, 3] - faces[:, 1]) < MIN_FACE
         ignore = np.concatenate([ignore, faces[small, :4]])
         return Sample(img, faces[~small], ignore)
+
+
+def hflip(img, faces, ignore):
+    """Mirror image and labels: x -> W - x, and the points' left / right roles swap (the
+    image-left eye stays first, as the yunet layout orders them)."""
+    W = img.shape[1]
+    faces = faces.copy()
+    faces[:, [0, 2]] = W - faces[:, [2, 0]]
+    pts = faces[:, 5:15].reshape(-1, 5, 2).copy()
+    pts[:, :, 0] = W - pts[:, :, 0]
+    faces[:, 5:15] = pts[:, list(od.FLIP_ORDER)].reshape(-1, 10)
+    ignore = ignore.copy()
+    ignore[:, [0, 2]] = W - ignore[:, [2, 0]]
+    return img[:, ::-1], faces, ignore
 
 
 def _iou_any(a, b, any_overlap=False) -> bool:

@@ -490,7 +490,7 @@ class Ema:
     """Exponential moving average of the weights (and BN buffers), warmed up so early
     steps are not averaged with the random initialisation for long."""
 
-    def __init__(self, model, decay=0.9995):
+    def __init__(self, model, decay=0.999):
         import copy
         self.model = copy.deepcopy(model).eval()
         self.decay = decay

@@ -477,11 +477,12 @@ class TorchDetector:
 
 def quick_eval(model, data_dir, limit):
     from picoface import eval_wider
+    was_training = model.training
     model.eval()
     try:
         return eval_wider.evaluate_detector(TorchDetector(model), data_dir, limit=limit)
     finally:
-        model.train()
+        model.train(was_training)
 
 
 # --------------------------------------------------------------------------- training

@@ -183,6 +183,7 @@ def test_a_few_training_steps_reduce_the_loss():
 
 def test_export_convert_native_matches_onnxruntime(tmp_path):
     need_module("onnxscript")
+    need_module("onnx")
     need_module("onnxruntime")
     from picoface import modelfile
     from tools import export_own

@@ -508,10 +508,13 @@ class Ema:
                     e.copy_(m)
 
 
-def lr_at(step, total, base, warmup):
+def lr_at(step, total, base, warmup, progress=None):
+    """Linear warm-up over ``warmup`` steps, then cosine to 5 % of ``base`` over the rest of
+    the steps, or over ``progress`` in [0, 1] (the fraction of a time budget spent) when
+    given."""
     if step < warmup:
         return base * (0.1 + 0.9 * step / warmup)
-    t = (step - warmup) / max(1, total - warmup)
+    t = (step - warmup) / max(1, total - warmup) if progress is None else progress
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
@@ -523,9 +526,10 @@ def make_optimizer(model, lr, wd):
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
-def save(path, model, ema, opt, step, args):
+def save(path, model, ema, opt, step, args, train_seconds=0.0):
     tmp = Path(str(path) + ".tmp")
     torch.save({"variant": args.variant, "step": step, "seed": args.seed,
+                "train_seconds": train_seconds,
                 "model": model.state_dict(), "ema": ema.model.state_dict(),
                 "optimizer": opt.state_dict(), "args": vars(args),
                 "torch_rng": torch.get_rng_state()}, tmp)
@@ -549,7 +553,7 @@ def train(args) -> Path:
     ema = Ema(model)
     opt = make_optimizer(model, args.lr, args.wd)
     ckpt_path = out / "last.pt"
-    start = 0
+    start, spent = 0, 0.0
     if args.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
@@ -557,7 +561,8 @@ def train(args) -> Path:
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["torch_rng"])
         start = ck["step"]
-        log.info("resumed from %s at step %d", ckpt_path, start)
+        spent = ck.get("train_seconds", 0.0)
+        log.info("resumed from %s at step %d (%.0f s trained)", ckpt_path, start, spent)
     records = load_records(args.labels)
     log.info("variant %s: %d parameters; %d labelled images, %d faces; args %s", args.variant,
              od.count_params(model), len(records), sum(len(r.faces) for r in records),
@@ -570,8 +575,15 @@ def train(args) -> Path:
     t0 = time.time()
     run = {}
     step = start
+    budget = args.minutes * 60.0 if args.minutes else None
     for imgs, tgt in loader:
-        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        trained = spent + time.time() - t0
+        if budget is not None and trained >= budget:
+            log.info("time budget of %.0f min spent", args.minutes)
+            save(ckpt_path, model, ema, opt, step, args, trained)
+            break
+        lr = lr_at(step, args.steps, args.lr, args.warmup,
+                   None if budget is None else trained / budget)
         for g in opt.param_groups:
             g["lr"] = lr
         loss, parts = compute_loss(model(imgs), tgt)
@@ -589,7 +601,7 @@ def train(args) -> Path:
                      " ".join(f"{k} {v:.3f}" for k, v in run.items()), int(tgt["pos"].sum()),
                      el / max(1, step - start))
         if step % args.save_every == 0 or step == args.steps:
-            save(ckpt_path, model, ema, opt, step, args)
+            save(ckpt_path, model, ema, opt, step, args, spent + time.time() - t0)
         if args.eval_data and (step % args.eval_every == 0 or step == args.steps):
             t1 = time.time()
             ap = quick_eval(ema.model, args.eval_data, args.eval_limit)
@@ -612,6 +624,10 @@ def parse(argv=None):
     p.add_argument("--variant", default="extd_tiny", choices=od.VARIANTS)
     p.add_argument("--out", required=True, help="run folder: last.pt and train.log")
     p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--minutes", type=float,
+                   help="time budget: the cosine follows the fraction of it spent and training "
+                        "stops when it is (for shared machines whose speed varies; --steps is "
+                        "then an upper bound, and a resumed run is no longer bit-exact)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--size", type=int, default=320, help="square crop side (multiple of 32)")
     p.add_argument("--lr", type=float, default=4e-3)

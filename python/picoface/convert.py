@@ -103,9 +103,12 @@ def metadata_for(task: str, head: Optional[str], preset: Optional[str], input_sh
 
 def encode_imported(imported: "importer.Imported", *, task: str, head: Optional[str] = None,
                     preset: Optional[str] = None, source: str = "model.onnx",
-                    match_threshold: Optional[str] = None) -> bytes:
-    """The .pface bytes of an imported graph. Raises ValueError when ops outside the native
-    engine's set remain, when the graph has not exactly one input, or for a bad task/head."""
+                    match_threshold: Optional[str] = None,
+                    metadata: Optional[Dict[str, object]] = None) -> bytes:
+    """The .pface bytes of an imported graph. ``metadata`` entries are written over the
+    task/head defaults (e.g. the architecture and provenance of the project's own trained
+    models). Raises ValueError when ops outside the native engine's set remain, when the
+    graph has not exactly one input, or for a bad task/head."""
     graph = imported.graph
     missing = importer.unsupported_ops(graph)
     if missing:
@@ -130,11 +133,13 @@ def encode_imported(imported: "importer.Imported", *, task: str, head: Optional[
     shape = [d if d > 0 else None for d in dims]
     meta = metadata_for(task, head, preset, shape, Path(source),
                         hashlib.sha256(imported.source).hexdigest(), match_threshold)
+    meta.update(metadata or {})
     return modelfile.encode(meta, tensors, ops, [first], list(graph.outputs))
 
 
 def convert_onnx(path, *, task: str, head: Optional[str] = None, preset: Optional[str] = None,
-                 match_threshold: Optional[str] = None) -> bytes:
+                 match_threshold: Optional[str] = None,
+                 metadata: Optional[Dict[str, object]] = None) -> bytes:
     """Returns the .pface bytes of an ONNX model. Raises ValueError / FileNotFoundError
     (ImportError without the onnx package)."""
     try:
@@ -143,4 +148,5 @@ def convert_onnx(path, *, task: str, head: Optional[str] = None, preset: Optiona
         raise ImportError("converting ONNX models needs the onnx package: pip install 'picoface[onnx]'") from None
     path = Path(path)
     return encode_imported(importer.import_onnx(path), task=task, head=head, preset=preset,
-                           source=path.name, match_threshold=match_threshold)
+                           source=path.name, match_threshold=match_threshold,
+                           metadata=metadata)

@@ -86,8 +86,8 @@ def test_bad_model_paths_and_files(tmp_path):
         picoface.FaceDetector(b"", head="yunet")
     with pytest.raises(ValueError, match="as a path or bytes, got int"):
         picoface.FaceDetector(42, head="yunet")
-    with pytest.raises(ValueError, match="no default detector yet"):
-        picoface.FaceDetector()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        picoface.FaceDetector("no-such-shipped-model")
 
 
 def test_bad_landmarks():

@@ -61,13 +61,16 @@ def test_detect_errors_are_one_line(args, message):
     assert out.stderr.count("\n") == 1
 
 
-def test_detect_without_model_says_why(tmp_path):
+def test_detect_without_model_uses_the_shipped_detector(tmp_path):
     cv2 = need_module("cv2")
     import numpy as np
     img = tmp_path / "x.png"
-    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
-    out = cli("detect", img)
-    assert out.returncode == 1 and "no default detector yet" in out.stderr
+    cv2.imwrite(str(img), np.zeros((64, 64, 3), np.uint8))
+    out = cli("detect", img, "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["faces"] == [] and report["backend"] == "native"
+    assert report["model"].endswith("picoface_det_tiny.pface")
 
 
 def test_bad_input_size_is_a_usage_error():

@@ -35,7 +35,8 @@ def _cmd_info(args) -> int:
 
 def _add_detector_options(p, score_threshold=None, score_help="default: the model's"):
     """The options that open a detector, shared by every subcommand that runs one."""
-    p.add_argument("--model", help="detector model: a .pface file, or an ONNX file with --head")
+    p.add_argument("--model", help="detector model: a shipped name (default: picoface-det-tiny), a "
+                   ".pface file, or an ONNX file with --head")
     p.add_argument("--head", help="head of an ONNX detector: " + ", ".join(sorted(HEADS)))
     p.add_argument("--score-threshold", type=float, default=score_threshold, help=score_help)
     p.add_argument("--nms-threshold", type=float, help="default: the model's")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from picoface import _core, _validate
+from picoface import _core, _validate, weights
 from picoface.backends import open_backend
 from picoface.heads import get_head
 from picoface.results import Faces
@@ -24,9 +24,10 @@ class FaceDetector:
     """Finds faces, their scores and 5 landmarks.
 
     Args:
-        model: path or bytes of a .pface detector (run by the native engine; it describes
-            its own head and input convention) or of an ONNX detector (run by onnxruntime).
-            A shipped default arrives with issue #5.
+        model: a shipped model's name (``picoface.weights.names()``; None: the default,
+            "picoface-det-tiny"), or the path or bytes of a .pface detector (run by the
+            native engine; it describes its own head and input convention) or of an ONNX
+            detector (run by onnxruntime).
         head: the detector family, required for ONNX models, e.g. "yunet" or "scrfd"
             (see picoface.heads.HEADS).
         score_threshold: minimum score in [0, 1]. None: the model file's default, else the
@@ -60,9 +61,9 @@ class FaceDetector:
                  input_size=None,
                  backend: str = "auto", threads: int = 1):
         if model is None:
-            raise ValueError("picoface ships no default detector yet (issue #5): pass a .pface "
-                             "model, or an ONNX model and head=, e.g. "
-                             "FaceDetector('yunet_s_dynamic.onnx', head='yunet')")
+            model = weights.DEFAULT_DETECTOR
+        if weights.is_name(model):
+            model = weights.path(model)
         # Checked before the model loads (a bad option fails fast); None resolves below.
         thresholds = {name: None if v is None else _validate.probability(v, name) for name, v in
                       (("score_threshold", score_threshold), ("nms_threshold", nms_threshold))}

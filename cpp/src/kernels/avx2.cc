@@ -358,40 +358,20 @@ struct WarpShuffles {
   __m256i hweights[2];     // [h]: per-pixel words (32 - a, a) -> one per item
   __m256i vweights[2][2];  // [h][items 0..3 | 4..7]: per-pixel dwords (32 - b, b) -> per item
   __m256i compact;         // packus bytes (pixels 0,1 | 2,3 at 0 and 8) -> 4*kCh contiguous
+  static __m256i broadcast(const std::int8_t* b) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+  }
   WarpShuffles() {
-    auto broadcast = [](const std::int8_t* b) {
-      return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
-    };
-    std::int8_t b[16];
-    for (int i = 0; i < 8; ++i) {
-      const bool used = i < 2 * kCh;
-      b[2 * i] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + i % kCh : -1);
-      b[2 * i + 1] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + kCh + i % kCh : -1);
-    }
-    taps = broadcast(b);
+    const WarpTables<kCh> t;
+    taps = broadcast(t.taps);
     for (int h = 0; h < 2; ++h) {
-      for (int i = 0; i < 8; ++i) {
-        const int at = 4 * (2 * h + i / kCh);
-        b[2 * i] = static_cast<std::int8_t>(i < 2 * kCh ? at : -1);
-        b[2 * i + 1] = static_cast<std::int8_t>(i < 2 * kCh ? at + 1 : -1);
-      }
-      hweights[h] = broadcast(b);
-      for (int part = 0; part < 2; ++part) {
-        for (int k = 0; k < 4; ++k) {
-          const int i = 4 * part + k;
-          for (int e = 0; e < 4; ++e) {
-            b[4 * k + e] = static_cast<std::int8_t>(i < 2 * kCh ? 4 * (2 * h + i / kCh) + e : -1);
-          }
-        }
-        vweights[h][part] = broadcast(b);
-      }
+      hweights[h] = broadcast(t.hweights[h]);
+      for (int part = 0; part < 2; ++part) vweights[h][part] = broadcast(t.vweights[h][part]);
     }
-    for (int j = 0; j < 16; ++j) {
-      b[j] = static_cast<std::int8_t>(j < 2 * kCh ? j : j < 4 * kCh ? 8 + j - 2 * kCh : -1);
-    }
-    compact = broadcast(b);
+    compact = broadcast(t.compact);
   }
 };
+
 
 // Eight output pixels per block, in the reference's fixed point. A block whose eight
 // footprints all lie inside the source loads each pixel's two rows as 8-byte windows (both

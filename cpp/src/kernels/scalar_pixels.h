@@ -73,5 +73,43 @@ inline void warp_pixel(const WarpParams& p, float sx, float sy, std::uint8_t* d)
   }
 }
 
+// Byte controls of the SIMD fixed-point warp block (sse41.cc, avx2.cc: one 128-bit lane's
+// worth; AVX2 repeats it in both lanes). A "pair register" holds the 8-byte row windows of
+// two pixels at bytes 0 and 8, whose row taps are bytes c (left) and kCh + c (right); pair
+// register h holds pixels 2h and 2h+1, dwords 2h + q of the per-pixel vectors. Items
+// i = q*kCh + c, i < 2*kCh; -1 zeroes a byte in pshufb.
+template <int kCh>
+struct WarpTables {
+  std::int8_t taps[16];            // window bytes -> (left, right) byte pair per item
+  std::int8_t hweights[2][16];     // [h]: per-pixel words (32 - a, a) -> one per item
+  std::int8_t vweights[2][2][16];  // [h][items 0..3 | 4..7]: per-pixel dwords (32 - b, b) -> per item
+  std::int8_t compact[16];         // packus bytes (pixels 0,1 | 2,3 at 0 and 8) -> 4*kCh contiguous
+  WarpTables() {
+    for (int i = 0; i < 8; ++i) {
+      const bool used = i < 2 * kCh;
+      taps[2 * i] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + i % kCh : -1);
+      taps[2 * i + 1] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + kCh + i % kCh : -1);
+    }
+    for (int h = 0; h < 2; ++h) {
+      for (int i = 0; i < 8; ++i) {
+        const int at = 4 * (2 * h + i / kCh);
+        hweights[h][2 * i] = static_cast<std::int8_t>(i < 2 * kCh ? at : -1);
+        hweights[h][2 * i + 1] = static_cast<std::int8_t>(i < 2 * kCh ? at + 1 : -1);
+      }
+      for (int part = 0; part < 2; ++part) {
+        for (int k = 0; k < 4; ++k) {
+          const int i = 4 * part + k;
+          for (int e = 0; e < 4; ++e) {
+            vweights[h][part][4 * k + e] = static_cast<std::int8_t>(i < 2 * kCh ? 4 * (2 * h + i / kCh) + e : -1);
+          }
+        }
+      }
+    }
+    for (int j = 0; j < 16; ++j) {
+      compact[j] = static_cast<std::int8_t>(j < 2 * kCh ? j : j < 4 * kCh ? 8 + j - 2 * kCh : -1);
+    }
+  }
+};
+
 }  // namespace
 }  // namespace picoface

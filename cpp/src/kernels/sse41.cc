@@ -280,49 +280,25 @@ inline __m128i load_row_taps(const std::uint8_t* p) {
   return _mm_cvtsi32_si128(static_cast<int>(v));
 }
 
-// Shuffle controls of the fixed-point warp block. A "pair register" holds the row taps of two
-// pixels at bytes 0 and 8 (left tap at c, right at kCh + c); pair register h holds pixels
-// 2h and 2h+1, which are dwords 2h + q of the per-pixel vectors. Items i = q*kCh + c.
+// Shuffle controls of the fixed-point warp block: WarpTables (scalar_pixels.h) in registers.
 template <int kCh>
 struct WarpShuffles {
   __m128i taps;            // row taps -> (left, right) byte pair per item
   __m128i hweights[2];     // [h]: per-pixel words (32 - a, a) -> one per item
   __m128i vweights[2][2];  // [h][items 0..3 | 4..7]: per-pixel dwords (32 - b, b) -> per item
   __m128i compact;         // packus bytes (pixels 0,1 | 2,3 at 0 and 8) -> 4*kCh contiguous
+  static __m128i load(const std::int8_t* b) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)); }
   WarpShuffles() {
-    auto load = [](const std::int8_t* b) {
-      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
-    };
-    std::int8_t b[16];
-    for (int i = 0; i < 8; ++i) {
-      const bool used = i < 2 * kCh;
-      b[2 * i] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + i % kCh : -1);
-      b[2 * i + 1] = static_cast<std::int8_t>(used ? 8 * (i / kCh) + kCh + i % kCh : -1);
-    }
-    taps = load(b);
+    const WarpTables<kCh> t;
+    taps = load(t.taps);
     for (int h = 0; h < 2; ++h) {
-      for (int i = 0; i < 8; ++i) {
-        const int at = 4 * (2 * h + i / kCh);
-        b[2 * i] = static_cast<std::int8_t>(i < 2 * kCh ? at : -1);
-        b[2 * i + 1] = static_cast<std::int8_t>(i < 2 * kCh ? at + 1 : -1);
-      }
-      hweights[h] = load(b);
-      for (int part = 0; part < 2; ++part) {
-        for (int k = 0; k < 4; ++k) {
-          const int i = 4 * part + k;
-          for (int e = 0; e < 4; ++e) {
-            b[4 * k + e] = static_cast<std::int8_t>(i < 2 * kCh ? 4 * (2 * h + i / kCh) + e : -1);
-          }
-        }
-        vweights[h][part] = load(b);
-      }
+      hweights[h] = load(t.hweights[h]);
+      for (int part = 0; part < 2; ++part) vweights[h][part] = load(t.vweights[h][part]);
     }
-    for (int j = 0; j < 16; ++j) {
-      b[j] = static_cast<std::int8_t>(j < 2 * kCh ? j : j < 4 * kCh ? 8 + j - 2 * kCh : -1);
-    }
-    compact = load(b);
+    compact = load(t.compact);
   }
 };
+
 
 // Four output pixels per block in the reference's fixed point: pmaddubsw blends each row's
 // horizontal taps with the u8 weights (32 - a, a) into i16 (at most 255*32), pmaddwd the two

@@ -9,8 +9,9 @@ import pytest
 
 from picoface import _core, modelfile
 from picoface.convert import metadata_for
-from picoface.quantize import (QuantParams, activation_params, dequantize, load_graph, quantize, quantize_model,
-                               weight_scales)
+from picoface.quant_graph import load_graph
+from picoface.quant_math import QuantParams, activation_params, dequantize, quantize, weight_scales
+from picoface.quantize import quantize_model
 
 from conftest import ISAS, SHARED, YUNET_S, need, need_module
 

@@ -1,133 +1,33 @@
 """Native INT8 post-training quantisation: float .pface (or ONNX) -> int8 .pface.
 
 The float model runs on the native engine over calibration images, read through the
-model's own preprocessing, and records the range of every Conv input and output. Convs
-then become ONNX ``QLinearConv`` ops on int8 tensors in picoface's scheme (see
+model's own preprocessing, and records the range of every Conv input and output; the
+graph is then rewritten to int8 (quant_graph.py) in picoface's scheme (see
 cpp/include/picoface/kernels.h and engine.h):
 
 * weights int8, symmetric (zero point 0) per output channel (or per tensor);
 * activations int8, asymmetric per tensor: ``real = scale * (q - zero_point)``;
 * bias int32 at scale ``x_scale * w_scale[m]``;
 * relu / clip fused into the requantisation clamp.
-
-``QuantizeLinear`` starts each int8 region, ``MaxPool`` runs on int8 (exact), and
-``DequantizeLinear`` feeds every float consumer (Add, Resize, heads, graph outputs).
 """
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from picoface import _core, modelfile
+from picoface import _core
+from picoface.quant_graph import KEEP_FLOAT, load_graph, rewrite, select
+from picoface.quant_math import activation_params
 
 log = logging.getLogger("picoface")
 
 METHODS = ("minmax", "percentile")
-KEEP_FLOAT = ("first", "last")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # Activation values kept per tensor for the percentile method (a uniform sample).
 _SAMPLE_PER_TENSOR = 1 << 20
 
-
-@dataclasses.dataclass(frozen=True)
-class QuantParams:
-    """Per-tensor int8 activation parameters: real = scale * (q - zero_point)."""
-
-    scale: float
-    zero_point: int
-
-
-def activation_params(lo: float, hi: float) -> QuantParams:
-    """Asymmetric int8 parameters covering [lo, hi] and 0 (so zero padding is exact).
-
-    A constant-zero range gets scale 1.0 (a zero scale would divide by zero downstream).
-    """
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"expected a finite activation range, got [{lo}, {hi}]")
-    scale = np.float32((hi - lo) / 255.0)
-    if scale == 0.0 or not np.isfinite(scale):
-        scale = np.float32(1.0)
-    zp = int(np.clip(np.rint(-128.0 - lo / float(scale)), -128, 127))
-    return QuantParams(float(scale), zp)
-
-
-def weight_scales(w: np.ndarray, per_channel: bool = True) -> np.ndarray:
-    """Symmetric int8 scales of conv weights [M, ...]: max|w| / 127 per output channel (or one
-    for the tensor), float32; an all-zero channel gets 1.0."""
-    w = np.asarray(w, np.float32)
-    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else np.array([np.abs(w).max()])
-    scales = (amax / np.float32(127.0)).astype(np.float32)
-    scales[scales == 0] = 1.0
-    return scales
-
-
-def quantize(x: np.ndarray, scale, zero_point=0, axis: Optional[int] = None,
-             lo: int = -128, hi: int = 127) -> np.ndarray:
-    """ONNX QuantizeLinear to int8: saturate(round_half_even(x / scale) + zero_point), in
-    float32 as the spec and onnxruntime compute it; per axis when ``axis`` is given."""
-    x = np.asarray(x, np.float32)
-    scale = np.asarray(scale, np.float32)
-    zp = np.asarray(zero_point, np.float32)
-    if axis is not None:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    q = np.rint(x / scale) + zp
-    return np.clip(q, lo, hi).astype(np.int8)
-
-
-def dequantize(q: np.ndarray, scale, zero_point=0, axis: Optional[int] = None) -> np.ndarray:
-    """ONNX DequantizeLinear: (q - zero_point) * scale in float32."""
-    q = np.asarray(q).astype(np.float32)
-    scale = np.asarray(scale, np.float32)
-    zp = np.asarray(zero_point, np.float32)
-    if axis is not None:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((q - zp) * scale).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------
-# The float graph as Python lists (from a .pface file)
-
-@dataclasses.dataclass
-class Graph:
-    metadata: Dict[str, object]
-    tensors: Dict[str, modelfile.Tensor]
-    ops: List[modelfile.Op]
-    inputs: List[str]
-    outputs: List[str]
-
-    def encode(self, outputs: Optional[Sequence[str]] = None) -> bytes:
-        return modelfile.encode(self.metadata, list(self.tensors.values()), self.ops, self.inputs,
-                                list(outputs if outputs is not None else self.outputs))
-
-
-def load_graph(blob: bytes) -> Graph:
-    """The graph of .pface bytes as editable lists."""
-    s = modelfile.summary(blob)
-    consts = _core.model_constants_from_bytes(blob)
-    names = [t["name"] for t in s["tensors"]]
-    tensors = {}
-    for t in s["tensors"]:
-        if t["constant"]:
-            tensors[t["name"]] = modelfile.Tensor(t["name"], data=consts[t["name"]],
-                                                  scales=t.get("scales"), zero_points=t.get("zero_points"),
-                                                  axis=t.get("axis", -1))
-        else:
-            tensors[t["name"]] = modelfile.Tensor(t["name"], dtype=t["dtype"], shape=list(t["shape"]))
-    ops = [modelfile.Op(o["type"], [names[i] if i >= 0 else None for i in o["inputs"]],
-                        [names[i] for i in o["outputs"]], dict(o["attrs"])) for o in s["ops"]]
-    return Graph(dict(s["metadata"]), tensors, ops, [names[i] for i in s["inputs"]],
-                 [names[i] for i in s["outputs"]])
-
-
-# ---------------------------------------------------------------------------------------
 # Calibration data
 
 def _read_images(calib: Union[str, Path], limit: Optional[int]) -> List[np.ndarray]:
@@ -209,50 +109,6 @@ class _Ranges:
 # ---------------------------------------------------------------------------------------
 # The rewrite
 
-_INT8_ACTS = ("none", "relu", "clip")
-
-
-def _quantizable(graph: Graph, op: modelfile.Op) -> bool:
-    if op.type != "Conv" or len(op.inputs) < 2 or op.inputs[1] is None:
-        return False
-    w = graph.tensors[op.inputs[1]]
-    if w.data is None or np.asarray(w.data).ndim != 4 or w.scales is not None:
-        return False
-    if str(op.attrs.get("activation", "none")) not in _INT8_ACTS:
-        return False
-    if len(op.inputs) > 3 and any(i is not None for i in op.inputs[3:]):
-        return False
-    return graph.tensors[op.inputs[0]].data is None
-
-
-def _downstream_convs(graph: Graph) -> Dict[int, bool]:
-    """Per Conv op index: whether another Conv reads anything it computes."""
-    producer = {o: i for i, op in enumerate(graph.ops) for o in op.outputs}
-    has_conv_after = {i: False for i, op in enumerate(graph.ops)}
-    for i, op in enumerate(graph.ops):
-        if op.type != "Conv":
-            continue
-        seen, stack = set(), [t for t in op.inputs if t in producer]
-        while stack:
-            p = producer[stack.pop()]
-            if p in seen:
-                continue
-            seen.add(p)
-            has_conv_after[p] = True
-            stack.extend(t for t in graph.ops[p].inputs if t in producer)
-    return has_conv_after
-
-
-def _select(graph: Graph, keep_float: Sequence[str]) -> List[int]:
-    chosen = [i for i, op in enumerate(graph.ops) if _quantizable(graph, op)]
-    if "first" in keep_float:
-        chosen = [i for i in chosen if graph.ops[i].inputs[0] not in graph.inputs]
-    if "last" in keep_float:
-        after = _downstream_convs(graph)
-        chosen = [i for i in chosen if after[i]]
-    return chosen
-
-
 def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = True,
                    keep_float: Sequence[str] = (), task: Optional[str] = None,
                    head: Optional[str] = None, preset: Optional[str] = None,
@@ -307,7 +163,7 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
     images = list(calib) if isinstance(calib, (list, tuple)) else _read_images(calib, limit)
     if not images:
         raise ValueError(f"expected at least one calibration image, found none in {calib!r}")
-    chosen = _select(graph, keep_float)
+    chosen = select(graph, keep_float)
     if not chosen:
         acts = sorted({str(op.attrs.get("activation", "none")) for op in graph.ops if op.type == "Conv"})
         raise ValueError("no Conv of this model can run in int8 (int8 Convs take no activation, relu "
@@ -329,7 +185,7 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
             if name in watch:
                 ranges.add(name, value)
     params = {t: activation_params(*ranges.range(t)) for t in watch}
-    out = _rewrite(graph, chosen, params, per_channel)
+    out = rewrite(graph, chosen, params, per_channel)
     out.metadata.update({
         "quant.scheme": "int8", "quant.method": method,
         "quant.weights": "int8 symmetric per output channel" if per_channel else "int8 symmetric per tensor",
@@ -341,90 +197,3 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
               "calibration_images": len(images), "method": method, "per_channel": per_channel,
               "keep_float": list(keep_float)}
     return out.encode(), report
-
-
-def _rewrite(graph: Graph, chosen: Sequence[int], params: Dict[str, QuantParams],
-             per_channel: bool) -> Graph:
-    tensors = dict(graph.tensors)
-    ops: List[modelfile.Op] = []
-    int8_of: Dict[str, Tuple[str, QuantParams]] = {}  # float name -> (int8 name, params)
-    float_ready = set(graph.inputs) | {n for n, t in tensors.items() if t.data is not None}
-    chosen = set(chosen)
-
-    def const(name, value):
-        if name not in tensors:
-            tensors[name] = modelfile.Tensor(name, data=value)
-        return name
-
-    def qp_consts(base: str, p: QuantParams):
-        return (const(base + ".scale", np.array(p.scale, np.float32)),
-                const(base + ".zero_point", np.array(p.zero_point, np.int8)))
-
-    def int8_tensor(name: str, like: str):
-        tensors[name] = modelfile.Tensor(name, dtype="int8", shape=list(tensors[like].shape))
-        return name
-
-    def need_float(name: Optional[str]):
-        if name is None or name in float_ready:
-            return
-        qname, p = int8_of[name]
-        s, z = qp_consts(qname, p)
-        ops.append(modelfile.Op("DequantizeLinear", [qname, s, z], [name], {}))
-        float_ready.add(name)
-
-    def need_int8(name: str, p: QuantParams) -> str:
-        if name in int8_of:
-            return int8_of[name][0]
-        need_float(name)
-        qname = int8_tensor(name + ".q8", name)
-        s, z = qp_consts(qname, p)
-        ops.append(modelfile.Op("QuantizeLinear", [name, s, z], [qname], {}))
-        int8_of[name] = (qname, p)
-        return qname
-
-    for i, op in enumerate(graph.ops):
-        if i in chosen:
-            x, w_name, y = op.inputs[0], op.inputs[1], op.outputs[0]
-            b_name = op.inputs[2] if len(op.inputs) > 2 else None
-            # A tensor already int8 (from MaxPool) keeps the parameters it has.
-            px = int8_of[x][1] if x in int8_of else params[x]
-            xq = need_int8(x, px)
-            w = np.asarray(tensors[w_name].data, np.float32)
-            sw = weight_scales(w, per_channel)
-            wq = quantize(w, sw if per_channel else sw[0], 0, axis=0 if per_channel else None, lo=-127)
-            base = y + ".qconv"
-            sx, zx = qp_consts(xq, px)
-            py = params[y]
-            yq = int8_tensor(y + ".q8", y)
-            sy, zy = qp_consts(yq, py)
-            inputs = [xq, sx, zx, const(base + ".w", wq), const(base + ".w_scale", sw),
-                      const(base + ".w_zero_point", np.zeros(sw.shape, np.int8)), sy, zy]
-            if b_name is not None:
-                b = np.asarray(tensors[b_name].data, np.float64)
-                bs = np.float64(np.float32(px.scale)) * sw.astype(np.float64)
-                bq = np.clip(np.rint(b / bs), -(2 ** 29), 2 ** 29 - 1).astype(np.int32)
-                inputs.append(const(base + ".bias", bq))
-            attrs = {k: v for k, v in op.attrs.items()}
-            ops.append(modelfile.Op("QLinearConv", inputs, [yq], attrs))
-            int8_of[y] = (yq, py)
-            continue
-        if op.type == "MaxPool" and op.inputs[0] in int8_of and op.inputs[0] not in float_ready:
-            qname, p = int8_of[op.inputs[0]]
-            yq = int8_tensor(op.outputs[0] + ".q8", op.outputs[0])
-            ops.append(modelfile.Op("MaxPool", [qname], [yq], dict(op.attrs)))
-            int8_of[op.outputs[0]] = (yq, p)
-            continue
-        for t in op.inputs:
-            need_float(t)
-        ops.append(op)
-        float_ready.update(op.outputs)
-    for t in graph.outputs:
-        need_float(t)
-    # Drop tensors nothing references any more (float weights of quantised Convs, float
-    # activations that only exist in int8 now).
-    used = set(graph.inputs) | set(graph.outputs)
-    for op in ops:
-        used.update(t for t in op.inputs if t)
-        used.update(op.outputs)
-    tensors = {n: t for n, t in tensors.items() if n in used}
-    return Graph(dict(graph.metadata), tensors, ops, list(graph.inputs), list(graph.outputs))

@@ -161,8 +161,8 @@ def test_keep_float_first_last():
 
 
 def test_nothing_quantisable_is_an_error():
-    """PReLU Convs (SFace's) stay float for now: a model with only those is refused rather
-    than written as an "int8" file that is float throughout."""
+    """Sigmoid Convs have no int8 form: a model with only those is refused rather than
+    written as an "int8" file that is float throughout."""
     g = load_graph(small_net())
     for op in g.ops:
         if op.type == "Conv":
@@ -204,7 +204,11 @@ def _qdq_reference(blob, shape=(1, 3, H, W)):
     """An ONNX model computing the int8 graph of ``blob`` the QDQ way: every QLinearConv
     becomes DequantizeLinear -> float Conv (weights and int32 bias dequantised per channel)
     -> activation -> QuantizeLinear, with the same parameters; MaxPool runs on the
-    dequantised int8 values. Outputs every int8 tensor (as int8) and the graph output."""
+    dequantised int8 values. The other int8 ops become DequantizeLinear -> their float op ->
+    QuantizeLinear (QLinearAdd: Add, QLinearConcat: Concat, QLinearAveragePool /
+    QLinearGlobalAveragePool: the pools, QGemm: Gemm on dequantised weights and bias); ops
+    that only move int8 values (Resize, Flatten, Reshape) run on int8. Outputs every int8
+    tensor (as int8) and the graph output."""
     need_module("onnx")
     from onnx import TensorProto, helper, numpy_helper
     g = load_graph(blob)
@@ -212,7 +216,21 @@ def _qdq_reference(blob, shape=(1, 3, H, W)):
     arr = lambda n: np.asarray(g.tensors[n].data)
 
     def init(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        if not any(t.name == name for t in inits):
+            inits.append(numpy_helper.from_array(np.asarray(value), name))
+
+    def dq(i, x, xs, xz):
+        for n in (xs, xz):
+            init(n, arr(n))
+        nodes.append(helper.make_node("DequantizeLinear", [x, xs, xz], [f"{x}.f{i}"]))
+        return f"{x}.f{i}"
+
+    def q_out(i, yf, op):
+        ys, yz = op.inputs[-2:] if op.type != "QLinearConcat" else op.inputs[:2]
+        for n in (ys, yz):
+            init(n, arr(n))
+        nodes.append(helper.make_node("QuantizeLinear", [yf, ys, yz], [op.outputs[0]]))
+        int8_outs.append(op.outputs[0])
 
     for i, op in enumerate(g.ops):
         if op.type == "QLinearConv":
@@ -234,10 +252,42 @@ def _qdq_reference(blob, shape=(1, 3, H, W)):
             nodes.append(helper.make_node("Conv", conv_in, [f"cf{i}" if act != "none" else f"yf{i}"], **attrs))
             if act == "relu":
                 nodes.append(helper.make_node("Relu", [f"cf{i}"], [f"yf{i}"]))
+            elif act == "leaky_relu":
+                nodes.append(helper.make_node("LeakyRelu", [f"cf{i}"], [f"yf{i}"], alpha=op.attrs["activation_alpha"]))
+            elif act == "prelu":
+                init(f"slope{i}", arr(op.inputs[9]).reshape(-1, 1, 1))
+                nodes.append(helper.make_node("PRelu", [f"cf{i}", f"slope{i}"], [f"yf{i}"]))
             nodes.append(helper.make_node("QuantizeLinear", [f"yf{i}", ys, yz], [op.outputs[0]]))
             int8_outs.append(op.outputs[0])
-        elif op.type == "MaxPool" and g.tensors[op.inputs[0]].dtype == "int8":
-            nodes.append(helper.make_node("MaxPool", op.inputs, op.outputs, **op.attrs))
+        elif op.type == "QLinearAdd":
+            a, b = dq(i, *op.inputs[0:3]), dq(i, *op.inputs[3:6])
+            nodes.append(helper.make_node("Add", [a, b], [f"yf{i}"]))
+            q_out(i, f"yf{i}", op)
+        elif op.type == "QLinearConcat":
+            xs = [dq(i, *op.inputs[j:j + 3]) for j in range(2, len(op.inputs), 3)]
+            nodes.append(helper.make_node("Concat", xs, [f"yf{i}"], axis=op.attrs["axis"]))
+            q_out(i, f"yf{i}", op)
+        elif op.type in ("QLinearAveragePool", "QLinearGlobalAveragePool"):
+            nodes.append(helper.make_node(op.type[len("QLinear"):], [dq(i, *op.inputs[:3])], [f"yf{i}"], **op.attrs))
+            q_out(i, f"yf{i}", op)
+        elif op.type == "QGemm":
+            a, a_s, a_z, w, ws, wz, b = op.inputs[:7]
+            for n in (w, ws, wz):
+                init(n, arr(n))
+            nodes.append(helper.make_node("DequantizeLinear", [w, ws, wz], [f"wf{i}"], axis=0))
+            gemm_in = [dq(i, a, a_s, a_z), f"wf{i}"]
+            if b is not None:
+                init(b, arr(b))
+                init(f"bs{i}", (np.float32(arr(a_s)) * arr(ws)).astype(np.float32))
+                nodes.append(helper.make_node("DequantizeLinear", [b, f"bs{i}"], [f"bf{i}"], axis=0))
+                gemm_in.append(f"bf{i}")
+            nodes.append(helper.make_node("Gemm", gemm_in, [f"yf{i}"], transB=1))
+            q_out(i, f"yf{i}", op)
+        elif op.type in ("MaxPool", "Resize", "Flatten", "Reshape") and g.tensors[op.inputs[0]].dtype == "int8":
+            for n in op.inputs[1:]:
+                if n:
+                    init(n, arr(n))
+            nodes.append(helper.make_node(op.type, [n or "" for n in op.inputs], op.outputs, **op.attrs))
         else:
             for n in op.inputs:
                 if n in g.tensors and g.tensors[n].data is not None and not any(t.name == n for t in inits):
@@ -306,9 +356,8 @@ def _single_layer_reference(model, op, feeds):
             keep.append(n)
             stack.extend(n.input)
     order = [n for n in model.graph.node if n in keep]
-    (name, value), = feeds.items()
-    elem = TensorProto.INT8 if value.dtype == np.int8 else TensorProto.FLOAT
-    g = helper.make_graph(order, "one", [helper.make_tensor_value_info(name, elem, value.shape)],
+    elem = lambda v: TensorProto.INT8 if v.dtype == np.int8 else TensorProto.FLOAT
+    g = helper.make_graph(order, "one", [helper.make_tensor_value_info(n, elem(v), v.shape) for n, v in feeds.items()],
                           [helper.make_tensor_value_info(out, TensorProto.INT8, None)],
                           list(model.graph.initializer))
     m = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
@@ -337,6 +386,96 @@ def test_int8_path_bit_exact_on_every_isa():
     for isa, out in results.items():
         for n in names + ["y"]:
             np.testing.assert_array_equal(out[n], ref[n], err_msg=f"{n} on {isa} vs scalar")
+
+
+def mixed_net(seed=0):
+    """A float .pface whose every op has an int8 form: a PReLU stem (per-channel slopes, one
+    negative, one above 1), a LeakyReLU pointwise Conv, a residual Add, MaxPool, nearest
+    Resize, a Concat of inputs sharing parameters (a copy) and one of inputs that do not
+    (requantised), a relu Conv, AveragePool, GlobalAveragePool, Flatten and a Gemm."""
+    rng = np.random.default_rng(seed)
+    f = lambda *s, scale=0.5: (rng.standard_normal(s) * scale).astype(np.float32)
+    slope = np.linspace(-0.5, 1.5, 8).astype(np.float32)
+    tensors = [modelfile.Tensor("x", dtype="float32", shape=[1, 3, H, W]),
+               modelfile.Tensor("slope", data=slope), modelfile.Tensor("up", data=np.float32([1, 1, 2, 2])),
+               modelfile.Tensor("fc.w", data=f(6, 10)), modelfile.Tensor("fc.b", data=f(6))]
+    ops = []
+    for name, x, y, w, b, act, attrs in [
+            ("stem", "x", "a", f(8, 3, 3, 3), f(8), "prelu", {"strides": [2, 2]}),
+            ("pw", "a", "b", f(8, 8, 1, 1), f(8), "leaky_relu", {}),
+            ("c3", "cat2", "e", f(10, 24, 3, 3, scale=0.2), f(10), "relu", {})]:
+        t, op = _conv(name, x, y, w, b, act, **attrs)
+        if act == "prelu":
+            op.inputs.append("slope")
+        if act == "leaky_relu":
+            op.attrs["activation_alpha"] = 0.1
+        tensors += t
+        if name == "c3":
+            ops += [modelfile.Op("Add", ["a", "b"], ["c"]),
+                    modelfile.Op("MaxPool", ["c"], ["p"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+                    modelfile.Op("Resize", ["p", None, "up"], ["d"], {"mode": "nearest"}),
+                    modelfile.Op("Concat", ["c", "d"], ["cat1"], {"axis": 1}),
+                    modelfile.Op("Concat", ["cat1", "b"], ["cat2"], {"axis": 1})]
+        ops.append(op)
+    ops += [modelfile.Op("AveragePool", ["e"], ["e2"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+            modelfile.Op("GlobalAveragePool", ["e2"], ["g"]),
+            modelfile.Op("Flatten", ["g"], ["fl"], {"axis": 1}),
+            modelfile.Op("Gemm", ["fl", "fc.w", "fc.b"], ["y"], {"transB": 1})]
+    tensors += [modelfile.Tensor(n, shape=()) for n in ("a", "b", "c", "p", "d", "cat1", "cat2", "e", "e2", "g",
+                                                       "fl", "y")]
+    meta = metadata_for("embed", None, "arcface", [1, 3, H, W], Path("net.onnx"), "0" * 64)
+    return modelfile.encode(meta, tensors, ops, ["x"], ["y"])
+
+
+def test_int8_ops_between_convs_match_onnxruntime_and_every_isa():
+    """With PReLU / LeakyReLU in the requantisation, QLinearAdd, int8 MaxPool / Resize /
+    Flatten, QLinearConcat, the int8 pools and QGemm the whole mixed_net runs in int8 (one
+    QuantizeLinear in, one DequantizeLinear out). Each int8 op, fed the native int8 inputs,
+    agrees with onnxruntime's float op between DequantizeLinear and QuantizeLinear within 1
+    LSB (data movement exactly), and every ISA computes the same integers."""
+    ort = need_module("onnxruntime")
+    calib = calib_inputs(4)
+    blob, _ = quantize_model(mixed_net(), calib)
+    g = load_graph(blob)
+    types = [op.type for op in g.ops]
+    assert sorted(types) == sorted(["QuantizeLinear", "QLinearConv", "QLinearConv", "QLinearAdd", "MaxPool",
+                                    "Resize", "QLinearConcat", "QLinearConcat", "QLinearConv",
+                                    "QLinearAveragePool", "QLinearGlobalAveragePool", "Flatten", "QGemm",
+                                    "DequantizeLinear"]), types
+    scale = lambda n: float(np.asarray(g.tensors[n].data))
+    copy, requant = [op for op in g.ops if op.type == "QLinearConcat"]
+    assert all(scale(copy.inputs[0]) == scale(t) for t in copy.inputs[3::3])
+    assert any(scale(requant.inputs[0]) != scale(t) for t in requant.inputs[3::3])
+    int8_ops = [op for op in g.ops if g.tensors[op.outputs[0]].dtype == "int8" and op.type != "QuantizeLinear"]
+    names = [op.outputs[0] for op in int8_ops]
+    model, _ = _qdq_reference(blob)
+    x = calib_inputs(1, seed=11)[0] * 1.2  # a little beyond the calibrated range: saturation
+    got = dict(zip(*(lambda e: (e.output_names, e.run([x])))(_native_with_int8_outputs(blob, names))))
+    q_in = next(op for op in g.ops if op.type == "QuantizeLinear").outputs[0]
+    got[q_in] = _native_with_int8_outputs(blob, [q_in]).run([x])[0]
+    for op in int8_ops:
+        feeds = {t: got[t] for t in op.inputs if t in got}
+        assert feeds, op
+        single = _single_layer_reference(model, op, feeds)
+        diff = np.abs(got[op.outputs[0]].astype(int) - single.astype(int))
+        exact = op.type in ("MaxPool", "Resize", "Flatten")
+        assert diff.max() <= (0 if exact else 1), f"{op.type} {op.outputs[0]}: {diff.max()} LSB"
+    before = _core.get_isa()
+    try:
+        for isa in ISAS:
+            _core.set_isa(isa)
+            eng = _native_with_int8_outputs(blob, names)
+            for name, value in zip(eng.output_names, eng.run([x])):
+                np.testing.assert_array_equal(value, got[name], err_msg=f"{name} on {isa} vs {before}")
+    finally:
+        _core.set_isa(before)
+    # End to end, inside the calibrated range, the float output follows the float model
+    # within a few output steps.
+    x = calib_inputs(1, seed=12)[0]
+    ref = _core.Engine(mixed_net()).run([x])[0]
+    ys = float(np.asarray(g.tensors[next(op for op in g.ops if op.type == "QGemm").inputs[7]].data))
+    err = np.abs(_core.Engine(blob).run([x])[0] - ref).max()
+    assert err <= 4 * ys, (err, ys)
 
 
 # The engine runs a pointwise QLinearConv followed by its only reader, a depthwise 3x3 one, as

@@ -8,7 +8,8 @@ cpp/include/picoface/kernels.h and engine.h):
 * weights int8, symmetric (zero point 0) per output channel (or per tensor);
 * activations int8, asymmetric per tensor: ``real = scale * (q - zero_point)``;
 * bias int32 at scale ``x_scale * w_scale[m]``;
-* relu / clip fused into the requantisation clamp.
+* relu / clip fused into the requantisation clamp, leaky_relu / prelu into its scale for
+  negative sums.
 """
 
 import logging
@@ -18,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from picoface import _core
-from picoface.quant_graph import KEEP_FLOAT, load_graph, rewrite, select
+from picoface.quant_graph import KEEP_FLOAT, calibration_tensors, load_graph, rewrite, select
 from picoface.quant_math import activation_params
 
 log = logging.getLogger("picoface")
@@ -166,14 +167,11 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
     chosen = select(graph, keep_float)
     if not chosen:
         acts = sorted({str(op.attrs.get("activation", "none")) for op in graph.ops if op.type == "Conv"})
-        raise ValueError("no Conv of this model can run in int8 (int8 Convs take no activation, relu "
-                         f"or clip; this model's Convs have {acts or 'none at all'}"
+        raise ValueError("no Conv of this model can run in int8 (int8 Convs take no activation, relu, "
+                         f"clip, leaky_relu or prelu; this model's Convs have {acts or 'none at all'}"
                          f"{', and --keep-float ' + ','.join(keep_float) if keep_float else ''})")
-    watch = []
-    for i in chosen:
-        for t in (graph.ops[i].inputs[0], graph.ops[i].outputs[0]):
-            if t not in watch:
-                watch.append(t)
+    watch = calibration_tensors(graph, chosen)
+    shapes = {}
     ranges = _Ranges(method, percentile)
     prepare = _input_fn(blob, graph.metadata, calib_size)
     extra = [t for t in watch if t not in graph.outputs]
@@ -184,8 +182,9 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
         for name, value in zip(names, engine.run([np.ascontiguousarray(x, np.float32)])):
             if name in watch:
                 ranges.add(name, value)
+                shapes[name] = value.shape
     params = {t: activation_params(*ranges.range(t)) for t in watch}
-    out = rewrite(graph, chosen, params, per_channel)
+    out = rewrite(graph, chosen, params, per_channel, shapes)
     out.metadata.update({
         "quant.scheme": "int8", "quant.method": method,
         "quant.weights": "int8 symmetric per output channel" if per_channel else "int8 symmetric per tensor",
@@ -193,7 +192,8 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
         "quant.calibration": f"{len(images)} image(s)" + (
             f" from {Path(calib).name}" if isinstance(calib, (str, Path)) else ""),
     })
-    report = {"convs": sum(op.type == "Conv" for op in graph.ops), "int8_convs": len(chosen),
+    report = {"convs": sum(op.type == "Conv" for op in graph.ops),
+              "int8_convs": sum(graph.ops[i].type == "Conv" for i in chosen),
               "calibration_images": len(images), "method": method, "per_channel": per_channel,
               "keep_float": list(keep_float)}
     return out.encode(), report

@@ -814,10 +814,13 @@ void test_bias_act(const KernelTable& k, const KernelTable& ref, std::mt19937& r
 // sums over the int8 range, random zero point and activation bounds; 1: scales of 1/2, 1/4,
 // 1/8 (exact .5 ties for half-to-even) and zero points -128/127; 2: extremes (scales that
 // saturate both ways, zero, huge, tiny) with extreme zero points; 3: 2^-24, for sums near 2^31.
+// Two setups in three also carry a PReLU neg_scale (scale times a slope in [-1, 1], exact
+// values 0, 1/4, -1/2 and 1 among them), so every int8 kernel's epilogue is tested with and
+// without it.
 struct QuantSetup {
-  std::vector<float> scale;
+  std::vector<float> scale, neg;
   RequantParams q;
-  QuantSetup(std::size_t rows, int mode, double typical_acc, std::mt19937& rng) : scale(rows + 1) {
+  QuantSetup(std::size_t rows, int mode, double typical_acc, std::mt19937& rng) : scale(rows + 1), neg(rows + 1) {
     for (std::size_t i = 0; i <= rows; ++i) {
       if (mode == 0) {
         scale[i] = static_cast<float>((0.5 + (rng() % 1000) / 1000.0) * 100.0 / typical_acc);
@@ -839,9 +842,17 @@ struct QuantSetup {
       default: q.lo = -100; q.hi = 100; break;
     }
     q.scale = scale.data() + 1;  // unaligned by one float
+    if (rng() % 3 != 0) {
+      const float slopes[] = {0.0f, 0.25f, -0.5f, 1.0f};
+      for (std::size_t i = 0; i <= rows; ++i) {
+        const float slope = i % 2 ? slopes[rng() % 4] : static_cast<float>((rng() % 2001) / 1000.0 - 1.0);
+        neg[i] = scale[i] * slope;
+      }
+      q.neg_scale = neg.data() + 1;
+    }
   }
   std::string describe() const {
-    return fmt(" zp=%g lo=%g hi=%g", q.zero_point, q.lo, q.hi);
+    return fmt(" zp=%g lo=%g hi=%g", q.zero_point, q.lo, q.hi) + (q.neg_scale ? " prelu" : "");
   }
 };
 
@@ -872,6 +883,21 @@ void test_requant(const KernelTable& k, const KernelTable& ref, std::mt19937& rn
     if (detail.empty() && (got2[0] != 120 || got2[1] != 5 || got2[2] != 120)) {
       detail = fmt("saturation/bounds: got %g %g %g", got2[0], got2[1], got2[2]);
     }
+    // PReLU: negative sums take neg_scale (slope -1/2 and 1/4 here), zero and positive ones scale.
+    const float neg[] = {-0.25f, 0.125f};
+    RequantParams pr;
+    pr.scale = &half;
+    pr.neg_scale = &neg[0];
+    const std::int32_t in3[] = {-6, -2, 0, 3, -257 * 4};
+    std::int8_t got3[5];
+    ref.requant_s32_s8(in3, 5, pr, got3);
+    const std::int8_t want3[] = {2, 0, 0, 2, 127};  // 1.5 -> 2, 0.5 -> 0 (half to even)
+    for (int i = 0; i < 5 && detail.empty(); ++i) {
+      if (got3[i] != want3[i]) detail = fmt("prelu acc %g: got %g want %g", in3[i], got3[i], want3[i]);
+    }
+    pr.neg_scale = &neg[1];
+    ref.requant_s32_s8(in3, 1, pr, got3);
+    if (detail.empty() && got3[0] != -1) detail = fmt("prelu slope 1/4, acc -6: got %g want -1", got3[0], 0, 0);
     report(detail.empty(), "requant_s32_s8 (rule)", ref.isa, "spot values", detail);
   }
   for (int n : kSizes) {
@@ -1076,6 +1102,95 @@ void test_dwconv3x3_plane_s8(const KernelTable& k, const KernelTable& ref, std::
   }
 }
 
+// add_s8: the rule's spot values on the reference, then every ISA against it on guarded
+// operands (ragged n, tails at a guard page), random and extreme parameters (zero points
+// -128/127, a scale of 0 that requantises one operand, ratios that saturate), and in place.
+void test_add_s8(const KernelTable& k, const KernelTable& ref, std::mt19937& rng) {
+  {
+    AddParams p;
+    p.a_scale = 0.5f;
+    p.b_scale = 0.25f;
+    p.a_zero_point = 1;
+    p.b_zero_point = -2;
+    p.zero_point = 3;
+    // (a - 1) / 2 + (b + 2) / 4 + 3, half to even: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -0.5 -> 0,
+    // 95.25 -> 95, -96 -> -96.
+    const std::int8_t a[] = {2, 4, 6, 0, 127, -128};
+    const std::int8_t b[] = {-2, -2, -2, -2, 127, -128};
+    const std::int8_t want[] = {3, 5, 5, 3, 98, -93};
+    std::int8_t got[6];
+    ref.add_s8(a, b, 6, p, got);
+    std::string detail;
+    for (int i = 0; i < 6 && detail.empty(); ++i) {
+      if (got[i] != want[i]) detail = fmt("at %g: got %g want %g", i, got[i], want[i]);
+    }
+    report(detail.empty(), "add_s8 (rule)", ref.isa, "spot values", detail);
+  }
+  int idx = 0;
+  for (int n : kSizes) {
+    for (int mode = 0; mode < 4; ++mode) {
+      ++idx;
+      AddParams p;
+      const std::int32_t zps[] = {-128, 127, 0, -1};
+      if (mode == 0) {
+        p.a_scale = static_cast<float>((rng() % 2000) / 1000.0 + 0.01);
+        p.b_scale = static_cast<float>((rng() % 2000) / 1000.0 + 0.01);
+        p.a_zero_point = static_cast<std::int32_t>(rng() % 256) - 128;
+        p.b_zero_point = static_cast<std::int32_t>(rng() % 256) - 128;
+        p.zero_point = static_cast<std::int32_t>(rng() % 256) - 128;
+      } else if (mode == 1) {  // exact ties
+        p.a_scale = 0.5f;
+        p.b_scale = 0.25f;
+        p.a_zero_point = zps[rng() % 4];
+        p.b_zero_point = zps[rng() % 4];
+        p.zero_point = zps[rng() % 4];
+      } else if (mode == 2) {  // requantise a alone
+        p.a_scale = static_cast<float>((rng() % 3000) / 1000.0 + 0.001);
+        p.b_scale = 0.0f;
+        p.a_zero_point = zps[rng() % 4];
+        p.zero_point = zps[rng() % 4];
+      } else {  // extremes: saturating ratios, a negative scale
+        const float ex[] = {65536.0f, 1e-30f, -3.0f, 1.0f};
+        p.a_scale = ex[rng() % 4];
+        p.b_scale = ex[rng() % 4];
+        p.a_zero_point = zps[rng() % 4];
+        p.b_zero_point = zps[rng() % 4];
+        p.zero_point = zps[rng() % 4];
+      }
+      if (idx % 3 == 0) {
+        p.lo = static_cast<std::int8_t>(p.zero_point);  // a fused ReLU
+      } else if (idx % 3 == 1) {
+        p.lo = -100;
+        p.hi = 90;
+      }
+      const bool head = idx % 2 == 0;
+      GuardedBytes ga(n, head), gb(n, !head), gw(n, head), gg(n, !head);
+      auto* a = reinterpret_cast<std::int8_t*>(ga.data());
+      auto* b = reinterpret_cast<std::int8_t*>(gb.data());
+      fill_s8(a, n, mode == 3 ? 2 : 0, rng);
+      fill_s8(b, n, mode == 3 ? 2 : 0, rng);
+      auto* want = reinterpret_cast<std::int8_t*>(gw.data());
+      auto* got = reinterpret_cast<std::int8_t*>(gg.data());
+      ref.add_s8(a, b, n, p, want);
+      k.add_s8(a, b, n, p, got);
+      std::string detail;
+      for (int i = 0; i < n && detail.empty(); ++i) {
+        if (want[i] != got[i]) detail = fmt("at %g (a %g b %g): ", i, a[i], b[i]) + fmt("got %g want %g", got[i], want[i], 0);
+      }
+      if (detail.empty()) {  // in place: y = a
+        k.add_s8(a, b, n, p, a);
+        for (int i = 0; i < n && detail.empty(); ++i) {
+          if (want[i] != a[i]) detail = fmt("in place, at %g: got %g want %g", i, a[i], want[i]);
+        }
+      }
+      report(detail.empty(), "add_s8", k.isa,
+             fmt("n=%g mode=%g zp=%g", n, mode, p.zero_point) + fmt(" za=%g zb=%g", p.a_zero_point, p.b_zero_point, 0) +
+                 fmt(" sa=%g sb=%g lo=%g", p.a_scale, p.b_scale, p.lo),
+             detail);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace picoface
 
@@ -1110,6 +1225,7 @@ int main(int argc, char** argv) {
       test_conv_gemm_s8(k, ref, rng);
       test_dwconv3x3_s8(k, ref, rng);
       test_dwconv3x3_plane_s8(k, ref, rng);
+      test_add_s8(k, ref, rng);
       std::printf("%s: %d passed, %d failed\n", isa_name(isa), g_passed - passed_before,
                   g_failed - failed_before);
     }

@@ -82,17 +82,37 @@ struct RowBiasAct {
 // k <= 65536 taps and |bias'| < 2^30, so every partial sum fits (|w*x| <= 2^14).
 //
 // Requantisation of one int32 sum `acc` of output channel m, identical on every ISA:
-//   f = float(acc) * scale[m]            (int32 -> float round to nearest even, one IEEE mul;
+//   s = acc < 0 && neg_scale ? neg_scale[m] : scale[m]
+//   f = float(acc) * s                   (int32 -> float round to nearest even, one IEEE mul;
 //                                         scale[m] = s_in * s_w[m] / s_out, finite, >= 0)
 //   f = min(max(f, -65536), 65536)       (keeps the conversion in range; changes no result)
 //   r = round_half_to_even(f)            (cvtps2dq under the default MXCSR, vcvtnq_s32_f32,
 //                                         std::nearbyint in the reference)
 //   q = min(max(r + zero_point, lo), hi) (int8)
 // lo/hi carry a fused activation: none (-128, 127), ReLU (zero_point, 127), ReLU6 or any clip
-// (quantised bounds).
+// (quantised bounds). PReLU and LeakyReLU ride on neg_scale: acc has the sign of the real
+// pre-activation value (s_in * s_w[m] > 0), so neg_scale[m] = scale[m] * slope[m] (one float32
+// product, made when the model is planned) applies the slope with a single rounding.
 struct RequantParams {
   const float* scale = nullptr;  // per output channel (row) of the kernel; see each kernel
+  // Per output channel as scale, finite (any sign); null: negative sums use scale too.
+  const float* neg_scale = nullptr;
   std::int32_t zero_point = 0;   // z_out, -128..127
+  std::int8_t lo = -128;
+  std::int8_t hi = 127;
+};
+
+// Quantised elementwise addition (ONNX com.microsoft QLinearAdd): per element
+//   f = float(a - a_zero_point) * a_scale + float(b - b_zero_point) * b_scale
+//                                        (two IEEE float32 multiplies, then one add: no FMA)
+//   f = min(max(f, -65536), 65536);  r = round_half_to_even(f)
+//   y = min(max(r + zero_point, lo), hi)
+// with a_scale = s_a / s_y and b_scale = s_b / s_y, finite and |scale| <= 65536 (so f is
+// finite). b_scale = 0 requantises a alone to y's parameters (the sum adds an exact zero).
+struct AddParams {
+  float a_scale = 1.0f, b_scale = 1.0f;
+  std::int32_t a_zero_point = 0, b_zero_point = 0;  // -128..127
+  std::int32_t zero_point = 0;                      // y's, -128..127
   std::int8_t lo = -128;
   std::int8_t hi = 127;
 };
@@ -195,6 +215,9 @@ struct KernelTable {
   void (*conv_gemm_s8)(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
                        const std::int8_t* b, std::ptrdiff_t ldb, const std::int32_t* bias, std::int8_t* c,
                        std::ptrdiff_t ldc, const RequantParams& q);
+
+  // y[i] = the AddParams sum of a[i] and b[i], i < n; y may alias a or b. Bit-identical on every ISA.
+  void (*add_s8)(const std::int8_t* a, const std::int8_t* b, std::size_t n, const AddParams& p, std::int8_t* y);
 
   // One output row of a quantised depthwise 3x3 convolution of one channel (horizontal
   // padding 1) from three padded int8 input rows:

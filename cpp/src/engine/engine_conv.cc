@@ -536,9 +536,11 @@ class Conv : public OpKernel {
 // B) on int8 tensors, with the picoface scheme (picoface/kernels.h, above RequantParams):
 // x and y int8 asymmetric per tensor, w int8 symmetric (zero points 0) per tensor or per
 // output channel, B int32 at scale x_scale * w_scale[m]. The fused `activation` extension
-// takes relu or clip, applied by the requantisation clamp. Requantisation is the kernels'
-// rule: float(acc) * (x_scale * w_scale[m] / y_scale), evaluated in float32, round half to
-// even, + y_zero_point, clamp. Paths: pointwise (conv_gemm_s8 per column block), depthwise
+// takes relu or clip, applied by the requantisation clamp, and leaky_relu (activation_alpha)
+// or prelu (float32 slope as input 9, one per output channel or one for all), applied by the
+// requantisation's negative scale. Requantisation is the kernels' rule: float(acc) * s with
+// s = x_scale * w_scale[m] / y_scale (times the slope for acc < 0), evaluated in float32,
+// round half to even, + y_zero_point, clamp. Paths: pointwise (conv_gemm_s8 per column block), depthwise
 // 3x3 pad 1 stride 1/2 (dwconv3x3_plane_s8) and generic (int8 im2col with padding z_in,
 // then conv_gemm_s8 per group).
 class QLinearConv : public OpKernel {
@@ -551,8 +553,10 @@ class QLinearConv : public OpKernel {
                                                  : -std::numeric_limits<float>::infinity();
       hi_f_ = op.attrs.find("activation_beta") ? static_cast<float>(op.attrs.get_float("activation_beta"))
                                                 : std::numeric_limits<float>::infinity();
-    } else if (act_ != "none" && act_ != "relu") {
-      unsupported(type_, "fused activation '" + act_ + "' (int8 takes relu or clip)");
+    } else if (act_ == "leaky_relu") {
+      alpha_ = op.attrs.find("activation_alpha") ? static_cast<float>(op.attrs.get_float("activation_alpha")) : 0.01f;
+    } else if (act_ != "none" && act_ != "relu" && act_ != "prelu") {
+      unsupported(type_, "fused activation '" + act_ + "' (int8 takes relu, clip, leaky_relu or prelu)");
     }
   }
 
@@ -619,6 +623,23 @@ class QLinearConv : public OpKernel {
       if (!(sw >= 0.0f) || !std::isfinite(sw)) fail(type_, "w_scale must be finite and >= 0");
       scale_[i] = xs_ * sw / ys;
       if (!std::isfinite(scale_[i])) fail(type_, "requantisation scale x_scale * w_scale / y_scale overflows");
+    }
+    neg_scale_.clear();
+    if (act_ == "prelu" || act_ == "leaky_relu") {
+      const float* slope = &alpha_;
+      std::int64_t ns = 1;
+      if (act_ == "prelu") {
+        if (in.size() < 10 || !in[9].present()) fail(type_, "fused prelu needs the slope as input 9");
+        need(9, DType::kF32, "prelu slope", true);
+        ns = elements(in[9].desc->shape);
+        if (ns != m_ && ns != 1) fail(type_, "prelu slope must have 1 or " + std::to_string(m_) + " elements");
+        slope = static_cast<const float*>(in[9].value);
+      }
+      neg_scale_.resize(static_cast<std::size_t>(m_));
+      for (std::int64_t i = 0; i < m_; ++i) {
+        neg_scale_[i] = scale_[i] * slope[ns == 1 ? 0 : i];
+        if (!std::isfinite(neg_scale_[i])) fail(type_, "requantisation scale times the negative slope is not finite");
+      }
     }
     // bias' = B - z_in * sum(w): padding taps read z_in, so the fold is exact everywhere.
     const auto* w = static_cast<const std::int8_t*>(in[3].value);
@@ -755,6 +776,7 @@ class QLinearConv : public OpKernel {
   RequantParams params(std::int64_t m0) const {
     RequantParams q;
     q.scale = scale_.data() + m0;
+    if (!neg_scale_.empty()) q.neg_scale = neg_scale_.data() + m0;
     q.zero_point = z_out_;
     q.lo = lo_;
     q.hi = hi_;
@@ -887,11 +909,11 @@ class QLinearConv : public OpKernel {
   std::string type_;
   Spatial sp_;
   std::string act_;
-  float lo_f_ = 0.0f, hi_f_ = 0.0f;
+  float lo_f_ = 0.0f, hi_f_ = 0.0f, alpha_ = 0.0f;
   Geom geo_[2];
   std::int64_t n_ = 0, c_ = 0, m_ = 0, g_ = 1, kdim_ = 0;
   std::int8_t z_in_ = 0, z_out_ = 0, lo_ = -128, hi_ = 127;
-  std::vector<float> scale_;
+  std::vector<float> scale_, neg_scale_;  // neg_scale_: empty without leaky_relu / prelu
   std::vector<std::int32_t> bias_;
   Path path_ = Path::kGeneric;
   const QLinearConv* pw_ = nullptr;  // the absorbed pointwise QLinearConv, for this plan

@@ -1618,7 +1618,12 @@ class Resize : public Base {
   }
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
     need_inputs(type_, in, 1);
-    need_dtype(type_, in[0], DType::kF32, "input");
+    // Nearest copies values, so it runs on int8 too (a quantised graph keeps its parameters).
+    dtype_ = in[0].desc->dtype;
+    if (dtype_ != DType::kF32 && (linear_ || dtype_ != DType::kI8)) {
+      unsupported(type_, std::string(linear_ ? "linear" : "nearest") + " resize of " + dtype_name(dtype_) +
+                             " (float32, or int8 for nearest)");
+    }
     const Shape& s = in[0].desc->shape;
     const std::size_t rank = s.size();
     std::vector<float> scales;
@@ -1675,9 +1680,13 @@ class Resize : public Base {
         for (std::int64_t i = 0; i < r[d]; ++i) map_[d][i] = nearest_index(i, s[d], r[d], scale_[d]);
       }
     }
-    out[0] = {DType::kF32, r};
+    out[0] = {dtype_, r};
   }
   void run(const void* const* in, void* const* out, void*) override {
+    if (dtype_ == DType::kI8) {
+      nearest(static_cast<const std::int8_t*>(in[0]), static_cast<std::int8_t*>(out[0]));
+      return;
+    }
     const float* x = static_cast<const float*>(in[0]);
     float* y = static_cast<float*>(out[0]);
     const std::size_t rank = out_.size();
@@ -1701,6 +1710,13 @@ class Resize : public Base {
       }
       return;
     }
+    nearest(x, y);
+  }
+
+ private:
+  template <typename T>
+  void nearest(const T* x, T* y) const {
+    const std::size_t rank = out_.size();
     const Shape ist = strides_of(in_);
     const std::int64_t w = out_[rank - 1];
     const auto& xmap = map_[rank - 1];
@@ -1709,7 +1725,7 @@ class Resize : public Base {
     for (std::int64_t row = 0; row < rows; ++row) {
       std::int64_t off = 0;
       for (std::size_t d = 0; d + 1 < rank; ++d) off += map_[d][idx[d]] * ist[d];
-      const float* src = x + off;
+      const T* src = x + off;
       for (std::int64_t i = 0; i < w; ++i) y[i] = src[xmap[i]];
       y += w;
       for (std::size_t d = rank - 1; d-- > 0;) {
@@ -1719,7 +1735,6 @@ class Resize : public Base {
     }
   }
 
- private:
   struct Tap {
     std::int64_t lo, hi;
     float w;
@@ -1759,6 +1774,7 @@ class Resize : public Base {
 
   Op op_;
   bool linear_ = false, legacy_ = false;
+  DType dtype_ = DType::kF32;
   std::string coord_, nearest_;
   std::vector<float> scale_;
   Shape in_, out_;
@@ -2025,6 +2041,7 @@ std::vector<OpEntry> build_registry() {
       {"Where", &make<Where>},
   };
   append_conv_ops(r);
+  append_quant_ops(r);
   std::sort(r.begin(), r.end(), [](const OpEntry& a, const OpEntry& b) { return std::string(a.type) < b.type; });
   return r;
 }

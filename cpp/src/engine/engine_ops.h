@@ -74,8 +74,11 @@ struct OpEntry {
 const std::vector<OpEntry>& op_registry();
 const OpEntry* find_op(const std::string& type);
 
-// Entries contributed by engine_conv.cc (Conv, ConvTranspose, Gemm, MatMul).
+// Entries contributed by engine_conv.cc (Conv, ConvTranspose, Gemm, MatMul, QLinearConv).
 void append_conv_ops(std::vector<OpEntry>& entries);
+// Entries contributed by engine_qops.cc (QLinearAdd, QLinearConcat, QLinearAveragePool,
+// QLinearGlobalAveragePool, QGemm).
+void append_quant_ops(std::vector<OpEntry>& entries);
 
 // Shared helpers of the op files.
 [[noreturn]] void fail(const std::string& op_type, const std::string& message);

@@ -1055,19 +1055,21 @@ void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, 
 // 128 > 32767) for full-range int8 operands, so both operands are sign-extended to int16 and
 // multiplied by vpmaddwd, whose pair sums (at most 2 * 2^14) are exact in int32.
 
-// Requantisation of 8 int32 lanes, operation for operation the scalar requant1.
+// Requantisation of 8 int32 lanes with channel 0 of q, operation for operation the scalar
+// requant1; blendv picks the negative scale by each sum's sign bit.
 struct RequantVec8 {
-  __m256 scale, clamp_lo, clamp_hi;
+  __m256 scale, neg, clamp_lo, clamp_hi;
   __m256i zp, lo, hi;
-  RequantVec8(float s, const RequantParams& q)
-      : scale(_mm256_set1_ps(s)),
+  explicit RequantVec8(const RequantParams& q)
+      : scale(_mm256_set1_ps(q.scale[0])),
+        neg(_mm256_set1_ps(neg_scale_of(q, 0))),
         clamp_lo(_mm256_set1_ps(-kRequantClamp)),
         clamp_hi(_mm256_set1_ps(kRequantClamp)),
         zp(_mm256_set1_epi32(q.zero_point)),
         lo(_mm256_set1_epi32(q.lo)),
         hi(_mm256_set1_epi32(q.hi)) {}
   __m256i operator()(__m256i acc) const {
-    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_blendv_ps(scale, neg, _mm256_castsi256_ps(acc)));
     f = _mm256_min_ps(_mm256_max_ps(f, clamp_lo), clamp_hi);
     const __m256i r = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);
     return _mm256_min_epi32(_mm256_max_epi32(r, lo), hi);
@@ -1087,13 +1089,51 @@ inline void store_bytes(std::int8_t* dst, __m128i v, std::size_t count) {
 }
 
 void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
-  const RequantVec8 rq(q.scale[0], q);
+  const RequantVec8 rq(q);
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256i v = rq(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(y + i), narrow8(v));
   }
-  for (; i < n; ++i) y[i] = requant1(x[i], q.scale[0], q);
+  for (; i < n; ++i) y[i] = requant1(x[i], q.scale[0], neg_scale_of(q, 0), q);
+}
+
+// add_s8: add1's steps on 8 int32 lanes (low 8 bytes of each operand).
+struct AddVec8 {
+  __m256 sa, sb, clamp_lo, clamp_hi;
+  __m256i za, zb, zp, lo, hi;
+  explicit AddVec8(const AddParams& p)
+      : sa(_mm256_set1_ps(p.a_scale)),
+        sb(_mm256_set1_ps(p.b_scale)),
+        clamp_lo(_mm256_set1_ps(-kRequantClamp)),
+        clamp_hi(_mm256_set1_ps(kRequantClamp)),
+        za(_mm256_set1_epi32(p.a_zero_point)),
+        zb(_mm256_set1_epi32(p.b_zero_point)),
+        zp(_mm256_set1_epi32(p.zero_point)),
+        lo(_mm256_set1_epi32(p.lo)),
+        hi(_mm256_set1_epi32(p.hi)) {}
+  __m256i operator()(__m128i a8, __m128i b8) const {
+    const __m256 fa = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(a8), za)), sa);
+    const __m256 fb = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(b8), zb)), sb);
+    const __m256 f = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(fa, fb), clamp_lo), clamp_hi);
+    const __m256i r = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);
+    return _mm256_min_epi32(_mm256_max_epi32(r, lo), hi);
+  }
+};
+
+void add_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n, const AddParams& p, std::int8_t* y) {
+  const AddVec8 op(p);
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i));
+    const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i));
+    const __m256i r0 = op(va, vb), r1 = op(_mm_srli_si128(va, 8), _mm_srli_si128(vb, 8));
+    // packssdw works per 128-bit lane: words 0-3 | 8-11 | 4-7 | 12-15, put back in order.
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(r0, r1), _MM_SHUFFLE(3, 1, 2, 0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+  }
+  for (; i < n; ++i) y[i] = add1(a[i], b[i], p);
 }
 
 // conv_gemm_s8: B panels hold pairs of consecutive k as int16 in each 32-bit lane (16
@@ -1182,7 +1222,7 @@ inline __m256i weight_pair(std::int8_t w0, std::int8_t w1) {
 
 void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
                       std::int8_t* dst, int out_w, const RequantParams& q) {
-  const RequantVec8 rq(q.scale[0], q);
+  const RequantVec8 rq(q);
   __m256i w01[3], w2z[3];
   for (int ky = 0; ky < 3; ++ky) {
     w01[ky] = weight_pair(w[3 * ky], w[3 * ky + 1]);
@@ -1246,6 +1286,7 @@ void fill_avx2(KernelTable* t) {
   t->bias_act_f32 = bias_act_f32;
   t->requant_s32_s8 = requant_s32_s8;
   t->conv_gemm_s8 = conv_gemm_s8;
+  t->add_s8 = add_s8;
   t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 

@@ -575,23 +575,27 @@ void dwconv3x3_row_f32(const float* const* p, const float* w, int stride, float*
 // ---------------------------------------------------------------------------------------
 // int8 kernels on VNNI.
 
-// The requantisation rule of kernels.h on 16 int32 lanes.
+// The requantisation rule of kernels.h on 16 int32 lanes: operator() with channel 0 of q,
+// apply() with the scales of another channel (a GEMM tile's row). The sign bit of each sum
+// picks the negative scale.
 struct RequantVec16 {
-  __m512 scale, clamp_lo, clamp_hi;
+  __m512 scale, neg, clamp_lo, clamp_hi;
   __m512i zp, lo, hi;
   explicit RequantVec16(const RequantParams& q)
       : scale(_mm512_set1_ps(q.scale[0])),
+        neg(_mm512_set1_ps(neg_scale_of(q, 0))),
         clamp_lo(_mm512_set1_ps(-kRequantClamp)),
         clamp_hi(_mm512_set1_ps(kRequantClamp)),
         zp(_mm512_set1_epi32(q.zero_point)),
         lo(_mm512_set1_epi32(q.lo)),
         hi(_mm512_set1_epi32(q.hi)) {}
-  __m512i operator()(__m512i acc) const {
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+  __m512i apply(__m512i acc, __m512 s, __m512 n) const {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_mask_blend_ps(_mm512_movepi32_mask(acc), s, n));
     f = _mm512_min_ps(_mm512_max_ps(f, clamp_lo), clamp_hi);
     const __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
     return _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
   }
+  __m512i operator()(__m512i acc) const { return apply(acc, scale, neg); }
 };
 
 inline __mmask64 tail_mask64(int count) {
@@ -658,16 +662,28 @@ void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std:
 }
 
 void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
-  const __m512 scale = _mm512_set1_ps(q.scale[0]);
-  const __m512 clamp_lo = _mm512_set1_ps(-kRequantClamp), clamp_hi = _mm512_set1_ps(kRequantClamp);
-  const __m512i zp = _mm512_set1_epi32(q.zero_point), lo = _mm512_set1_epi32(q.lo), hi = _mm512_set1_epi32(q.hi);
+  const RequantVec16 rq(q);
   for (std::size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask16(n - i < 16 ? static_cast<int>(n - i) : 16);
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, x + i)), scale);
-    f = _mm512_min_ps(_mm512_max_ps(f, clamp_lo), clamp_hi);
-    __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
-    r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
-    _mm512_mask_cvtepi32_storeu_epi8(y + i, m, r);
+    _mm512_mask_cvtepi32_storeu_epi8(y + i, m, rq(_mm512_maskz_loadu_epi32(m, x + i)));
+  }
+}
+
+// add_s8: add1's steps on 16 int32 lanes; masked loads and stores take the ragged end.
+void add_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n, const AddParams& p, std::int8_t* y) {
+  const __m512 sa = _mm512_set1_ps(p.a_scale), sb = _mm512_set1_ps(p.b_scale);
+  const __m512 clamp_lo = _mm512_set1_ps(-kRequantClamp), clamp_hi = _mm512_set1_ps(kRequantClamp);
+  const __m512i za = _mm512_set1_epi32(p.a_zero_point), zb = _mm512_set1_epi32(p.b_zero_point);
+  const __m512i zp = _mm512_set1_epi32(p.zero_point), lo = _mm512_set1_epi32(p.lo), hi = _mm512_set1_epi32(p.hi);
+  for (std::size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask16(n - i < 16 ? static_cast<int>(n - i) : 16);
+    const __m512i va = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + i));
+    const __m512i vb = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + i));
+    const __m512 fa = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(va, za)), sa);
+    const __m512 fb = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(vb, zb)), sb);
+    const __m512 f = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(fa, fb), clamp_lo), clamp_hi);
+    const __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+    _mm512_mask_cvtepi32_storeu_epi8(y + i, m, _mm512_min_epi32(_mm512_max_epi32(r, lo), hi));
   }
 }
 
@@ -773,8 +789,8 @@ struct Avx512TileS8 {
 // no call per row; the integers are those of conv_gemm_s8_blocked.
 template <int MR>
 void tile_s8_requant(std::size_t k, const std::int8_t* a, std::ptrdiff_t lda, const std::uint8_t* panel,
-                     const std::int32_t* init, const float* scale, const RequantParams& q, std::int8_t* c,
-                     std::ptrdiff_t ldc, std::size_t nc) {
+                     const std::int32_t* init, const RequantParams& q, std::int8_t* c, std::ptrdiff_t ldc,
+                     std::size_t nc) {
   __m512i c0[MR], c1[MR];
   for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_set1_epi32(init[r]);
   const std::size_t whole = k / 4 * 4;
@@ -792,32 +808,25 @@ void tile_s8_requant(std::size_t k, const std::int8_t* a, std::ptrdiff_t lda, co
       c1[r] = _mm512_dpbusd_epi32(c1[r], b1, av);
     }
   }
-  const __m512 clamp_lo = _mm512_set1_ps(-kRequantClamp), clamp_hi = _mm512_set1_ps(kRequantClamp);
-  const __m512i zp = _mm512_set1_epi32(q.zero_point), lo = _mm512_set1_epi32(q.lo), hi = _mm512_set1_epi32(q.hi);
-  auto rq = [&](__m512i acc, __m512 s) {
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
-    f = _mm512_min_ps(_mm512_max_ps(f, clamp_lo), clamp_hi);
-    const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
-    return _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-  };
+  const RequantVec16 rq(q);
   const __mmask16 m0 = tail_mask16(nc >= 16 ? 16 : static_cast<int>(nc));
   const __mmask16 m1 = tail_mask16(nc <= 16 ? 0 : nc >= 32 ? 16 : static_cast<int>(nc - 16));
   for (int r = 0; r < MR; ++r) {
-    const __m512 s = _mm512_set1_ps(scale[r]);
+    const __m512 s = _mm512_set1_ps(q.scale[r]), sn = _mm512_set1_ps(neg_scale_of(q, r));
     std::int8_t* cr = c + r * ldc;
-    _mm512_mask_cvtepi32_storeu_epi8(cr, m0, rq(c0[r], s));
-    _mm512_mask_cvtepi32_storeu_epi8(cr + 16, m1, rq(c1[r], s));
+    _mm512_mask_cvtepi32_storeu_epi8(cr, m0, rq.apply(c0[r], s, sn));
+    _mm512_mask_cvtepi32_storeu_epi8(cr + 16, m1, rq.apply(c1[r], s, sn));
   }
 }
 
 template <int MR>
 void tile_s8_requant_rows(std::size_t rows, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
-                          const std::uint8_t* panel, const std::int32_t* init, const float* scale,
-                          const RequantParams& q, std::int8_t* c, std::ptrdiff_t ldc, std::size_t nc) {
+                          const std::uint8_t* panel, const std::int32_t* init, const RequantParams& q,
+                          std::int8_t* c, std::ptrdiff_t ldc, std::size_t nc) {
   if constexpr (MR > 1) {
-    if (rows < MR) return tile_s8_requant_rows<MR - 1>(rows, k, a, lda, panel, init, scale, q, c, ldc, nc);
+    if (rows < MR) return tile_s8_requant_rows<MR - 1>(rows, k, a, lda, panel, init, q, c, ldc, nc);
   }
-  tile_s8_requant<MR>(k, a, lda, panel, init, scale, q, c, ldc, nc);
+  tile_s8_requant<MR>(k, a, lda, panel, init, q, c, ldc, nc);
 }
 
 void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
@@ -840,7 +849,7 @@ void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t
     for (std::size_t i = 0; i < m; i += Avx512TileS8::kMr) {
       tile_s8_requant_rows<Avx512TileS8::kMr>(std::min(m - i, Avx512TileS8::kMr), k,
                                               a + static_cast<std::ptrdiff_t>(i) * lda, lda, panel, init + i,
-                                              q.scale + i, q, c + static_cast<std::ptrdiff_t>(i) * ldc + static_cast<std::ptrdiff_t>(j0), ldc, nc);
+                                              requant_from(q, i), c + static_cast<std::ptrdiff_t>(i) * ldc + static_cast<std::ptrdiff_t>(j0), ldc, nc);
     }
   }
 }
@@ -861,6 +870,7 @@ void fill_avx512(KernelTable* t) {
   t->bias_act_f32 = bias_act_f32;
   t->requant_s32_s8 = requant_s32_s8;
   t->conv_gemm_s8 = conv_gemm_s8;
+  t->add_s8 = add_s8;
   t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 

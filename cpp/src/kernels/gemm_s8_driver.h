@@ -19,14 +19,38 @@ namespace {
 // the bound keeps the float -> int32 conversion in range on every ISA.
 constexpr float kRequantClamp = 65536.0f;
 
-// One value of the requantisation rule. std::nearbyint rounds half to even in the default
-// rounding mode, as cvtps2dq and vcvtnq_s32_f32 do.
-inline std::int8_t requant1(std::int32_t acc, float scale, const RequantParams& q) {
-  float f = static_cast<float>(acc) * scale;
+// One value of the requantisation rule, `scale` and `neg` being channel m's scale[m] and
+// neg_scale[m] (scale[m] when there is none). std::nearbyint rounds half to even in the
+// default rounding mode, as cvtps2dq and vcvtnq_s32_f32 do.
+inline std::int8_t requant1(std::int32_t acc, float scale, float neg, const RequantParams& q) {
+  float f = static_cast<float>(acc) * (acc < 0 ? neg : scale);
   f = std::min(std::max(f, -kRequantClamp), kRequantClamp);
   std::int32_t r = static_cast<std::int32_t>(std::nearbyint(f)) + q.zero_point;
   r = std::min<std::int32_t>(std::max<std::int32_t>(r, q.lo), q.hi);
   return static_cast<std::int8_t>(r);
+}
+
+// One value of add_s8 (the rule above AddParams in kernels.h).
+inline std::int8_t add1(std::int8_t a, std::int8_t b, const AddParams& p) {
+  const float fa = static_cast<float>(a - p.a_zero_point) * p.a_scale;
+  const float fb = static_cast<float>(b - p.b_zero_point) * p.b_scale;
+  const float f = std::min(std::max(fa + fb, -kRequantClamp), kRequantClamp);
+  std::int32_t r = static_cast<std::int32_t>(std::nearbyint(f)) + p.zero_point;
+  r = std::min<std::int32_t>(std::max<std::int32_t>(r, p.lo), p.hi);
+  return static_cast<std::int8_t>(r);
+}
+
+// Channel m's scale for negative sums (scale[m] without neg_scale).
+inline float neg_scale_of(const RequantParams& q, std::size_t m) {
+  return q.neg_scale ? q.neg_scale[m] : q.scale[m];
+}
+
+// q with its per-channel pointers advanced to channel m.
+inline RequantParams requant_from(const RequantParams& q, std::size_t m) {
+  RequantParams r = q;
+  r.scale = q.scale + m;
+  if (q.neg_scale) r.neg_scale = q.neg_scale + m;
+  return r;
 }
 
 // The G (2 or 4) int8 values a[0..G) as one little-endian word, with the values at and past
@@ -92,9 +116,8 @@ void conv_gemm_s8_blocked(std::size_t m, std::size_t n, std::size_t k, const std
         }
       }
       for (std::size_t r = 0; r < mb; ++r) {
-        RequantParams qr = q;
-        qr.scale = q.scale + i0 + r;
-        Tile::requant(acc + r * kNr, nc, qr, c + static_cast<std::ptrdiff_t>(i0 + r) * ldc + static_cast<std::ptrdiff_t>(j0));
+        Tile::requant(acc + r * kNr, nc, requant_from(q, i0 + r),
+                      c + static_cast<std::ptrdiff_t>(i0 + r) * ldc + static_cast<std::ptrdiff_t>(j0));
       }
     }
   }

@@ -916,6 +916,27 @@ void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q
   requant_row_neon(x, n, q, y);
 }
 
+// add_s8: add1's steps on 4 int32 lanes, 8 values per step.
+void add_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n, const AddParams& p, std::int8_t* y) {
+  const float32x4_t sa = vdupq_n_f32(p.a_scale), sb = vdupq_n_f32(p.b_scale);
+  const float32x4_t clamp_lo = vdupq_n_f32(-kRequantClamp), clamp_hi = vdupq_n_f32(kRequantClamp);
+  const int32x4_t za = vdupq_n_s32(p.a_zero_point), zb = vdupq_n_s32(p.b_zero_point), zp = vdupq_n_s32(p.zero_point);
+  const int32x4_t lo = vdupq_n_s32(p.lo), hi = vdupq_n_s32(p.hi);
+  auto four = [&](int16x4_t a4, int16x4_t b4) {
+    const float32x4_t fa = vmulq_f32(vcvtq_f32_s32(vsubq_s32(vmovl_s16(a4), za)), sa);
+    const float32x4_t fb = vmulq_f32(vcvtq_f32_s32(vsubq_s32(vmovl_s16(b4), zb)), sb);
+    const float32x4_t f = vminq_f32(vmaxq_f32(vaddq_f32(fa, fb), clamp_lo), clamp_hi);
+    return vqmovn_s32(vminq_s32(vmaxq_s32(vaddq_s32(vcvtnq_s32_f32(f), zp), lo), hi));
+  };
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const int16x8_t a8 = vmovl_s8(vld1_s8(a + i)), b8 = vmovl_s8(vld1_s8(b + i));
+    const int16x4_t r0 = four(vget_low_s16(a8), vget_low_s16(b8)), r1 = four(vget_high_s16(a8), vget_high_s16(b8));
+    vst1_s8(y + i, vqmovn_s16(vcombine_s16(r0, r1)));
+  }
+  for (; i < n; ++i) y[i] = add1(a[i], b[i], p);
+}
+
 // conv_gemm_s8: the B panel holds pairs of consecutive k as adjacent bytes of each column (16
 // columns, 32 bytes per pair); a row's A pair is repeated over 8 bytes, so one vmull_s8 +
 // vpadalq_s16 adds two k of four columns. 4x16 tile: 16 accumulators.
@@ -1006,7 +1027,7 @@ inline int8x8_t dw_block_s8(const std::int8_t* const* rows, const std::int8_t* w
 
 void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
                       std::int8_t* dst, int out_w, const RequantParams& q) {
-  const RequantNeon rq(q.scale[0], q);
+  const RequantNeon rq(q);
   for (int ox = 0; ox < out_w; ox += 8) {
     const int8x8_t v = stride == 1 ? dw_block_s8<1>(rows, w, bias, ox, rq) : dw_block_s8<2>(rows, w, bias, ox, rq);
     store_s8(dst + ox, v, static_cast<std::size_t>(out_w - ox));
@@ -1031,6 +1052,7 @@ void fill_neon(KernelTable* t) {
   t->bias_act_f32 = bias_act_f32;
   t->requant_s32_s8 = requant_s32_s8;
   t->conv_gemm_s8 = conv_gemm_s8;
+  t->add_s8 = add_s8;
   t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 

@@ -158,7 +158,7 @@ void conv3x3_f32(const float* src, int cin, int in_h, int in_w, const float* w, 
 }
 
 void requant_s32_s8(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
-  for (std::size_t i = 0; i < n; ++i) y[i] = requant1(x[i], q.scale[0], q);
+  for (std::size_t i = 0; i < n; ++i) y[i] = requant1(x[i], q.scale[0], neg_scale_of(q, 0), q);
 }
 
 void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t* a, std::ptrdiff_t lda,
@@ -171,9 +171,13 @@ void conv_gemm_s8(std::size_t m, std::size_t n, std::size_t k, const std::int8_t
       for (std::size_t p = 0; p < k; ++p) {
         acc += static_cast<std::int32_t>(arow[p]) * b[static_cast<std::ptrdiff_t>(p) * ldb + static_cast<std::ptrdiff_t>(j)];
       }
-      c[static_cast<std::ptrdiff_t>(i) * ldc + static_cast<std::ptrdiff_t>(j)] = requant1(acc, q.scale[i], q);
+      c[static_cast<std::ptrdiff_t>(i) * ldc + static_cast<std::ptrdiff_t>(j)] = requant1(acc, q.scale[i], neg_scale_of(q, i), q);
     }
   }
+}
+
+void add_s8(const std::int8_t* a, const std::int8_t* b, std::size_t n, const AddParams& p, std::int8_t* y) {
+  for (std::size_t i = 0; i < n; ++i) y[i] = add1(a[i], b[i], p);
 }
 
 void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std::int32_t bias, int stride,
@@ -184,7 +188,7 @@ void dwconv3x3_row_s8(const std::int8_t* const* rows, const std::int8_t* w, std:
       const std::int8_t* r = rows[ky] + static_cast<std::ptrdiff_t>(ox) * stride;
       for (int kx = 0; kx < 3; ++kx) acc += static_cast<std::int32_t>(w[ky * 3 + kx]) * r[kx];
     }
-    dst[ox] = requant1(acc, q.scale[0], q);
+    dst[ox] = requant1(acc, q.scale[0], neg_scale_of(q, 0), q);
   }
 }
 
@@ -207,6 +211,7 @@ void fill_reference(KernelTable* t) {
   t->bias_act_f32 = bias_act_f32;
   t->requant_s32_s8 = requant_s32_s8;
   t->conv_gemm_s8 = conv_gemm_s8;
+  t->add_s8 = add_s8;
   t->dwconv3x3_row_s8 = dwconv3x3_row_s8;
 }
 

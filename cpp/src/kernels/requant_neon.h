@@ -15,18 +15,20 @@
 namespace picoface {
 namespace {
 
+// Channel 0 of q; vbslq picks the negative scale where a sum is below zero.
 struct RequantNeon {
-  float32x4_t scale, clamp_lo, clamp_hi;
+  float32x4_t scale, neg, clamp_lo, clamp_hi;
   int32x4_t zp, lo, hi;
-  RequantNeon(float s, const RequantParams& q)
-      : scale(vdupq_n_f32(s)),
+  explicit RequantNeon(const RequantParams& q)
+      : scale(vdupq_n_f32(q.scale[0])),
+        neg(vdupq_n_f32(neg_scale_of(q, 0))),
         clamp_lo(vdupq_n_f32(-kRequantClamp)),
         clamp_hi(vdupq_n_f32(kRequantClamp)),
         zp(vdupq_n_s32(q.zero_point)),
         lo(vdupq_n_s32(q.lo)),
         hi(vdupq_n_s32(q.hi)) {}
   int32x4_t operator()(int32x4_t acc) const {
-    float32x4_t f = vmulq_f32(vcvtq_f32_s32(acc), scale);
+    float32x4_t f = vmulq_f32(vcvtq_f32_s32(acc), vbslq_f32(vcltzq_s32(acc), neg, scale));
     f = vminq_f32(vmaxq_f32(f, clamp_lo), clamp_hi);
     const int32x4_t r = vaddq_s32(vcvtnq_s32_f32(f), zp);
     return vminq_s32(vmaxq_s32(r, lo), hi);
@@ -48,10 +50,10 @@ inline void store_s8(std::int8_t* dst, int8x8_t v, std::size_t count) {
 }
 
 inline void requant_row_neon(const std::int32_t* x, std::size_t n, const RequantParams& q, std::int8_t* y) {
-  const RequantNeon rq(q.scale[0], q);
+  const RequantNeon rq(q);
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) vst1_s8(y + i, rq(vld1q_s32(x + i), vld1q_s32(x + i + 4)));
-  for (; i < n; ++i) y[i] = requant1(x[i], q.scale[0], q);
+  for (; i < n; ++i) y[i] = requant1(x[i], q.scale[0], neg_scale_of(q, 0), q);
 }
 
 }  // namespace

@@ -2,13 +2,16 @@
 
 The rewrite turns chosen Convs (activation none, relu, clip, leaky_relu or prelu) into ONNX
 ``QLinearConv`` ops and chosen Gemms into com.microsoft ``QGemm`` ops on int8 tensors in
-picoface's scheme (quant_math.py); ``QuantizeLinear`` starts each int8 region. Between them
+picoface's scheme (quant_math.py); ``QuantizeLinear`` starts each int8 region. A Gemm with
+no Conv or Gemm after it (a network's last layer) outputs float32, dequantised from its
+exact int32 sums. Between them
 the graph stays int8 where the engine has an int8 op: ``MaxPool``, nearest ``Resize``,
-``Flatten`` and ``Reshape`` keep their input's parameters (exact); ``Add`` becomes
-``QLinearAdd``, ``Concat`` ``QLinearConcat`` (a copy where the inputs already have the output's
-parameters), ``AveragePool`` without padding ``QLinearAveragePool`` and ``GlobalAveragePool``
-``QLinearGlobalAveragePool``, each with its output's calibrated parameters. Bilinear
-``Resize`` and every other op stay float, fed by ``DequantizeLinear``.
+``Flatten`` and ``Reshape`` keep their input's parameters (exact), ``Identity`` and a ``Pad``
+of nothing pass the tensor on; ``Add`` becomes ``QLinearAdd``, ``Concat`` ``QLinearConcat``
+(a copy where the inputs already have the output's parameters), ``AveragePool`` without
+padding ``QLinearAveragePool`` and ``GlobalAveragePool`` ``QLinearGlobalAveragePool``, each
+with its output's calibrated parameters. Bilinear ``Resize`` and every other op stay float,
+fed by ``DequantizeLinear``.
 """
 
 import dataclasses
@@ -127,12 +130,15 @@ _REQUANTISING = ("Add", "Concat", "AveragePool", "GlobalAveragePool")
 
 
 def calibration_tensors(graph: Graph, chosen: Sequence[int]) -> List[str]:
-    """The float tensors whose ranges the rewrite may need: inputs and outputs of the chosen
-    layers, and outputs of the ops that may run in int8 with parameters of their own."""
+    """The float tensors the rewrite may need ranges of: inputs and outputs of the chosen
+    layers, and outputs of the ops that may run in int8 with parameters of their own (and
+    Add's inputs, whose shapes the rewrite compares)."""
     names: List[str] = []
     for i in chosen:
         names += [graph.ops[i].inputs[0], graph.ops[i].outputs[0]]
-    names += [op.outputs[0] for op in graph.ops if op.type in _REQUANTISING]
+    for op in graph.ops:
+        if op.type in _REQUANTISING:
+            names += (op.inputs if op.type == "Add" else []) + [op.outputs[0]]
     return list(dict.fromkeys(n for n in names if graph.tensors[n].data is None))
 
 
@@ -148,6 +154,7 @@ def rewrite(graph: Graph, chosen: Sequence[int], params: Dict[str, QuantParams],
     float_ready = set(graph.inputs) | {n for n, t in tensors.items() if t.data is not None}
     chosen = set(chosen)
     shapes = shapes or {}
+    layer_after = _downstream_layers(graph)
 
     def const(name, value):
         if name not in tensors:
@@ -234,10 +241,21 @@ def rewrite(graph: Graph, chosen: Sequence[int], params: Dict[str, QuantParams],
             if int(op.attrs.get("transB", 0)) == 0:
                 w = np.ascontiguousarray(w.T)  # QGemm takes B as [M, K]
             w_args, sw = weights(w, base)
-            py = params[y]
             b = int32_bias(op.inputs[2] if len(op.inputs) > 2 else None, px, sw, base)
-            emit("QGemm", [xq, *qp_consts(xq, px), *w_args, (b or [None])[0], *qp_consts(y + ".q8", py)], y, py,
-                 {"transA": 0, "transB": 1, "alpha": 1.0})
+            inputs = [xq, *qp_consts(xq, px), *w_args, (b or [None])[0]]
+            attrs = {"transA": 0, "transB": 1, "alpha": 1.0}
+            if layer_after[i]:
+                emit("QGemm", inputs + list(qp_consts(y + ".q8", params[y])), y, params[y], attrs)
+            else:
+                # A last layer (embedding, coordinates) dequantises its exact sums: float out.
+                ops.append(modelfile.Op("QGemm", inputs, [y], attrs))
+                float_ready.add(y)
+            continue
+        if (op.type in ("Identity", "Dropout") or (op.type == "Pad" and len(op.inputs) > 1 and _const(graph, op.inputs[1])
+                                                    and not np.asarray(tensors[op.inputs[1]].data).any())) \
+                and op.inputs[0] in int8_of and len(op.outputs) == 1:
+            # Changes nothing (a Pad of zero pixels, as PFLD's before its pools): y is x.
+            int8_of[y] = int8_of[op.inputs[0]]
             continue
         if op.type in ("MaxPool", "Flatten", "Reshape", "Resize") and op.inputs[0] in int8_of and (
                 op.type != "Resize" or str(op.attrs.get("mode", "nearest")) == "nearest"):

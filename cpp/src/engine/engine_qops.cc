@@ -271,8 +271,11 @@ class QLinearAvgPool : public OpKernel {
 // y_zero_point) as a fully connected layer: A int8 [N, K] per tensor, B int8 [M, K]
 // (transB = 1) symmetric per tensor or per row, C int32 [M] at a_scale * b_scale[m], alpha
 // 1. Each output row is dot_rows_s8 of the A row against B's rows (exact int32) plus the
-// folded bias C - a_zero_point * sum(B row), requantised with a_scale * b_scale[m] / y_scale
-// by requant_s32_s8: the integers of a 1x1 QLinearConv on a 1x1 map.
+// folded bias C - a_zero_point * sum(B row), then either requantised with a_scale *
+// b_scale[m] / y_scale by requant_s32_s8 (the integers of a 1x1 QLinearConv on a 1x1 map),
+// or, without y_scale and y_zero_point, dequantised to float32 as float(acc) * (a_scale *
+// b_scale[m]) (as onnxruntime's QGemm does): a network's last layer (an embedding, landmark
+// coordinates) keeps the precision an int8 output would round away.
 class QGemm : public OpKernel {
  public:
   explicit QGemm(const Op& op) : type_(op.type) {
@@ -281,7 +284,7 @@ class QGemm : public OpKernel {
     if (op.attrs.find("alpha") && op.attrs.get_float("alpha") != 1.0) unsupported(type_, "alpha other than 1");
   }
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
-    if (in.size() < 9 || !in[7].present()) fail(type_, "needs A, a_scale, a_zero_point, B, b_scale, b_zero_point, C, y_scale, y_zero_point");
+    if (in.size() < 6) fail(type_, "needs A, a_scale, a_zero_point, B, b_scale, b_zero_point, C[, y_scale, y_zero_point]");
     need_i8(type_, in[0], "A");
     need_i8(type_, in[3], "B");
     const Shape& as = in[0].desc->shape;
@@ -295,7 +298,8 @@ class QGemm : public OpKernel {
     m_ = bs[0];
     if (k_ > 65536) unsupported(type_, "more than 65536 inputs per output");
     const QParam a = read_qparam(type_, in, 1, 2, "A");
-    const QParam y = read_qparam(type_, in, 7, 8, "Y");
+    float_out_ = in.size() < 8 || !in[7].present();
+    const QParam y = float_out_ ? QParam{} : read_qparam(type_, in, 7, 8, "Y");
     const std::int64_t nws = elements(in[4].desc->shape);
     if (in[4].desc->dtype != DType::kF32 || in[5].desc->dtype != DType::kI8 || elements(in[5].desc->shape) != nws ||
         (nws != 1 && nws != m_)) {
@@ -305,7 +309,7 @@ class QGemm : public OpKernel {
     const auto* bsc = static_cast<const float*>(in[4].value);
     const auto* w = static_cast<const std::int8_t*>(in[3].value);
     const std::int32_t* c = nullptr;
-    if (in[6].present()) {
+    if (in.size() > 6 && in[6].present()) {
       if (in[6].desc->dtype != DType::kI32 || elements(in[6].desc->shape) != m_ || !in[6].value) {
         fail(type_, "C must be a constant int32 vector of " + std::to_string(m_) + " elements");
       }
@@ -317,7 +321,7 @@ class QGemm : public OpKernel {
       if (bz[nws == 1 ? 0 : i] != 0) unsupported(type_, "b_zero_point must be 0 (symmetric weights)");
       const float sb = bsc[nws == 1 ? 0 : i];
       if (!(sb >= 0.0f) || !std::isfinite(sb)) fail(type_, "b_scale must be finite and >= 0");
-      scale_[i] = a.scale * sb / y.scale;
+      scale_[i] = float_out_ ? a.scale * sb : a.scale * sb / y.scale;
       if (!std::isfinite(scale_[i])) fail(type_, "requantisation scale overflows");
       std::int64_t sum = 0;
       for (std::int64_t p = 0; p < k_; ++p) sum += w[i * k_ + p];
@@ -326,14 +330,13 @@ class QGemm : public OpKernel {
       bias_[i] = static_cast<std::int32_t>(v);
     }
     z_out_ = y.zero_point;
-    out[0] = {DType::kI8, {n_, m_}};
+    out[0] = {float_out_ ? DType::kF32 : DType::kI8, {n_, m_}};
   }
   std::size_t scratch_bytes() const override { return static_cast<std::size_t>(m_) * sizeof(std::int32_t); }
   std::int64_t macs() const override { return n_ * m_ * k_; }
   void run(const void* const* in, void* const* out, void* scratch) override {
     const auto* a = static_cast<const std::int8_t*>(in[0]);
     const auto* w = static_cast<const std::int8_t*>(in[3]);
-    auto* y = static_cast<std::int8_t*>(out[0]);
     auto* acc = static_cast<std::int32_t*>(scratch);
     const KernelTable& kt = kernels();
     RequantParams q;
@@ -343,8 +346,12 @@ class QGemm : public OpKernel {
       for (std::int64_t i = 0; i < m_; ++i) {
         // Wrapping add: the true sum fits in int32 (|bias'| < 2^30, k <= 65536).
         acc[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(acc[i]) + static_cast<std::uint32_t>(bias_[i]));
-        q.scale = scale_.data() + i;
-        kt.requant_s32_s8(acc + i, 1, q, y + r * m_ + i);
+        if (float_out_) {
+          static_cast<float*>(out[0])[r * m_ + i] = static_cast<float>(acc[i]) * scale_[i];
+        } else {
+          q.scale = scale_.data() + i;
+          kt.requant_s32_s8(acc + i, 1, q, static_cast<std::int8_t*>(out[0]) + r * m_ + i);
+        }
       }
     }
   }
@@ -353,7 +360,8 @@ class QGemm : public OpKernel {
   std::string type_;
   std::int64_t n_ = 0, k_ = 0, m_ = 0;
   std::int32_t z_out_ = 0;
-  std::vector<float> scale_;
+  bool float_out_ = false;
+  std::vector<float> scale_;  // requantisation scales, or dequantisation scales for float output
   std::vector<std::int32_t> bias_;
 };
 

@@ -470,6 +470,8 @@ def test_global_pool(op):
 
 RESIZES = [
     ("nearest", "asymmetric", "floor", [1, 1, 2, 2], None),
+    ("nearest", "asymmetric", "floor", [1, 1, 3, 3], None),  # whole factors: repeated columns and rows
+    ("nearest", "half_pixel", "round_prefer_floor", [1, 1, 2, 1], None),
     ("nearest", "half_pixel", "round_prefer_floor", None, [1, 3, 5, 4]),
     ("nearest", "align_corners", "round_prefer_ceil", None, [1, 3, 13, 17]),
     ("nearest", "asymmetric", "ceil", [1, 1, 1.5, 2.5], None),

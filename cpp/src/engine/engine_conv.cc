@@ -1192,19 +1192,14 @@ class MatMul : public OpKernel {
   Shape batch_, sa_, sb_;
 };
 
-template <typename K>
-std::unique_ptr<OpKernel> make(const Op& op) {
-  return std::make_unique<K>(op);
-}
-
 }  // namespace
 
 void append_conv_ops(std::vector<OpEntry>& entries) {
-  entries.push_back({"Conv", &make<Conv>});
-  entries.push_back({"ConvTranspose", &make<ConvTranspose>});
-  entries.push_back({"Gemm", &make<Gemm>});
-  entries.push_back({"MatMul", &make<MatMul>});
-  entries.push_back({"QLinearConv", &make<QLinearConv>});
+  entries.push_back({"Conv", &make_op<Conv>});
+  entries.push_back({"ConvTranspose", &make_op<ConvTranspose>});
+  entries.push_back({"Gemm", &make_op<Gemm>});
+  entries.push_back({"MatMul", &make_op<MatMul>});
+  entries.push_back({"QLinearConv", &make_op<QLinearConv>});
 }
 
 }  // namespace engine

@@ -65,6 +65,12 @@ class OpKernel {
 
 using OpFactory = std::unique_ptr<OpKernel> (*)(const Op& op);
 
+// The OpFactory of an op class constructed from the Op alone.
+template <class K>
+std::unique_ptr<OpKernel> make_op(const Op& op) {
+  return std::make_unique<K>(op);
+}
+
 struct OpEntry {
   const char* type;
   OpFactory create;

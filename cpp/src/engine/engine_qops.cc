@@ -365,20 +365,15 @@ class QGemm : public OpKernel {
   std::vector<std::int32_t> bias_;
 };
 
-template <class T>
-std::unique_ptr<OpKernel> make(const Op& op) {
-  return std::make_unique<T>(op);
-}
-
 }  // namespace
 
 void append_quant_ops(std::vector<OpEntry>& entries) {
-  entries.push_back({"QGemm", &make<QGemm>});
-  entries.push_back({"QLinearAdd", &make<QLinearAdd>});
+  entries.push_back({"QGemm", &make_op<QGemm>});
+  entries.push_back({"QLinearAdd", &make_op<QLinearAdd>});
   entries.push_back({"QLinearAveragePool", [](const Op& op) -> std::unique_ptr<OpKernel> {
                        return std::make_unique<QLinearAvgPool>(op, false);
                      }});
-  entries.push_back({"QLinearConcat", &make<QLinearConcat>});
+  entries.push_back({"QLinearConcat", &make_op<QLinearConcat>});
   entries.push_back({"QLinearGlobalAveragePool", [](const Op& op) -> std::unique_ptr<OpKernel> {
                        return std::make_unique<QLinearAvgPool>(op, true);
                      }});

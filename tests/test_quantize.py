@@ -488,6 +488,30 @@ def test_int8_ops_between_convs_match_onnxruntime_and_every_isa():
     assert err <= 0.03 * np.abs(ref).max(), (err, np.abs(ref).max())
 
 
+def test_int8_model_takes_its_input_quantised():
+    """An int8 model whose input goes to one QuantizeLinear takes that input already
+    quantised (int8, that op's parameters) with the same outputs as from float; the engine
+    re-plans when the input dtype changes, and refuses int8 where the input is read as float."""
+    from picoface.quant_graph import input_quantization
+    blob, _ = quantize_model(small_net(), calib_inputs(2))
+    q = input_quantization(blob)
+    g = load_graph(blob)
+    first = next(op for op in g.ops if op.type == "QuantizeLinear")
+    assert first.inputs[0] == "x" and q == QuantParams(float(g.tensors[first.inputs[1]].data),
+                                                       int(g.tensors[first.inputs[2]].data))
+    x = calib_inputs(1, seed=5)[0]
+    xq = quantize(x, q.scale, q.zero_point)
+    eng = _core.Engine(blob)
+    want = eng.run([x])[0]
+    np.testing.assert_array_equal(eng.run([xq])[0], want)
+    np.testing.assert_array_equal(eng.run([x])[0], want)
+    kept, _ = quantize_model(small_net(), calib_inputs(2), keep_float=["first"])
+    assert input_quantization(kept) is None and input_quantization(small_net()) is None
+    for model in (kept, small_net()):
+        with pytest.raises(ValueError, match="input 'x': expected float32, got int8"):
+            _core.Engine(model).run([xq])
+
+
 # The engine runs a pointwise QLinearConv followed by its only reader, a depthwise 3x3 one, as
 # one step over bands of rows when rows have at least 128 columns: the same integers as the
 # two ops apart, on every ISA and with several worker threads.

@@ -56,6 +56,26 @@ def load_graph(blob: bytes) -> Graph:
                  [names[i] for i in s["outputs"]])
 
 
+def input_quantization(blob: bytes, summary: Optional[dict] = None) -> Optional[QuantParams]:
+    """The parameters of the QuantizeLinear that is the first graph input's only reader (the
+    start of an int8 model), else None. The native engine then takes that input as int8,
+    quantised by the caller with these parameters, and skips the step: preprocessing can
+    write int8 directly instead of float32 that the engine would read back."""
+    s = summary or modelfile.summary(blob)
+    if s["metadata"].get("quant.scheme", "none") == "none" or not s["inputs"]:
+        return None
+    x = s["inputs"][0]
+    readers = [op for op in s["ops"] if x in op["inputs"]]
+    if len(readers) != 1 or readers[0]["type"] != "QuantizeLinear" or len(readers[0]["inputs"]) < 3:
+        return None
+    names = [t["name"] for t in s["tensors"]]
+    consts = _core.model_constants_from_bytes(blob)
+    scale, zp = (np.asarray(consts[names[i]]) for i in readers[0]["inputs"][1:3])
+    if scale.size != 1 or zp.dtype != np.int8:
+        return None
+    return QuantParams(float(scale.reshape(())), int(zp.reshape(())))
+
+
 # ---------------------------------------------------------------------------------------
 
 

@@ -10,23 +10,30 @@
 // and, for prelu, the per-output-channel slope as a 4th input (a constant of C elements).
 //
 // INT8 (files with metadata quant.scheme = "int8", written by `picoface quantize`). A
-// quantised region is expressed with standard ONNX ops on int8 tensors, in the scheme of
-// picoface/kernels.h (weights int8 symmetric per output channel, activations int8 asymmetric
-// per tensor, bias int32 at scale x_scale * w_scale[m]):
+// quantised region is expressed with ONNX ops (and onnxruntime's com.microsoft contrib ops)
+// on int8 tensors, in the scheme of picoface/kernels.h (weights int8 symmetric per output
+// channel, activations int8 asymmetric per tensor, bias int32 at scale x_scale * w_scale[m]),
+// every integer bit-exact on every ISA:
 //   QuantizeLinear    float -> int8 where a quantised region starts (the graph input, or
-//                     the output of a float op such as Add or Resize);
+//                     the output of a float op). A graph input read by one QuantizeLinear
+//                     alone may be fed already quantised (int8, that op's parameters): the
+//                     op then passes it on, so preprocessing can write int8 directly;
 //   QLinearConv       int8 -> int8 with its scales, zero points, int8 weights and int32 bias
-//                     as constant inputs (ONNX order), plus the fused `activation` extension
-//                     restricted to relu | clip, applied as the requantisation clamp;
+//                     as constant inputs (ONNX order), plus the fused `activation` extension:
+//                     relu | clip as the requantisation clamp, leaky_relu | prelu (float32
+//                     slope as input 9) as the requantisation scale of negative sums;
 //                     requantisation is float(acc) * (x_scale * w_scale[m] / y_scale) in
-//                     float32, round half to even, + y_zero_point, clamp: bit-exact on
-//                     every ISA;
-//   MaxPool           also on int8 (exact: same scale and zero point in and out);
-//   DequantizeLinear  int8 -> float before every float consumer (heads, Sigmoid, Add,
+//                     float32, round half to even, + y_zero_point, clamp;
+//   QLinearAdd, QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool
+//                     int8 -> int8 with the output's own parameters (engine_qops.cc);
+//   QGemm             a fully connected layer, int8 -> int8, or float32 without y_scale;
+//   MaxPool, nearest Resize, Flatten, Reshape
+//                     also on int8 (exact: same scale and zero point in and out);
+//   DequantizeLinear  int8 -> float before every float consumer (heads, Sigmoid, bilinear
 //                     Resize, graph outputs).
 // Every other op stays float32. The weight tensors are plain int8 constants (their scales
-// are QLinearConv inputs), not quantised-constant tensors: Tensor::quant marks float
-// weights stored in int8, which the engine dequantises when it loads the model.
+// are op inputs), not quantised-constant tensors: Tensor::quant marks float weights stored
+// in int8, which the engine dequantises when it loads the model.
 //
 // Planning. Shapes are inferred when an input shape is first seen (and again when it
 // changes: a detector called at a new size is re-planned, not re-converted). Every op whose

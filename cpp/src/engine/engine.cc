@@ -164,10 +164,12 @@ struct Engine::Impl {
   std::vector<std::unique_ptr<AlignedBytes>> owned;  // storage of folded values
   std::vector<char> op_static;                       // op folded at construction
   std::vector<int> readers;                          // per tensor: op inputs that read it
+  std::vector<char> prequantised_ok;                 // per graph input: may come as int8
 
   // The current plan.
   bool planned = false;
   std::vector<Shape> planned_input_shapes;
+  std::vector<DType> planned_input_dtypes;
   std::vector<std::unique_ptr<AlignedBytes>> planned_owned;
   std::vector<Step> steps;
   std::vector<Loc> loc;
@@ -269,6 +271,16 @@ void Engine::Impl::build() {
   for (const Op& op : ops) {
     for (std::int32_t id : op.inputs) {
       if (id >= 0) ++readers[id];
+    }
+  }
+  // A float input read by one QuantizeLinear alone may be fed already quantised (int8): the
+  // caller's preprocessing then writes int8 directly, and the QuantizeLinear passes it on.
+  prequantised_ok.assign(model->inputs().size(), 0);
+  for (std::size_t k = 0; k < model->inputs().size(); ++k) {
+    const std::int32_t id = model->inputs()[k];
+    if (tensors[id].dtype != DType::kF32 || readers[id] != 1) continue;
+    for (const Op& op : ops) {
+      prequantised_ok[k] |= op.type == "QuantizeLinear" && !op.inputs.empty() && op.inputs[0] == id;
     }
   }
   input_ptrs.resize(model->inputs().size());
@@ -384,7 +396,11 @@ void Engine::Impl::plan(const std::vector<TensorView>& inputs) {
   }
   arena.resize(assign_offsets(buffers));
   planned_input_shapes.clear();
-  for (const auto& v : inputs) planned_input_shapes.push_back(v.shape);
+  planned_input_dtypes.clear();
+  for (const auto& v : inputs) {
+    planned_input_shapes.push_back(v.shape);
+    planned_input_dtypes.push_back(v.dtype);
+  }
   planned = true;
 }
 
@@ -426,7 +442,9 @@ std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs, std::
     const Tensor& t = tensors[graph_inputs[k]];
     const TensorView& v = inputs[k];
     const std::string name = "input '" + t.name + "'";
-    require(v.dtype == t.dtype, name + ": expected " + dtype_name(t.dtype) + ", got " + dtype_name(v.dtype));
+    require(v.dtype == t.dtype || (v.dtype == DType::kI8 && m.prequantised_ok[k]),
+            name + ": expected " + dtype_name(t.dtype) + (m.prequantised_ok[k] ? " (or int8, quantised)" : "") +
+                ", got " + dtype_name(v.dtype));
     if (!t.shape.empty()) {
       bool ok = v.shape.size() == t.shape.size();
       for (std::size_t d = 0; ok && d < t.shape.size(); ++d) ok = t.shape[d] < 0 || t.shape[d] == v.shape[d];
@@ -439,7 +457,9 @@ std::vector<TensorView> Engine::run(const std::vector<TensorView>& inputs, std::
     require(v.data != nullptr, name + ": no data");
   }
   bool same = m.planned && m.planned_input_shapes.size() == inputs.size();
-  for (std::size_t k = 0; same && k < inputs.size(); ++k) same = m.planned_input_shapes[k] == inputs[k].shape;
+  for (std::size_t k = 0; same && k < inputs.size(); ++k) {
+    same = m.planned_input_shapes[k] == inputs[k].shape && m.planned_input_dtypes[k] == inputs[k].dtype;
+  }
   if (!same) m.plan(inputs);
 
   for (std::size_t k = 0; k < inputs.size(); ++k) m.input_ptrs[k] = inputs[k].data;

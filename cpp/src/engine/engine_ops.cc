@@ -1291,8 +1291,21 @@ class Quantize : public Base {
     }
     explicit_to_ = od != 0;
   }
+  // Output 0 is input 0 when the input comes already quantised (see plan).
+  bool output_aliases_input() const override { return passthrough_; }
   void plan(const std::vector<PlanInput>& in, std::vector<TensorDesc>& out) override {
     need_inputs(type_, in, 2);
+    // An int8 x is a graph input the caller quantised with this op's parameters (the
+    // engine accepts one only where this op is its sole reader): it passes through.
+    passthrough_ = in[0].desc->dtype == DType::kI8;
+    if (passthrough_) {
+      if (!opt(in, 2).present() || in[2].desc->dtype != DType::kI8 || elements(in[1].desc->shape) != 1) {
+        fail(type_, "an int8 x needs a per-tensor int8 y_zero_point");
+      }
+      n_ = elements(in[0].desc->shape);
+      out[0] = in[0].desc[0];
+      return;
+    }
     need_dtype(type_, in[0], DType::kF32, "x");
     need_dtype(type_, in[1], DType::kF32, "y_scale");
     has_zp_ = opt(in, 2).present();
@@ -1324,6 +1337,10 @@ class Quantize : public Base {
     out[0] = {to_, s};
   }
   void run(const void* const* in, void* const* out, void*) override {
+    if (passthrough_) {
+      if (out[0] != in[0]) std::memcpy(out[0], in[0], static_cast<std::size_t>(n_));
+      return;
+    }
     if (to_ == DType::kI8) {
       run_typed<std::int8_t>(in, out);
     } else {
@@ -1374,7 +1391,7 @@ class Quantize : public Base {
 
   std::int64_t axis_;
   DType to_ = DType::kU8;
-  bool explicit_to_ = false, has_zp_ = false, per_axis_ = false;
+  bool explicit_to_ = false, has_zp_ = false, per_axis_ = false, passthrough_ = false;
   std::int64_t n_ = 0, outer_ = 1, inner_ = 1, len_ = 1;
 };
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from picoface import _core, modelfile
 from picoface.backends.base import Backend
+from picoface.quant_graph import input_quantization
 
 
 class NativeBackend(Backend):
@@ -17,6 +18,8 @@ class NativeBackend(Backend):
         self._source = model if isinstance(model, bytes) else Path(model).read_bytes()
         # The loader validates the file once here; a bad file fails the constructor.
         self.summary = modelfile.summary(self._source)
+        # An int8 model's input may be fed already quantised with these (see run).
+        self.input_quant = input_quantization(self._source, self.summary)
         self._threads = max(1, threads)
         # An engine is not re-entrant (it owns its activation arena): one per calling thread,
         # all reading the same model bytes.
@@ -39,5 +42,7 @@ class NativeBackend(Backend):
         return engine
 
     def run(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
-        outputs = self._engine().run([np.ascontiguousarray(tensor, dtype=np.float32)])
+        """Outputs for one input tensor: float32, or int8 quantised with ``input_quant``."""
+        dtype = np.int8 if tensor.dtype == np.int8 and self.input_quant is not None else np.float32
+        outputs = self._engine().run([np.ascontiguousarray(tensor, dtype=dtype)])
         return dict(zip(self.output_names, outputs))

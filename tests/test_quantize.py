@@ -475,9 +475,10 @@ def test_int8_ops_between_convs_match_onnxruntime_and_every_isa():
     try:
         for isa in ISAS:
             _core.set_isa(isa)
-            eng = _native_with_int8_outputs(blob, names)
-            for name, value in zip(eng.output_names, eng.run([x])):
-                np.testing.assert_array_equal(value, got[name], err_msg=f"{name} on {isa} vs {before}")
+            for threads in (1, 3):
+                eng = _core.Engine(g.encode(names + list(g.outputs)), threads)
+                for name, value in zip(eng.output_names, eng.run([x])):
+                    np.testing.assert_array_equal(value, got[name], err_msg=f"{name} on {isa} vs {before}, {threads} threads")
     finally:
         _core.set_isa(before)
     # End to end, inside the calibrated range, the float output follows the float model

@@ -230,10 +230,11 @@ class QLinearAvgPool : public OpKernel {
     q_ = RequantParams{};
     q_.scale = &scale_;
     q_.zero_point = y.zero_point;
+    threads_ = worker_count();
     out[0] = {DType::kI8, {s[0], s[1], oh_, ow_}};
   }
   std::size_t scratch_bytes() const override {
-    return static_cast<std::size_t>(worker_count()) * static_cast<std::size_t>(oh_ * ow_) * sizeof(std::int32_t);
+    return static_cast<std::size_t>(threads_) * static_cast<std::size_t>(oh_ * ow_) * sizeof(std::int32_t);
   }
   void run(const void* const* in, void* const* out, void* scratch) override {
     const auto* x = static_cast<const std::int8_t*>(in[0]);
@@ -265,6 +266,7 @@ class QLinearAvgPool : public OpKernel {
   std::int32_t z_in_ = 0;
   float scale_ = 1.0f;
   RequantParams q_;
+  std::int64_t threads_ = 1;  // worker threads at plan time: scratch slices
 };
 
 // com.microsoft QGemm (A, a_scale, a_zero_point, B, b_scale, b_zero_point, C, y_scale,

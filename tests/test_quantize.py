@@ -513,6 +513,32 @@ def test_int8_model_takes_its_input_quantised():
             _core.Engine(model).run([xq])
 
 
+def _qlinear_add_net(b_shape, attrs):
+    tensors = [modelfile.Tensor("a", dtype="int8", shape=[1, 2, 3, 4]), modelfile.Tensor("b", dtype="int8", shape=b_shape),
+               modelfile.Tensor("s", data=np.float32(0.1)), modelfile.Tensor("z", data=np.int8(3)),
+               modelfile.Tensor("sy", data=np.float32(0.25)), modelfile.Tensor("y", shape=())]
+    ops = [modelfile.Op("QLinearAdd", ["a", "s", "z", "b", "s", "z", "sy", "z"], ["y"], attrs)]
+    meta = metadata_for("embed", None, "arcface", [1, 3, 4, 4], Path("q.onnx"), "0" * 64)
+    return modelfile.encode(meta, tensors, ops, ["a", "b"], ["y"])
+
+
+def test_qlinear_add_rule_and_errors():
+    """QLinearAdd: (a - z) * 0.4 + (b - z) * 0.4 + z, half to even, saturated; fused relu
+    clamps at the zero point; operands of different shapes and other activations are
+    refused with the reason."""
+    a = np.arange(-128, 127, 11, dtype=np.int8)[:24].reshape(1, 2, 3, 4)
+    b = a[..., ::-1].copy()
+    want = np.clip(np.rint((a.astype(np.float32) - 3) * np.float32(0.4) + (b.astype(np.float32) - 3) * np.float32(0.4))
+                   + 3, -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(_core.Engine(_qlinear_add_net([1, 2, 3, 4], {})).run([a, b])[0], want)
+    relu = _core.Engine(_qlinear_add_net([1, 2, 3, 4], {"activation": "relu"})).run([a, b])[0]
+    np.testing.assert_array_equal(relu, np.maximum(want, 3))
+    with pytest.raises(RuntimeError, match="QLinearAdd: broadcasting"):
+        _core.Engine(_qlinear_add_net([1, 2, 1, 4], {})).run([a, b[:, :, :1]])
+    with pytest.raises(RuntimeError, match="fused activation 'sigmoid'"):
+        _core.Engine(_qlinear_add_net([1, 2, 3, 4], {"activation": "sigmoid"}))
+
+
 # The engine runs a pointwise QLinearConv followed by its only reader, a depthwise 3x3 one, as
 # one step over bands of rows when rows have at least 128 columns: the same integers as the
 # two ops apart, on every ISA and with several worker threads.

@@ -261,7 +261,10 @@ def _qdq_reference(blob, shape=(1, 3, H, W)):
             int8_outs.append(op.outputs[0])
         elif op.type == "QLinearAdd":
             a, b = dq(i, *op.inputs[0:3]), dq(i, *op.inputs[3:6])
-            nodes.append(helper.make_node("Add", [a, b], [f"yf{i}"]))
+            relu = op.attrs.get("activation") == "relu"
+            nodes.append(helper.make_node("Add", [a, b], [f"sf{i}" if relu else f"yf{i}"]))
+            if relu:
+                nodes.append(helper.make_node("Relu", [f"sf{i}"], [f"yf{i}"]))
             q_out(i, f"yf{i}", op)
         elif op.type == "QLinearConcat":
             xs = [dq(i, *op.inputs[j:j + 3]) for j in range(2, len(op.inputs), 3)]
@@ -393,10 +396,10 @@ def test_int8_path_bit_exact_on_every_isa():
 
 def mixed_net(seed=0):
     """A float .pface whose every op has an int8 form: a PReLU stem (per-channel slopes, one
-    negative, one above 1), a LeakyReLU pointwise Conv, a residual Add, MaxPool, nearest
-    Resize, a Concat of inputs sharing parameters (a copy) and one of inputs that do not
-    (requantised), a relu Conv, AveragePool, GlobalAveragePool, Flatten and two Gemms (the
-    last one's output float)."""
+    negative, one above 1), a LeakyReLU pointwise Conv, a residual Add + Relu, MaxPool,
+    nearest Resize, a Concat of inputs sharing parameters (a copy) and one of inputs that do
+    not (requantised), a relu Conv, AveragePool 3x3 / 2 with ceil_mode (partial last windows
+    on a 10x12 map), GlobalAveragePool, Flatten and two Gemms (the last one's output float)."""
     rng = np.random.default_rng(seed)
     f = lambda *s, scale=0.5: (rng.standard_normal(s) * scale).astype(np.float32)
     slope = np.linspace(-0.5, 1.5, 8).astype(np.float32)
@@ -416,18 +419,19 @@ def mixed_net(seed=0):
             op.attrs["activation_alpha"] = 0.1
         tensors += t
         if name == "c3":
-            ops += [modelfile.Op("Add", ["a", "b"], ["c"]),
+            ops += [modelfile.Op("Add", ["a", "b"], ["s"]),
+                    modelfile.Op("Relu", ["s"], ["c"]),
                     modelfile.Op("MaxPool", ["c"], ["p"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
                     modelfile.Op("Resize", ["p", None, "up"], ["d"], {"mode": "nearest"}),
                     modelfile.Op("Concat", ["c", "d"], ["cat1"], {"axis": 1}),
                     modelfile.Op("Concat", ["cat1", "b"], ["cat2"], {"axis": 1})]
         ops.append(op)
-    ops += [modelfile.Op("AveragePool", ["e"], ["e2"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ops += [modelfile.Op("AveragePool", ["e"], ["e2"], {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
             modelfile.Op("GlobalAveragePool", ["e2"], ["g"]),
             modelfile.Op("Flatten", ["g"], ["fl"], {"axis": 1}),
             modelfile.Op("Gemm", ["fl", "fc.w", "fc.b"], ["h"], {"transB": 1}),
             modelfile.Op("Gemm", ["h", "fc2.w", "fc2.b"], ["y"], {})]  # B as [K, M]
-    tensors += [modelfile.Tensor(n, shape=()) for n in ("a", "b", "c", "p", "d", "cat1", "cat2", "e", "e2", "g",
+    tensors += [modelfile.Tensor(n, shape=()) for n in ("a", "b", "s", "c", "p", "d", "cat1", "cat2", "e", "e2", "g",
                                                        "fl", "h", "y")]
     meta = metadata_for("embed", None, "arcface", [1, 3, H, W], Path("net.onnx"), "0" * 64)
     return modelfile.encode(meta, tensors, ops, ["x"], ["y"])
@@ -449,6 +453,7 @@ def test_int8_ops_between_convs_match_onnxruntime_and_every_isa():
                                     "Resize", "QLinearConcat", "QLinearConcat", "QLinearConv",
                                     "QLinearAveragePool", "QLinearGlobalAveragePool", "Flatten", "QGemm",
                                     "QGemm"]), types
+    assert next(op for op in g.ops if op.type == "QLinearAdd").attrs == {"activation": "relu"}
     scale = lambda n: float(np.asarray(g.tensors[n].data))
     copy, requant = [op for op in g.ops if op.type == "QLinearConcat"]
     assert all(scale(copy.inputs[0]) == scale(t) for t in copy.inputs[3::3])

@@ -7,7 +7,8 @@ no Conv or Gemm after it (a network's last layer) outputs float32, dequantised f
 exact int32 sums. Between them
 the graph stays int8 where the engine has an int8 op: ``MaxPool``, nearest ``Resize``,
 ``Flatten`` and ``Reshape`` keep their input's parameters (exact), ``Identity`` and a ``Pad``
-of nothing pass the tensor on; ``Add`` becomes ``QLinearAdd``, ``Concat`` ``QLinearConcat``
+of nothing pass the tensor on; ``Add`` becomes ``QLinearAdd`` (with a ``Relu`` that is its
+only reader as its lower bound), ``Concat`` ``QLinearConcat``
 (a copy where the inputs already have the output's parameters), ``AveragePool`` without
 padding ``QLinearAveragePool`` and ``GlobalAveragePool`` ``QLinearGlobalAveragePool``, each
 with its output's calibrated parameters. Bilinear ``Resize`` and every other op stay float,
@@ -149,16 +150,33 @@ def select(graph: Graph, keep_float: Sequence[str]) -> List[int]:
 _REQUANTISING = ("Add", "Concat", "AveragePool", "GlobalAveragePool")
 
 
+def _relu_after_add(graph: Graph) -> Dict[int, int]:
+    """Add op index -> index of the Relu that is its output's only reader (a residual block's
+    Relu, which QLinearAdd applies as its lower bound)."""
+    readers: Dict[str, List[int]] = {}
+    for j, op in enumerate(graph.ops):
+        for t in op.inputs:
+            if t is not None:
+                readers.setdefault(t, []).append(j)
+    fused = {}
+    for i, op in enumerate(graph.ops):
+        r = readers.get(op.outputs[0], []) if op.type == "Add" else []
+        if len(r) == 1 and graph.ops[r[0]].type == "Relu" and op.outputs[0] not in graph.outputs:
+            fused[i] = r[0]
+    return fused
+
+
 def calibration_tensors(graph: Graph, chosen: Sequence[int]) -> List[str]:
     """The float tensors the rewrite may need ranges of: inputs and outputs of the chosen
     layers, and outputs of the ops that may run in int8 with parameters of their own (and
-    Add's inputs, whose shapes the rewrite compares)."""
+    Add's inputs, whose shapes the rewrite compares, and the output of a Relu after an Add)."""
     names: List[str] = []
     for i in chosen:
         names += [graph.ops[i].inputs[0], graph.ops[i].outputs[0]]
     for op in graph.ops:
         if op.type in _REQUANTISING:
             names += (op.inputs if op.type == "Add" else []) + [op.outputs[0]]
+    names += [graph.ops[j].outputs[0] for j in _relu_after_add(graph).values()]
     return list(dict.fromkeys(n for n in names if graph.tensors[n].data is None))
 
 
@@ -175,6 +193,8 @@ def rewrite(graph: Graph, chosen: Sequence[int], params: Dict[str, QuantParams],
     chosen = set(chosen)
     shapes = shapes or {}
     layer_after = _downstream_layers(graph)
+    relu_after = _relu_after_add(graph)
+    fused_relus = set()  # Relus applied by the QLinearAdd before them
 
     def const(name, value):
         if name not in tensors:
@@ -238,6 +258,8 @@ def rewrite(graph: Graph, chosen: Sequence[int], params: Dict[str, QuantParams],
                 const(base + ".w_zero_point", np.zeros(sw.shape, np.int8))], sw
 
     for i, op in enumerate(graph.ops):
+        if i in fused_relus:
+            continue
         y = op.outputs[0] if op.outputs else None
         ins = [t for t in op.inputs if t is not None and tensors[t].data is None]
         all_int8 = bool(ins) and all(t in int8_of for t in ins)
@@ -288,8 +310,13 @@ def rewrite(graph: Graph, chosen: Sequence[int], params: Dict[str, QuantParams],
         if all_int8 and y in params:
             if (op.type == "Add" and len(ins) == 2 and shapes.get(ins[0]) is not None
                     and shapes.get(ins[0]) == shapes.get(ins[1])):
+                attrs = {}
+                if i in relu_after and graph.ops[relu_after[i]].outputs[0] in params:
+                    # The Relu's output is this op's: its parameters, zero point as lower bound.
+                    fused_relus.add(relu_after[i])
+                    y, attrs = graph.ops[relu_after[i]].outputs[0], {"activation": "relu"}
                 emit("QLinearAdd", int8_args(ins[0]) + int8_args(ins[1]) + list(qp_consts(y + ".q8", params[y])),
-                     y, params[y], {})
+                     y, params[y], attrs)
                 continue
             if op.type == "Concat" and len(ins) == len(op.inputs):
                 ps = {int8_of[t][1] for t in ins}
@@ -298,11 +325,11 @@ def rewrite(graph: Graph, chosen: Sequence[int], params: Dict[str, QuantParams],
                 args = [a for t in ins for a in int8_args(t)]
                 emit("QLinearConcat", list(qp_consts(y + ".q8", py)) + args, y, py, {"axis": op.attrs["axis"]})
                 continue
-            pool_ok = (not any(int(v) for v in op.attrs.get("pads", [])) and not int(op.attrs.get("ceil_mode", 0))
+            pool_ok = (not any(int(v) for v in op.attrs.get("pads", []))
                        and str(op.attrs.get("auto_pad", "NOTSET")) in ("NOTSET", "VALID")
                        and "dilations" not in op.attrs)
             if op.type == "AveragePool" and pool_ok:
-                attrs = {k: op.attrs[k] for k in ("kernel_shape", "strides") if k in op.attrs}
+                attrs = {k: op.attrs[k] for k in ("kernel_shape", "strides", "ceil_mode") if k in op.attrs}
                 emit("QLinearAveragePool", int8_args(ins[0]) + list(qp_consts(y + ".q8", params[y])), y, params[y],
                      attrs)
                 continue

@@ -182,10 +182,11 @@ class QLinearConcat : public OpKernel {
 };
 
 // com.microsoft QLinearAveragePool (X, x_scale, x_zero_point, y_scale, y_zero_point) with no
-// padding and floor output size, and QLinearGlobalAveragePool (same inputs) on NCHW int8:
-// each window's sum of (x - x_zero_point) is exact in int32, then requantised by
-// requant_s32_s8 with the scale x_scale / (y_scale * window size) (one float32 product and
-// one division, made at plan time).
+// padding, and QLinearGlobalAveragePool (same inputs) on NCHW int8: each window's sum of
+// (x - x_zero_point) is exact in int32, then requantised by requant_s32_s8 with the scale
+// x_scale / (y_scale * n), n the window's values (one float32 product and one division,
+// made at plan time). ceil_mode's last, partial windows average the values they cover (as
+// onnxruntime does without padding), so a row or column of them has a scale of its own.
 class QLinearAvgPool : public OpKernel {
  public:
   QLinearAvgPool(const Op& op, bool global) : type_(op.type), global_(global) {
@@ -194,9 +195,9 @@ class QLinearAvgPool : public OpKernel {
     kernel_ = ints("kernel_shape");
     strides_ = ints("strides");
     for (std::int64_t p : ints("pads")) {
-      if (p != 0) unsupported(type_, "padding (the int8 pool averages whole windows only)");
+      if (p != 0) unsupported(type_, "padding (the int8 pool averages windows inside the input only)");
     }
-    if (op.attrs.find("ceil_mode") && op.attrs.get_int("ceil_mode") != 0) unsupported(type_, "ceil_mode");
+    ceil_ = op.attrs.find("ceil_mode") && op.attrs.get_int("ceil_mode") != 0;
     if (op.attrs.find("auto_pad") && op.attrs.get_string("auto_pad") != "NOTSET" && op.attrs.get_string("auto_pad") != "VALID") {
       unsupported(type_, "auto_pad " + op.attrs.get_string("auto_pad"));
     }
@@ -222,50 +223,74 @@ class QLinearAvgPool : public OpKernel {
     sw_ = global_ ? 1 : strides_[1];
     if (kh_ > ih_ || kw_ > iw_) fail(type_, "kernel larger than the input " + shape_str(s));
     if (kh_ * kw_ > 65536) unsupported(type_, "windows of more than 65536 values");
-    oh_ = (ih_ - kh_) / sh_ + 1;
-    ow_ = (iw_ - kw_) / sw_ + 1;
+    auto size = [&](std::int64_t n, std::int64_t k, std::int64_t st) {
+      const std::int64_t o = (ceil_ ? (n - k + st - 1) / st : (n - k) / st) + 1;
+      if ((o - 1) * st >= n) unsupported(type_, "ceil_mode windows that start past the input");
+      return o;
+    };
+    oh_ = size(ih_, kh_, sh_);
+    ow_ = size(iw_, kw_, sw_);
+    // Values in the last row / column of windows (fewer than the kernel under ceil_mode).
+    last_h_ = std::min(kh_, ih_ - (oh_ - 1) * sh_);
+    last_w_ = std::min(kw_, iw_ - (ow_ - 1) * sw_);
     z_in_ = x.zero_point;
-    scale_ = x.scale / (y.scale * static_cast<float>(kh_ * kw_));
-    if (!std::isfinite(scale_)) fail(type_, "requantisation scale overflows");
-    q_ = RequantParams{};
-    q_.scale = &scale_;
-    q_.zero_point = y.zero_point;
+    for (int ph = 0; ph < 2; ++ph) {
+      for (int pw = 0; pw < 2; ++pw) {
+        const std::int64_t n = (ph ? last_h_ : kh_) * (pw ? last_w_ : kw_);
+        scale_[ph * 2 + pw] = x.scale / (y.scale * static_cast<float>(n));
+        if (!std::isfinite(scale_[ph * 2 + pw])) fail(type_, "requantisation scale overflows");
+      }
+    }
+    z_out_ = y.zero_point;
     threads_ = worker_count();
     out[0] = {DType::kI8, {s[0], s[1], oh_, ow_}};
   }
   std::size_t scratch_bytes() const override {
-    return static_cast<std::size_t>(threads_) * static_cast<std::size_t>(oh_ * ow_) * sizeof(std::int32_t);
+    return static_cast<std::size_t>(threads_) * static_cast<std::size_t>(ow_) * sizeof(std::int32_t);
   }
   void run(const void* const* in, void* const* out, void* scratch) override {
     const auto* x = static_cast<const std::int8_t*>(in[0]);
     auto* y = static_cast<std::int8_t*>(out[0]);
     const KernelTable& kt = kernels();
-    const std::int32_t offset = -z_in_ * static_cast<std::int32_t>(kh_ * kw_);
     parallel_for(planes_, [&](std::int64_t p, int worker) {
-      std::int32_t* sums = static_cast<std::int32_t*>(scratch) + worker * oh_ * ow_;
+      std::int32_t* sums = static_cast<std::int32_t*>(scratch) + worker * ow_;
       const std::int8_t* plane = x + p * ih_ * iw_;
       for (std::int64_t oy = 0; oy < oh_; ++oy) {
+        const std::int64_t y0 = oy * sh_, y1 = std::min(ih_, y0 + kh_);
         for (std::int64_t ox = 0; ox < ow_; ++ox) {
-          std::int32_t acc = offset;
-          for (std::int64_t ky = 0; ky < kh_; ++ky) {
-            const std::int8_t* row = plane + (oy * sh_ + ky) * iw_ + ox * sw_;
-            for (std::int64_t kx = 0; kx < kw_; ++kx) acc += row[kx];
+          const std::int64_t x0 = ox * sw_, x1 = std::min(iw_, x0 + kw_);
+          std::int32_t acc = -z_in_ * static_cast<std::int32_t>((y1 - y0) * (x1 - x0));
+          for (std::int64_t iy = y0; iy < y1; ++iy) {
+            const std::int8_t* row = plane + iy * iw_;
+            for (std::int64_t ix = x0; ix < x1; ++ix) acc += row[ix];
           }
-          sums[oy * ow_ + ox] = acc;
+          sums[ox] = acc;
         }
+        // Full windows, then the partial last column (if any), each with its scale.
+        const int ph = oy == oh_ - 1 && last_h_ != kh_ ? 1 : 0;
+        const std::int64_t full = last_w_ != kw_ ? ow_ - 1 : ow_;
+        std::int8_t* yrow = y + (p * oh_ + oy) * ow_;
+        kt.requant_s32_s8(sums, static_cast<std::size_t>(full), params(ph * 2), yrow);
+        if (full < ow_) kt.requant_s32_s8(sums + full, 1, params(ph * 2 + 1), yrow + full);
       }
-      kt.requant_s32_s8(sums, static_cast<std::size_t>(oh_ * ow_), q_, y + p * oh_ * ow_);
     });
   }
 
  private:
+  RequantParams params(int which) const {
+    RequantParams q;
+    q.scale = &scale_[which];
+    q.zero_point = z_out_;
+    return q;
+  }
+
   std::string type_;
-  bool global_;
+  bool global_, ceil_ = false;
   std::vector<std::int64_t> kernel_, strides_;
   std::int64_t planes_ = 0, ih_ = 0, iw_ = 0, kh_ = 1, kw_ = 1, sh_ = 1, sw_ = 1, oh_ = 0, ow_ = 0;
-  std::int32_t z_in_ = 0;
-  float scale_ = 1.0f;
-  RequantParams q_;
+  std::int64_t last_h_ = 1, last_w_ = 1;
+  std::int32_t z_in_ = 0, z_out_ = 0;
+  float scale_[4] = {1.0f, 1.0f, 1.0f, 1.0f};  // [partial row][partial column]
   std::int64_t threads_ = 1;  // worker threads at plan time: scratch slices
 };
 

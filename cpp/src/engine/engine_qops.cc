@@ -246,24 +246,29 @@ class QLinearAvgPool : public OpKernel {
     out[0] = {DType::kI8, {s[0], s[1], oh_, ow_}};
   }
   std::size_t scratch_bytes() const override {
-    return static_cast<std::size_t>(threads_) * static_cast<std::size_t>(ow_) * sizeof(std::int32_t);
+    return static_cast<std::size_t>(threads_) * static_cast<std::size_t>(iw_ + ow_) * sizeof(std::int32_t);
   }
   void run(const void* const* in, void* const* out, void* scratch) override {
     const auto* x = static_cast<const std::int8_t*>(in[0]);
     auto* y = static_cast<std::int8_t*>(out[0]);
     const KernelTable& kt = kernels();
     parallel_for(planes_, [&](std::int64_t p, int worker) {
-      std::int32_t* sums = static_cast<std::int32_t*>(scratch) + worker * ow_;
+      // Per output row: the window rows summed per column (a loop the compiler vectorises),
+      // then each window's columns.
+      std::int32_t* cols = static_cast<std::int32_t*>(scratch) + worker * (iw_ + ow_);
+      std::int32_t* sums = cols + iw_;
       const std::int8_t* plane = x + p * ih_ * iw_;
       for (std::int64_t oy = 0; oy < oh_; ++oy) {
         const std::int64_t y0 = oy * sh_, y1 = std::min(ih_, y0 + kh_);
+        std::fill(cols, cols + iw_, 0);
+        for (std::int64_t iy = y0; iy < y1; ++iy) {
+          const std::int8_t* row = plane + iy * iw_;
+          for (std::int64_t ix = 0; ix < iw_; ++ix) cols[ix] += row[ix];
+        }
         for (std::int64_t ox = 0; ox < ow_; ++ox) {
           const std::int64_t x0 = ox * sw_, x1 = std::min(iw_, x0 + kw_);
           std::int32_t acc = -z_in_ * static_cast<std::int32_t>((y1 - y0) * (x1 - x0));
-          for (std::int64_t iy = y0; iy < y1; ++iy) {
-            const std::int8_t* row = plane + iy * iw_;
-            for (std::int64_t ix = x0; ix < x1; ++ix) acc += row[ix];
-          }
+          for (std::int64_t ix = x0; ix < x1; ++ix) acc += cols[ix];
           sums[ox] = acc;
         }
         // Full windows, then the partial last column (if any), each with its scale.

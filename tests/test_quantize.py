@@ -415,3 +415,80 @@ def test_yunet_int8_detections_follow_fp32(tmp_path, wider_image):
     from conftest import box_iou
     matched = sum(box_iou(box, b.boxes).max() >= 0.7 for box in a.boxes)
     assert matched >= 0.9 * len(a)
+
+
+# ---------------------------------------------------------------------------------------
+# Range methods
+
+def _gaussian_with_outliers(rng, n=200_000, outliers=20, at=40.0):
+    x = rng.standard_normal(n).astype(np.float32)
+    x[rng.choice(n, outliers, replace=False)] = at
+    return x
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_clipping_methods_drop_rare_outliers(rng, method):
+    """A unit Gaussian with 0.01 % of its values at 40: minmax stretches the range to 40 (a
+    step of 0.3, coarser than most values' spread); percentile and entropy clip to a few
+    sigma, and their quantisation error on the Gaussian bulk is several times smaller."""
+    from picoface.quant_calibrate import Ranges
+    x = _gaussian_with_outliers(rng)
+    got = {}
+    for m in ("minmax", method):
+        r = Ranges(m, percentile=99.9)
+        for part in np.array_split(x, 4):  # four "images"
+            r.add("t", part)
+        got[m] = r.range("t")
+    assert got["minmax"] == (pytest.approx(float(x.min())), 40.0)
+    lo, hi = got[method]
+    assert 2.5 < hi < 8.0 and -8.0 < lo < -2.5, (method, lo, hi)
+    bulk = x[np.abs(x) < 4]
+    err = {}
+    for m, (a, b) in got.items():
+        p = activation_params(a, b)
+        err[m] = np.abs(dequantize(quantize(bulk, p.scale, p.zero_point), p.scale, p.zero_point) - bulk).mean()
+    assert err[method] < err["minmax"] / 3, err
+
+
+def test_entropy_keeps_a_clean_range(rng):
+    """Without outliers there is little to gain by clipping: the entropy range of a uniform
+    distribution stays close to the whole of it, and a one-signed (post-ReLU) tensor keeps 0."""
+    from picoface.quant_calibrate import Ranges
+    r = Ranges("entropy")
+    r.add("u", rng.uniform(-1, 3, 100_000))
+    r.add("relu", np.maximum(rng.standard_normal(100_000), 0))
+    lo, hi = r.range("u")
+    assert lo == pytest.approx(-1, abs=0.02) and hi > 2.9
+    lo, hi = r.range("relu")
+    assert lo == 0.0 and 2.5 < hi < 4.7
+
+
+def test_entropy_histogram_grows_exactly():
+    """The |x| histogram doubles its range when a later image goes beyond it; no count is lost
+    and each value lands in the bin it would have had with the final range from the start."""
+    from picoface.quant_calibrate import HISTOGRAM_BINS, _Histogram
+    h = _Histogram()
+    a, b = np.float32([0.1, 0.5, 1.0]), np.float32([3.7, 0.2])
+    h.add(a)
+    h.add(b)
+    assert h.counts.sum() == 5 and h.top > 3.7
+    want = np.bincount(np.minimum((np.concatenate([a, b]) * (HISTOGRAM_BINS / h.top)).astype(int),
+                                  HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS)
+    np.testing.assert_array_equal(h.counts, want)
+
+
+def test_entropy_threshold_on_a_spike():
+    """All mass in the first bins: the threshold stays at the fewest bins allowed (levels)."""
+    from picoface.quant_calibrate import entropy_threshold
+    counts = np.zeros(2048)
+    counts[:10] = 100
+    assert entropy_threshold(counts, 128) == 128
+    assert entropy_threshold(np.zeros(2048), 128) == 2048
+
+
+def test_entropy_method_quantises_a_model():
+    blob, report = quantize_model(small_net(), calib_inputs(2), method="entropy")
+    assert report["method"] == "entropy" and modelfile.summary(blob)["metadata"]["quant.method"] == "entropy"
+    x = calib_inputs(1, seed=9)[0]
+    ref, got = _core.Engine(small_net()).run([x])[0], _core.Engine(blob).run([x])[0]
+    assert np.isfinite(got).all() and np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95

@@ -546,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib", required=True, help="folder of calibration images (or an .npz of uint8 "
                    "images / float32 NCHW inputs), e.g. ../shared/data/wider/test183/images; never "
                    "the evaluation set")
-    q.add_argument("--method", default="minmax", choices=["minmax", "percentile"],
-                   help="activation range: full observed range, or its 0.01/99.99 percentiles")
+    q.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
+                   help="activation range: full observed range, its 0.01/99.99 percentiles, or "
+                   "the clipping threshold of least KL divergence (TensorRT-style)")
     q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                    help="weight scales per output channel (default) or per tensor")
     q.add_argument("--keep-float", help="comma-separated: first (the Conv reading the image), "

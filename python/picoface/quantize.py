@@ -18,15 +18,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from picoface import _core
+from picoface.quant_calibrate import METHODS, Ranges
 from picoface.quant_graph import KEEP_FLOAT, load_graph, rewrite, select
 from picoface.quant_math import activation_params
 
 log = logging.getLogger("picoface")
 
-METHODS = ("minmax", "percentile")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-# Activation values kept per tensor for the percentile method (a uniform sample).
-_SAMPLE_PER_TENSOR = 1 << 20
 
 # Calibration data
 
@@ -79,33 +77,6 @@ def _input_fn(blob: bytes, meta: dict, size: Optional[Tuple[int, int]]):
     return crop
 
 
-class _Ranges:
-    def __init__(self, method: str, percentile: float):
-        self.method, self.percentile = method, percentile
-        self.lo: Dict[str, float] = {}
-        self.hi: Dict[str, float] = {}
-        self.samples: Dict[str, List[np.ndarray]] = {}
-        self.rng = np.random.default_rng(0)
-
-    def add(self, name: str, x: np.ndarray):
-        x = np.asarray(x, np.float32).ravel()
-        if x.size == 0:
-            return
-        self.lo[name] = min(self.lo.get(name, np.inf), float(x.min()))
-        self.hi[name] = max(self.hi.get(name, -np.inf), float(x.max()))
-        if self.method == "percentile":
-            keep = min(x.size, _SAMPLE_PER_TENSOR // 16)
-            self.samples.setdefault(name, []).append(
-                x if keep == x.size else self.rng.choice(x, keep, replace=False))
-
-    def range(self, name: str) -> Tuple[float, float]:
-        if self.method == "percentile":
-            s = np.concatenate(self.samples[name])
-            q = self.percentile
-            return float(np.percentile(s, 100.0 - q)), float(np.percentile(s, q))
-        return self.lo[name], self.hi[name]
-
-
 # ---------------------------------------------------------------------------------------
 # The rewrite
 
@@ -121,8 +92,9 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
             as ``picoface convert``), or .pface bytes.
         calib: a folder of images (read in sorted order), an .npz of uint8 images or float32
             NCHW network inputs, or a list of uint8 BGR images.
-        method: "minmax" (full observed range) or "percentile" (``percentile`` and
-            100 - ``percentile`` of the observed values).
+        method: "minmax" (full observed range), "percentile" (``percentile`` and
+            100 - ``percentile`` of the observed values) or "entropy" (the clipping
+            threshold of least KL divergence, quant_calibrate.entropy_threshold).
         per_channel: weight scales per output channel (else one per tensor).
         keep_float: "first" keeps the Conv reading the graph input float, "last" every Conv
             with no Conv after it.
@@ -174,7 +146,7 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
         for t in (graph.ops[i].inputs[0], graph.ops[i].outputs[0]):
             if t not in watch:
                 watch.append(t)
-    ranges = _Ranges(method, percentile)
+    ranges = Ranges(method, percentile)
     prepare = _input_fn(blob, graph.metadata, calib_size)
     extra = [t for t in watch if t not in graph.outputs]
     engine = _core.Engine(graph.encode(list(graph.outputs) + extra))

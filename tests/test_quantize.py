@@ -492,3 +492,99 @@ def test_entropy_method_quantises_a_model():
     x = calib_inputs(1, seed=9)[0]
     ref, got = _core.Engine(small_net()).run([x])[0], _core.Engine(blob).run([x])[0]
     assert np.isfinite(got).all() and np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95
+
+
+# ---------------------------------------------------------------------------------------
+# Sensitivity, --keep-float auto, --budget
+
+def outlier_net():
+    """small_net whose pointwise Conv ("b") is badly quantisable on its own: every output
+    channel has a weight of 300 on an input channel the stem's ReLU always zeroes. The float
+    model does not notice; in int8 each channel's scale is set by that weight and its real
+    weights (|w| < 2) round to 0."""
+    g = load_graph(small_net())
+
+    def edit(name, index, value):
+        a = np.array(g.tensors[name].data, np.float32)
+        a[index] = value
+        g.tensors[name] = modelfile.Tensor(name, data=a)
+
+    edit("stem.w", 0, 0.0)
+    edit("stem.b", 0, -100.0)
+    edit("pw.w", (slice(None), 0, 0, 0), 300.0)
+    return g.encode()
+
+
+def test_sensitivity_ranks_the_bad_layer_first():
+    _, r = quantize_model(outlier_net(), calib_inputs(3), sensitivity=True)
+    ranking = r["sensitivity"]
+    assert [s["name"] for s in ranking][0] == "b" and len(ranking) == 5
+    assert ranking[0]["op"] == "1x1 s1 g1 8->13" and ranking[0]["worst_output"] == "y"
+    assert ranking[0]["sqnr_db"] < 10 < 30 < ranking[1]["sqnr_db"], ranking
+    assert [s["sqnr_db"] for s in ranking] == sorted(s["sqnr_db"] for s in ranking)
+    _, r = quantize_model(small_net(), calib_inputs(3), sensitivity=True, keep_float=["last"])
+    assert "y" not in [s["name"] for s in r["sensitivity"]]
+
+
+def test_keep_float_auto_keeps_the_bad_layer_float():
+    _, r = quantize_model(outlier_net(), calib_inputs(3), keep_float=["auto"], budget={"sqnr": 25})
+    assert r["kept_float"] == ["b"] and r["int8_convs"] == 4
+    assert r["budget"]["sqnr"]["ok"] and r["budget"]["sqnr"]["value"] > 25
+    # A floor no int8 model reaches.
+    with pytest.raises(ValueError, match="fails even with only the least sensitive Conv"):
+        quantize_model(outlier_net(), calib_inputs(3), keep_float=["auto"], budget={"sqnr": 150})
+    with pytest.raises(ValueError, match="expected a budget"):
+        quantize_model(outlier_net(), calib_inputs(3), keep_float=["auto"])
+
+
+def test_keep_float_by_name():
+    blob, r = quantize_model(outlier_net(), calib_inputs(2), keep_float=["b", "first"],
+                             report_accuracy=True)
+    assert r["kept_float"] == ["a", "b"] and r["int8_convs"] == 3
+    acc = r["accuracy"]
+    assert acc["kept_float"] == ["a", "b"] and acc["float_convs"] == 2 and acc["int8_convs"] == 3
+    assert acc["calibration"]["sqnr_db_min"] > 25 and acc["calibration"]["cosine"] > 0.99
+    with pytest.raises(ValueError, match="Conv names"):
+        quantize_model(outlier_net(), calib_inputs(1), keep_float=["nonesuch"])
+
+
+def test_budget_parsing_and_applicability():
+    from picoface.quant_report import Evaluator, parse_budget
+    assert parse_budget(["sqnr=30", "COSINE=1e-3"]) == {"sqnr": 30.0, "cosine": 1e-3}
+    for bad, msg in [("sqnr", "METRIC=NUMBER"), ("sqnr=x", "METRIC=NUMBER"), ("psnr=3", "metric from"),
+                     ("sqnr=nan", "METRIC=NUMBER")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_budget([bad])
+    with pytest.raises(ValueError, match="twice"):
+        parse_budget(["sqnr=1", "sqnr=2"])
+    x = calib_inputs(1)
+    with pytest.raises(ValueError, match="applies to detect models"):
+        Evaluator(small_net(), x, metrics=["ap_hard"])
+    with pytest.raises(ValueError, match="needs evaluation data"):
+        Evaluator(small_net(), x, metrics=["accuracy"])
+    with pytest.raises(ValueError, match="applies to landmarks"):
+        Evaluator(small_net(), x, metrics=["nme"])
+
+
+def test_sqnr_edges():
+    from picoface.quant_report import SQNR_CAP_DB, sqnr_db
+    assert sqnr_db(1.0, 0.0) == SQNR_CAP_DB and sqnr_db(0.0, 1.0) == -SQNR_CAP_DB
+    assert sqnr_db(100.0, 1.0) == pytest.approx(20.0)
+
+
+def test_cli_sensitivity_budget_exit_code(tmp_path, capsys):
+    from picoface.cli import main
+    src = modelfile.save(tmp_path / "net.pface", outlier_net())
+    np.savez(tmp_path / "calib.npz", x=np.concatenate(calib_inputs(3)))
+    out = tmp_path / "net_int8.pface"
+    args = ["quantize", str(src), "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]
+    assert main(args + ["--sensitivity", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["sensitivity"][0]["name"] == "b" and rep["accuracy"]["calibration"]["images"] == 3
+    assert main(args + ["--budget", "sqnr=25"]) == 3
+    captured = capsys.readouterr()
+    assert "sqnr" in captured.err and "25" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "of 5 Convs in int8" in captured.out and "lowest output SQNR" in captured.out
+    assert main(args + ["--keep-float", "auto", "--budget", "sqnr=25", "--budget", "cosine=0.01"]) == 0
+    assert "float: b" in capsys.readouterr().out
+    assert main(args + ["--budget", "ap_hard=0.5"]) == 1  # a detector metric on a recogniser

@@ -588,3 +588,51 @@ def test_cli_sensitivity_budget_exit_code(tmp_path, capsys):
     assert main(args + ["--keep-float", "auto", "--budget", "sqnr=25", "--budget", "cosine=0.01"]) == 0
     assert "float: b" in capsys.readouterr().out
     assert main(args + ["--budget", "ap_hard=0.5"]) == 1  # a detector metric on a recogniser
+
+
+# ---------------------------------------------------------------------------------------
+# ONNX QDQ output
+
+def test_onnx_qdq_yunet(tmp_path, wider_image, capsys):
+    """YuNet-s through onnxruntime's quantize_static on the native path's calibration inputs:
+    a QDQ model with per-channel int8 weights and uint8 activations that runs in
+    onnxruntime and finds the faces the fp32 model finds. onnxruntime's entropy calibrator
+    prints progress; --json output stays JSON."""
+    need_module("onnxruntime")
+    need_module("onnx")
+    import onnx
+    from picoface import FaceDetector
+    from picoface.cli import main
+    calib = need(SHARED / "data/wider/test183/images")
+    out = tmp_path / "yunet_qdq.onnx"
+    assert main(["quantize", str(need(YUNET_S)), "--task", "detect", "--head", "yunet", "--calib",
+                 str(calib), "--limit", "4", "--calib-size", "320x320", "--measure-limit", "2",
+                 "--method", "entropy", "-o", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["activations"] == "uint8" and rep["check"]["images"] == 2
+    assert rep["check"]["cosine"] > 0.99 and rep["check"]["sqnr_db_min"] > 12, rep["check"]
+    m = onnx.load(str(out))
+    types = [n.op_type for n in m.graph.node]
+    assert types.count("QuantizeLinear") > 20 and "Conv" in types
+    inits = {i.name: i for i in m.graph.initializer}
+    zps = [inits[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zps and all(z.data_type == onnx.TensorProto.UINT8 for z in zps)
+    per_channel = [n for n in m.graph.node if n.op_type == "DequantizeLinear"
+                   and n.input[0] in inits and inits[n.input[1]].dims]
+    assert len(per_channel) >= 50  # YuNet-s's 53 Conv weights
+    a = FaceDetector(str(YUNET_S), head="yunet", input_size=(640, 480))(wider_image)
+    b = FaceDetector(str(out), head="yunet", input_size=(640, 480))(wider_image)
+    from conftest import box_iou
+    assert len(a) > 10 and abs(len(a) - len(b)) <= max(2, len(a) // 10)
+    assert sum(box_iou(box, b.boxes).max() >= 0.7 for box in a.boxes) >= 0.9 * len(a)
+
+
+def test_onnx_qdq_needs_an_onnx_model(tmp_path):
+    from picoface.quant_onnx import quantize_onnx
+    src = modelfile.save(tmp_path / "net.pface", small_net())
+    with pytest.raises(ValueError, match="expected an ONNX model for ONNX QDQ output.*keeps no ONNX graph"):
+        quantize_onnx(src, calib_inputs(1), tmp_path / "out.onnx")
+    from picoface.cli import main
+    assert main(["quantize", str(src), "--calib", str(tmp_path), "-o", str(tmp_path / "o.onnx")]) == 1
+    assert main(["quantize", str(src), "--calib", str(tmp_path), "--format", "onnx", "--budget", "sqnr=3",
+                 "-o", str(tmp_path / "o.bin")]) == 1

@@ -477,12 +477,17 @@ def test_entropy_histogram_grows_exactly():
     np.testing.assert_array_equal(h.counts, want)
 
 
-def test_entropy_threshold_on_a_spike():
-    """All mass in the first bins: the threshold stays at the fewest bins allowed (levels)."""
+def test_entropy_threshold_dense_and_sparse():
+    """A dense bulk with one far outlier bin is clipped just past the bulk; values in no more
+    bins than there are levels (a few distinct values) keep their whole range."""
     from picoface.quant_calibrate import entropy_threshold
     counts = np.zeros(2048)
-    counts[:10] = 100
-    assert entropy_threshold(counts, 128) == 128
+    counts[:300] = np.linspace(1000, 10, 300)
+    counts[2047] = 1
+    assert 300 <= entropy_threshold(counts, 128) < 400
+    sparse = np.zeros(2048)
+    sparse[::20] = 100  # 103 distinct values up to the top bin
+    assert entropy_threshold(sparse, 128) == 2048
     assert entropy_threshold(np.zeros(2048), 128) == 2048
 
 
@@ -636,3 +641,83 @@ def test_onnx_qdq_needs_an_onnx_model(tmp_path):
     assert main(["quantize", str(src), "--calib", str(tmp_path), "-o", str(tmp_path / "o.onnx")]) == 1
     assert main(["quantize", str(src), "--calib", str(tmp_path), "--format", "onnx", "--budget", "sqnr=3",
                  "-o", str(tmp_path / "o.bin")]) == 1
+
+
+def tiny_embedder(size=32, seed=5):
+    """A float recogniser of random weights: 3 x size x size -> a 16-d embedding."""
+    rng = np.random.default_rng(seed)
+    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)
+    tensors = [modelfile.Tensor("x", dtype="float32", shape=[1, 3, size, size])]
+    ops = []
+    for name, x, y, w, b, act, attrs in [
+            ("s1", "x", "a", f(8, 3, 3, 3), f(8), "relu", {"strides": [2, 2]}),
+            ("s2", "a", "c", f(8, 8, 3, 3), f(8), "relu", {"strides": [2, 2]}),
+            ("fc", "c", "y", f(16, 8, size // 4, size // 4), f(16), None, {"pads": [0, 0, 0, 0]})]:
+        t, op = _conv(name, x, y, w, b, act, **attrs)
+        tensors += t + [modelfile.Tensor(y, shape=())]
+        ops.append(op)
+    meta = metadata_for("embed", None, "arcface", [1, 3, size, size], Path("emb.onnx"), "0" * 64)
+    return modelfile.encode(meta, tensors, ops, ["x"], ["y"])
+
+
+def test_recogniser_budget_on_pairs(tmp_path):
+    """accuracy / tar_at_far_1e-3 on a balanced subset of CelebA pairs (detect with the
+    shipped detector, align, embed): the float side is measured once, the int8 side per
+    model, and the report carries both and their difference."""
+    pairs = need(SHARED / "data/celeba/pairs.tsv")
+    calib = sorted(need(SHARED / "data/celeba/images").glob("*.jpg"))[:3]
+    from picoface.imageio import read_bgr
+    blob, r = quantize_model(tiny_embedder(), [read_bgr(p) for p in calib], eval_data=pairs,
+                             eval_limit=40, budget={"accuracy": 100.0, "tar_at_far_1e-3": 100.0},
+                             report_accuracy=True)
+    ev = r["accuracy"]["eval"]
+    assert set(ev["fp32"]) == {"accuracy", "tar_at_far_1e-3"} and ev["limit"] == 40
+    for k in ev["fp32"]:
+        assert 0 <= ev["fp32"][k] <= 100 and ev["delta"][k] == pytest.approx(ev["int8"][k] - ev["fp32"][k])
+        assert r["budget"][k]["ok"] and r["budget"][k]["value"] == pytest.approx(-ev["delta"][k], abs=1e-5)
+    assert r["accuracy"]["calibration"]["cosine"] > 0.99
+    from picoface.quant_report import _pair_subset
+    from picoface.eval_verify import read_pairs
+    sub = _pair_subset(read_pairs(pairs), 40)
+    assert len(sub) == 40 and sum(p.same for p in sub) == 20 and len({p.fold for p in sub}) == 10
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_constant_conv_output(method):
+    """A Conv with zero weights outputs its bias whatever the input: a constant, non-zero
+    activation, and everything after it is the same for every input. Every method gives it
+    a usable range (covering 0 and the constant), and nothing is NaN. The int8 bias of an
+    all-zero weight channel (weight scale 1) has the input's step, so the constant is
+    within half of that plus half an output step."""
+    g = load_graph(small_net())
+    g.tensors["pw.w"] = modelfile.Tensor("pw.w", data=np.zeros_like(np.asarray(g.tensors["pw.w"].data)))
+    g.tensors["pw.b"] = modelfile.Tensor("pw.b", data=np.full(13, 0.75, np.float32))
+    blob, _ = quantize_model(g.encode(), calib_inputs(2), method=method)
+    q = load_graph(blob)
+    s = float(q.tensors["b.q8.scale"].data)
+    assert np.isfinite(s) and 0 < s <= 0.75 / 100, s
+    x = calib_inputs(1, seed=5)[0]
+    got = _core.Engine(q.encode(["b.q8", "y"])).run([x])
+    b = dequantize(got[0], s, int(q.tensors["b.q8.zero_point"].data))
+    x_scale = float(q.tensors["a.q8.scale"].data)
+    assert np.ptp(b) == 0 and abs(b.flat[0] - 0.75) <= x_scale / 2 + s / 2 + 1e-7, (b.flat[0], x_scale, s)
+    ref = _core.Engine(g.encode()).run([x])[0]
+    assert np.isfinite(got[1]).all()
+    if method != "entropy":  # which clips the output's 150 distinct values, as designed
+        assert np.abs(got[1] - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_detector_report_on_val416():
+    """The shipped detector's report on a few WIDER-val416 images: AP of both models, and an
+    AP budget checked against the difference."""
+    val = need(SHARED / "data/wider/val416")
+    calib = need(SHARED / "data/wider/test183/images")
+    from picoface import weights
+    _, r = quantize_model(weights.path(weights.DEFAULT_DETECTOR), calib, limit=4, eval_data=val,
+                          eval_limit=12, budget={"ap_hard": 5.0}, report_accuracy=True, report_limit=2)
+    ev = r["accuracy"]["eval"]
+    assert set(ev["fp32"]) == {"ap_easy", "ap_medium", "ap_hard"} and ev["fp32"]["ap_easy"] > 20
+    assert all(abs(d) < 5.0 for d in ev["delta"].values()), ev
+    assert r["budget"]["ap_hard"]["value"] == pytest.approx(-ev["delta"]["ap_hard"], abs=1e-5)
+    assert set(r["accuracy"]["calibration"]["sqnr_db"]) == set(load_graph(
+        weights.path(weights.DEFAULT_DETECTOR).read_bytes()).outputs)

@@ -134,7 +134,7 @@ def _cmd_quantize(args) -> int:
         print(f"wrote {out} ({len(blob)} bytes): {report['int8_convs']} of {report['convs']} Convs in "
               f"int8, calibrated on {report['calibration_images']} image(s) ({args.method})")
         print(accuracy_table(report["accuracy"]))
-        if "sensitivity" in report:
+        if args.sensitivity:
             print("\nper-layer sensitivity (each Conv alone in int8), worst first:")
             print(sensitivity_table(report["sensitivity"]))
     return _budget_exit(report.get("budget", {}))

@@ -69,7 +69,10 @@ def entropy_threshold(counts: np.ndarray, levels: int) -> int:
     """
     counts = np.asarray(counts, np.float64)
     n = len(counts)
-    if n <= levels or counts.sum() == 0:
+    # KL's premise is a dense distribution whose sparse tail is worth trading for resolution;
+    # values in no more bins than there are levels (a few distinct values, e.g. a Conv whose
+    # output hardly depends on its input) keep their whole range.
+    if n <= levels or np.count_nonzero(counts) <= levels:
         return n
     tail = np.cumsum(counts[::-1])[::-1]  # tail[i] = sum(counts[i:])
     best_i, best_kl = n, np.inf

@@ -713,7 +713,7 @@ def test_detector_report_on_val416():
     val = need(SHARED / "data/wider/val416")
     calib = need(SHARED / "data/wider/test183/images")
     from picoface import weights
-    _, r = quantize_model(weights.path(weights.DEFAULT_DETECTOR), calib, limit=4, eval_data=val,
+    _, r = quantize_model(weights.DEFAULT_DETECTOR, calib, limit=4, eval_data=val,
                           eval_limit=12, budget={"ap_hard": 5.0}, report_accuracy=True, report_limit=2)
     ev = r["accuracy"]["eval"]
     assert set(ev["fp32"]) == {"ap_easy", "ap_medium", "ap_hard"} and ev["fp32"]["ap_easy"] > 20

@@ -586,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="native INT8 post-training quantisation of a .pface or "
                        "ONNX model over calibration images")
-    q.add_argument("model", help=".pface file, or ONNX with --task and --head/--preset")
+    q.add_argument("model", help="shipped model name, .pface file, or ONNX with --task and --head/--preset")
     q.add_argument("--calib", required=True, help="folder of calibration images (or an .npz of uint8 "
                    "images / float32 NCHW inputs), e.g. ../shared/data/wider/test183/images; never "
                    "the evaluation set")

@@ -83,17 +83,20 @@ def _input_fn(blob: bytes, meta: dict, size: Optional[Tuple[int, int]]):
 
 def load_float_model(model, *, task: Optional[str] = None, head: Optional[str] = None,
                      preset: Optional[str] = None) -> bytes:
-    """.pface bytes of a float model given as .pface bytes or path, or an ONNX path (converted
-    in memory with ``task`` and ``head`` / ``preset``, as ``picoface convert``).
+    """.pface bytes of a float model given as a shipped model's name, .pface bytes or path, or
+    an ONNX path (converted in memory with ``task`` and ``head`` / ``preset``, as ``picoface
+    convert``).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: an ONNX model without ``task``, or a model that is already quantised.
     """
+    from picoface import weights
+
     if isinstance(model, (bytes, bytearray)):
         blob = bytes(model)
     else:
-        path = Path(model)
+        path = weights.path(model) if weights.is_name(model) else Path(model)
         if path.suffix.lower() == ".onnx":
             from picoface.convert import convert_onnx
             if task is None:

@@ -721,3 +721,12 @@ def test_detector_report_on_val416():
     assert r["budget"]["ap_hard"]["value"] == pytest.approx(-ev["delta"]["ap_hard"], abs=1e-5)
     assert set(r["accuracy"]["calibration"]["sqnr_db"]) == set(load_graph(
         weights.path(weights.DEFAULT_DETECTOR).read_bytes()).outputs)
+
+
+def test_accuracy_report_function_matches_the_cli_report(tmp_path):
+    from picoface.quant_report import accuracy_report, accuracy_table
+    blob, r = quantize_model(outlier_net(), calib_inputs(3), keep_float=["b"], report_accuracy=True)
+    rep = accuracy_report(outlier_net(), blob, calib_inputs(3))
+    assert rep == r["accuracy"]
+    text = accuracy_table(rep)
+    assert "4 of 5 Convs int8, float: b" in text and f"{rep['calibration']['sqnr_db_min']:.1f} dB" in text

@@ -124,7 +124,8 @@ def _cmd_quantize(args) -> int:
                                   head=args.head, preset=args.preset, calib_size=args.calib_size,
                                   limit=args.limit, budget=budget, eval_data=args.eval_data,
                                   eval_limit=args.eval_limit, sensitivity=args.sensitivity,
-                                  report_accuracy=True, report_limit=args.measure_limit)
+                                  report_accuracy=True, report_limit=args.measure_limit,
+                                  progress=_stage_progress(args))
     out = modelfile.save(args.output, blob)
     summary = modelfile.summary(out)  # re-read through the C++ loader: never ship a bad file
     report.update({"output": str(out), "bytes": len(blob), "ops": len(summary["ops"])})
@@ -138,6 +139,13 @@ def _cmd_quantize(args) -> int:
             print("\nper-layer sensitivity (each Conv alone in int8), worst first:")
             print(sensitivity_table(report["sensitivity"]))
     return _budget_exit(report.get("budget", {}))
+
+
+def _stage_progress(args):
+    def show(stage, done, total):
+        if not args.json and sys.stderr.isatty():
+            print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    return show
 
 
 def _budget_exit(checks) -> int:

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -334,19 +334,22 @@ def _describe(graph, op) -> str:
     return f"{w.shape[2]}x{w.shape[3]} s{stride} g{group} {w.shape[1] * group}->{w.shape[0]}"
 
 
-def sensitivity(cal, evaluator: Evaluator, skip: Sequence[str] = ()) -> List[LayerSensitivity]:
+def sensitivity(cal, evaluator: Evaluator, skip: Sequence[str] = (),
+                progress: Optional[Callable[[str, int, int], None]] = None) -> List[LayerSensitivity]:
     """Quantises each candidate Conv of ``cal`` (quantize.Calibrated) alone and measures the
-    graph outputs against the float model on ``evaluator``'s inputs.
+    graph outputs against the float model on ``evaluator``'s inputs; ``progress`` is called
+    with ("sensitivity", layers done, layers).
 
     Returns:
         One entry per Conv (except those named in ``skip``), the worst (lowest SQNR) first.
     """
     out = []
-    for i in cal.candidates:
+    todo = [i for i in cal.candidates if cal.layer(i) not in skip]
+    for done, i in enumerate(todo, 1):
         name = cal.layer(i)
-        if name in skip:
-            continue
         m = evaluator.calibration_metrics(cal.build([i]))
+        if progress is not None:
+            progress("sensitivity", done, len(todo))
         worst = min(m["sqnr_db"], key=m["sqnr_db"].get)
         out.append(LayerSensitivity(name, _describe(cal.graph, cal.graph.ops[i]), m["sqnr_db_min"],
                                     worst, round(m["cosine"], 6)))
@@ -354,7 +357,8 @@ def sensitivity(cal, evaluator: Evaluator, skip: Sequence[str] = ()) -> List[Lay
 
 
 def keep_float_auto(cal, ranked: Sequence[str], evaluator: Evaluator, budget: Dict[str, float],
-                    keep: Sequence[str] = ()) -> List[str]:
+                    keep: Sequence[str] = (),
+                    progress: Optional[Callable[[str, int, int], None]] = None) -> List[str]:
     """The fewest of the worst layers to keep float so that the int8 model keeps ``budget``.
 
     ``ranked`` is the sensitivity order, worst first. Keeping the k worst float is assumed
@@ -364,6 +368,7 @@ def keep_float_auto(cal, ranked: Sequence[str], evaluator: Evaluator, budget: Di
     Args:
         cal: the calibrated model (quantize.Calibrated).
         keep: layers kept float whatever the budget.
+        progress: called with ("keep-float auto", trials done, the most trials there can be).
 
     Returns:
         The names of the layers to keep float (in ``ranked`` order), beyond ``keep``.
@@ -372,6 +377,8 @@ def keep_float_auto(cal, ranked: Sequence[str], evaluator: Evaluator, budget: Di
         ValueError: the budget fails even with a single int8 Conv left.
     """
     ranked = [n for n in ranked if n not in keep]
+    trials = [0]
+    most_trials = 1 + math.ceil(math.log2(max(1, len(ranked))))
 
     def holds(k: int) -> bool:
         floats = set(keep) | set(ranked[:k])
@@ -379,6 +386,9 @@ def keep_float_auto(cal, ranked: Sequence[str], evaluator: Evaluator, budget: Di
         log.info("keep-float auto: %d layer(s) float: %s", k,
                  ", ".join(f"{m} {c['value']:g} ({'ok' if c['ok'] else 'over'} {c['budget']:g})"
                            for m, c in check.items()))
+        trials[0] += 1
+        if progress is not None:
+            progress("keep-float auto", trials[0], most_trials)
         return all(c["ok"] for c in check.values())
 
     if holds(0):
@@ -396,13 +406,15 @@ def keep_float_auto(cal, ranked: Sequence[str], evaluator: Evaluator, budget: Di
     return list(ranked[:hi])
 
 
-def accuracy_report(float_model, int8_model, calib, *, calib_size=None, limit: int = 16,
-                    eval_data=None, eval_limit: Optional[int] = None) -> Dict[str, object]:
+def accuracy_report(float_model, int8_model, calib, *, task: Optional[str] = None,
+                    head: Optional[str] = None, preset: Optional[str] = None, calib_size=None,
+                    limit: int = 16, eval_data=None, eval_limit: Optional[int] = None) -> Dict[str, object]:
     """Float vs int8: what ``picoface quantize`` prints after quantising.
 
     Args:
-        float_model, int8_model: .pface paths or bytes (the float one may be ONNX-converted
-            bytes, see quantize.load_float_model).
+        float_model: as quantize.load_float_model takes it (a shipped name, .pface path or
+            bytes, or ONNX with ``task`` and ``head`` / ``preset``).
+        int8_model: the int8 .pface path or bytes.
         calib: calibration images as quantize.quantize_model takes them; the first ``limit``
             are used.
         calib_size: detector input (width, height) for them.
@@ -413,14 +425,13 @@ def accuracy_report(float_model, int8_model, calib, *, calib_size=None, limit: i
     Returns:
         {"task", "convs", "int8_convs", "float_convs", "kept_float", "calibration": {"images",
         "sqnr_db": {output: dB}, "sqnr_db_min", "cosine"[, "nme"]}[, "eval": {"data", "limit",
-        "fp32", "int8", "delta"}]}; task metrics in points (AP, accuracy and TAR in %).
+        "fp32", "int8", "delta" (int8 - fp32)}]}; task metrics in points (AP, accuracy and TAR
+        in %).
     """
-    from picoface.quantize import calibration_inputs
+    from picoface.quantize import calibration_inputs, load_float_model
 
-    def read(m):
-        return bytes(m) if isinstance(m, (bytes, bytearray)) else Path(m).read_bytes()
-
-    fp32, int8 = read(float_model), read(int8_model)
+    fp32 = load_float_model(float_model, task=task, head=head, preset=preset)
+    int8 = bytes(int8_model) if isinstance(int8_model, (bytes, bytearray)) else Path(int8_model).read_bytes()
     inputs = calibration_inputs(fp32, calib, calib_size=calib_size, limit=limit)
     return Evaluator(fp32, inputs, eval_data=eval_data, eval_limit=eval_limit).report(int8)
 

@@ -14,7 +14,7 @@ cpp/include/picoface/kernels.h and engine.h):
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -214,7 +214,8 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
                    calib_size: Optional[Tuple[int, int]] = None, limit: Optional[int] = None,
                    percentile: float = 99.99, budget: Optional[Dict[str, float]] = None,
                    eval_data=None, eval_limit: Optional[int] = None, sensitivity: bool = False,
-                   report_accuracy: bool = False, report_limit: int = 16) -> Tuple[bytes, dict]:
+                   report_accuracy: bool = False, report_limit: int = 16,
+                   progress: Optional[Callable[[str, int, int], None]] = None) -> Tuple[bytes, dict]:
     """Quantises a float model to a native int8 .pface.
 
     Args:
@@ -242,6 +243,8 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
         report_accuracy: add quant_report's accuracy report of the result.
         report_limit: calibration images the sensitivity, the SQNR / cosine / NME metrics and
             the accuracy report run on (the first ones).
+        progress: called with (stage, done, total) during the sensitivity analysis and the
+            keep-float search.
 
     Returns:
         (.pface bytes, report dict: Conv counts, kept-float layers, and what was asked for).
@@ -278,11 +281,12 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
     ranking = None
     if sensitivity or auto:
         from picoface.quant_report import sensitivity as layer_sensitivity
-        ranking = layer_sensitivity(cal, evaluator, skip=kept)
+        ranking = layer_sensitivity(cal, evaluator, skip=kept, progress=progress)
         report["sensitivity"] = [dataclasses.asdict(r) for r in ranking]
     if auto:
         from picoface.quant_report import keep_float_auto
-        kept += keep_float_auto(cal, [r.name for r in ranking], evaluator, budget, keep=kept)
+        kept += keep_float_auto(cal, [r.name for r in ranking], evaluator, budget, keep=kept,
+                                progress=progress)
     chosen = [i for i in cal.candidates if cal.layer(i) not in kept]
     if not chosen:
         raise ValueError("no Conv is left to run in int8 after --keep-float " + ",".join(keep_float))

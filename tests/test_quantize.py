@@ -730,3 +730,36 @@ def test_accuracy_report_function_matches_the_cli_report(tmp_path):
     assert rep == r["accuracy"]
     text = accuracy_table(rep)
     assert "4 of 5 Convs int8, float: b" in text and f"{rep['calibration']['sqnr_db_min']:.1f} dB" in text
+
+
+def test_recogniser_calibrates_on_aligned_faces():
+    """A photo goes through the shipped detector and alignment; an image of the input size
+    is taken as an aligned crop."""
+    from picoface.embedder import FaceEmbedder
+    from picoface.imageio import read_bgr
+    from picoface.quantize import calibration_inputs
+    from picoface.recognize import Recognizer
+    from picoface import FaceDetector
+    photo = read_bgr(sorted(need(SHARED / "data/celeba/images").glob("*.jpg"))[0])
+    crop = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    net = tiny_embedder()
+    got = calibration_inputs(net, [photo, crop])
+    emb = FaceEmbedder(net)
+    want = Recognizer(FaceDetector(), emb).face_crop(photo)
+    box = _core.letterbox(32, 32, 32, 32, "none")
+    for x, c in zip(got, [want, crop]):
+        ref = _core.preprocess(c, box, "bgr", "rgb", [127.5] * 3, [127.5] * 3, "nchw", "float32", 1.0, 0,
+                               "bilinear", [0.0, 0.0, 0.0])[None]
+        np.testing.assert_array_equal(x, ref)
+
+
+def test_onnx_qdq_sface_int8bq(tmp_path):
+    """OpenCV zoo's SFace keeps block-quantised weights behind DequantizeLinear, which
+    onnxruntime rejects: they are folded to float before quantize_static."""
+    need_module("onnxruntime")
+    need_module("onnx")
+    from conftest import SFACE
+    from picoface.quant_onnx import quantize_onnx
+    rep = quantize_onnx(need(SFACE), need(SHARED / "data/celeba/images"), tmp_path / "sface_qdq.onnx",
+                        task="embed", preset="sface", limit=4, check_limit=4)
+    assert rep["check"]["cosine"] > 0.97, rep["check"]

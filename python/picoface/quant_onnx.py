@@ -54,16 +54,26 @@ def _session(path):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def _opset_13(path: Path, tmp: Path) -> Path:
-    """``path``, or a copy converted to opset 13 when older: per-channel weights need the
-    ``axis`` of DequantizeLinear, which opset 13 introduced."""
+def _float_source(path: Path, tmp: Path) -> Path:
+    """``path`` as a plain float model that quantize_static takes: int8 weights behind
+    DequantizeLinear (OpenCV zoo "int8bq" files) folded to float32, and opset 13 or newer
+    (per-channel weights need the ``axis`` of DequantizeLinear, which opset 13 introduced).
+    Returns ``path`` itself when it needs neither."""
     import onnx
     from onnx import version_converter
+
+    from picoface.backends.ort import fold_weight_dequantize
+
     m = onnx.load(str(path))
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset >= 13:
+    folds = any(n.op_type == "DequantizeLinear" for n in m.graph.node)
+    if opset >= 13 and not folds:
         return path
-    onnx.save(version_converter.convert_version(m, 13), str(tmp))
+    if folds:
+        m = fold_weight_dequantize(m)
+    if opset < 13:
+        m = version_converter.convert_version(m, 13)
+    onnx.save(m, str(tmp))
     return tmp
 
 
@@ -141,7 +151,7 @@ def quantize_onnx(model, calib, output, *, task: Optional[str] = None, head: Opt
     calibrators = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
                    "entropy": q.CalibrationMethod.Entropy}
     with tempfile.TemporaryDirectory() as tmp:
-        source = _opset_13(path, Path(tmp) / "opset13.onnx")
+        source = float_source = _float_source(path, Path(tmp) / "float.onnx")
         try:
             # Shape inference and graph optimisation first, as onnxruntime recommends: it
             # lets more ops join int8 regions. Symbolic shape inference gives up on dynamic
@@ -162,6 +172,6 @@ def quantize_onnx(model, calib, output, *, task: Optional[str] = None, head: Opt
                               weight_type=q.QuantType.QInt8, calibrate_method=calibrators[method])
         if printed.getvalue():
             log.debug("onnxruntime quantize_static: %s", printed.getvalue().strip())
-    check = compare_onnx(path, output, inputs[:max(1, check_limit)])
+        check = compare_onnx(float_source, output, inputs[:max(1, check_limit)])
     return {"output": str(output), "calibration_images": len(inputs), "method": method,
             "per_channel": per_channel, "activations": activations, "check": check}

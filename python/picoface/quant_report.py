@@ -241,17 +241,11 @@ class Evaluator:
             from picoface import eval_verify, imageio
             from picoface.detector import FaceDetector
             from picoface.embedder import FaceEmbedder
-            from picoface.recognize import NoFace, Recognizer
+            from picoface.recognize import Recognizer
             pairs = _pair_subset(eval_verify.read_pairs(self.eval_data), self.eval_limit)
             rec = Recognizer(FaceDetector(), FaceEmbedder(self.float_blob))
             names = sorted({n for p in pairs for n in (p.image_a, p.image_b)})
-            crops = []
-            for n in names:
-                image = imageio.read_bgr(self.eval_data.parent / n)
-                try:
-                    crops.append(rec.largest_crop(image)[0])
-                except NoFace:
-                    crops.append(rec.centre_crop(image))
+            crops = [rec.face_crop(imageio.read_bgr(self.eval_data.parent / n)) for n in names]
             row = {n: i for i, n in enumerate(names)}
             index = np.array([(row[p.image_a], row[p.image_b]) for p in pairs], np.int64)
             self._crops = (np.stack(crops), np.array([p.same for p in pairs]),

@@ -75,7 +75,16 @@ def _input_fn(blob: bytes, meta: dict, size: Optional[Tuple[int, int]]):
         return _core.preprocess(np.ascontiguousarray(img), box, "bgr", meta["input.color"],
                                 list(meta["input.mean"]), list(meta["input.std"]), "nchw", "float32", 1.0,
                                 0, "bilinear", [0.0, 0.0, 0.0])[None]
-    return crop
+    if task != "embed":
+        return crop
+    # A recogniser only ever sees aligned faces, and its activation ranges on whole photos
+    # squeezed to its input would be another model's: images of its input size are taken as
+    # aligned crops, larger ones go through the shipped detector and alignment.
+    from picoface.detector import FaceDetector
+    from picoface.embedder import FaceEmbedder
+    from picoface.recognize import Recognizer
+    rec = Recognizer(FaceDetector(), FaceEmbedder(blob))
+    return lambda img: crop(img if img.shape[:2] == (h, w) else rec.face_crop(img))
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,7 +231,10 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
         model: path of a .pface or ONNX model (ONNX needs ``task``, and ``head`` or ``preset``,
             as ``picoface convert``), or .pface bytes.
         calib: a folder of images (read in sorted order), an .npz of uint8 images or float32
-            NCHW network inputs, or a list of uint8 BGR images.
+            NCHW network inputs, or a list of uint8 BGR images. A recogniser takes images of
+            its input size as aligned face crops; larger ones are photos, from which the
+            shipped detector's largest face is aligned (the central square where it finds
+            none).
         method: "minmax" (full observed range), "percentile" (``percentile`` and
             100 - ``percentile`` of the observed values) or "entropy" (the clipping
             threshold of least KL divergence, quant_calibrate.entropy_threshold).

@@ -70,6 +70,14 @@ class Recognizer:
         if it were a face box (a fallback for images where no face is detected)."""
         return self.embed_crops(self.centre_crop(image)[None])[0]
 
+    def face_crop(self, image) -> np.ndarray:
+        """:meth:`largest_crop`, or :meth:`centre_crop` where no face is found (the policy of
+        ``picoface eval verify --undetected centre``)."""
+        try:
+            return self.largest_crop(image)[0]
+        except NoFace:
+            return self.centre_crop(image)
+
     def centre_crop(self, image) -> np.ndarray:
         """The crop [S, S, 3] :meth:`centre` embeds."""
         h, w = image.shape[:2]

@@ -228,8 +228,8 @@ def quantize_model(model, calib, *, method: str = "minmax", per_channel: bool = 
     """Quantises a float model to a native int8 .pface.
 
     Args:
-        model: path of a .pface or ONNX model (ONNX needs ``task``, and ``head`` or ``preset``,
-            as ``picoface convert``), or .pface bytes.
+        model: a shipped model's name, the path of a .pface or ONNX model (ONNX needs
+            ``task``, and ``head`` or ``preset``, as ``picoface convert``), or .pface bytes.
         calib: a folder of images (read in sorted order), an .npz of uint8 images or float32
             NCHW network inputs, or a list of uint8 BGR images. A recogniser takes images of
             its input size as aligned face crops; larger ones are photos, from which the

@@ -111,21 +111,73 @@ def _cmd_convert(args) -> int:
 
 def _cmd_quantize(args) -> int:
     from picoface import modelfile
+    from picoface.quant_report import accuracy_table, parse_budget, sensitivity_table
     from picoface.quantize import quantize_model
 
-    keep = [k for k in (args.keep_float or "").split(",") if k]
+    keep = [k.strip() for k in (args.keep_float or "").split(",") if k.strip()]
+    budget = parse_budget(args.budget or [])
+    fmt = args.format or ("onnx" if str(args.output).lower().endswith(".onnx") else "pface")
+    if fmt == "onnx":
+        return _quantize_onnx(args, keep, budget)
     blob, report = quantize_model(args.model, args.calib, method=args.method,
                                   per_channel=args.per_channel, keep_float=keep, task=args.task,
                                   head=args.head, preset=args.preset, calib_size=args.calib_size,
-                                  limit=args.limit)
+                                  limit=args.limit, budget=budget, eval_data=args.eval_data,
+                                  eval_limit=args.eval_limit, sensitivity=args.sensitivity,
+                                  report_accuracy=True, report_limit=args.measure_limit,
+                                  progress=_stage_progress(args))
     out = modelfile.save(args.output, blob)
     summary = modelfile.summary(out)  # re-read through the C++ loader: never ship a bad file
     report.update({"output": str(out), "bytes": len(blob), "ops": len(summary["ops"])})
     if args.json:
         print(json.dumps(report, indent=2))
+    else:
+        print(f"wrote {out} ({len(blob)} bytes): {report['int8_convs']} of {report['convs']} Convs in "
+              f"int8, calibrated on {report['calibration_images']} image(s) ({args.method})")
+        print(accuracy_table(report["accuracy"]))
+        if args.sensitivity:
+            print("\nper-layer sensitivity (each Conv alone in int8), worst first:")
+            print(sensitivity_table(report["sensitivity"]))
+    return _budget_exit(report.get("budget", {}))
+
+
+def _stage_progress(args):
+    def show(stage, done, total):
+        if not args.json and sys.stderr.isatty():
+            print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    return show
+
+
+def _budget_exit(checks) -> int:
+    """Exit status 3 and a one-line error for the first budget exceeded, else 0."""
+    from picoface.quant_report import METRICS
+
+    for metric, c in checks.items():
+        if not c["ok"]:
+            bound = "below the floor" if METRICS[metric].floor else "over the budget"
+            print(f"picoface: error: {metric} {c['value']:g} is {bound} {c['budget']:g}", file=sys.stderr)
+            return 3
+    return 0
+
+
+def _quantize_onnx(args, keep, budget) -> int:
+    from picoface.quant_onnx import quantize_onnx
+
+    if keep or budget or args.sensitivity or args.eval_data:
+        raise ValueError("--keep-float, --budget, --sensitivity and --eval-data apply to native "
+                         "(.pface) output, not --format onnx")
+    report = quantize_onnx(args.model, args.calib, args.output, method=args.method,
+                           per_channel=args.per_channel, task=args.task, head=args.head,
+                           preset=args.preset, calib_size=args.calib_size, limit=args.limit,
+                           check_limit=args.measure_limit)
+    if args.json:
+        print(json.dumps(report, indent=2))
         return 0
-    print(f"wrote {out} ({len(blob)} bytes): {report['int8_convs']} of {report['convs']} Convs in "
-          f"int8, calibrated on {report['calibration_images']} image(s) ({args.method})")
+    print(f"wrote {report['output']} (ONNX QDQ, {report['activations']} activations, "
+          f"{'per-channel' if args.per_channel else 'per-tensor'} int8 weights), calibrated on "
+          f"{report['calibration_images']} image(s) ({args.method}); onnxruntime vs the fp32 "
+          f"ONNX on {report['check']['images']} of them: lowest output SQNR "
+          f"{report['check']['sqnr_db_min']:.1f} dB, cosine {report['check']['cosine']:.6f}")
     return 0
 
 
@@ -542,23 +594,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="native INT8 post-training quantisation of a .pface or "
                        "ONNX model over calibration images")
-    q.add_argument("model", help=".pface file, or ONNX with --task and --head/--preset")
+    q.add_argument("model", help="shipped model name, .pface file, or ONNX with --task and --head/--preset")
     q.add_argument("--calib", required=True, help="folder of calibration images (or an .npz of uint8 "
                    "images / float32 NCHW inputs), e.g. ../shared/data/wider/test183/images; never "
                    "the evaluation set")
-    q.add_argument("--method", default="minmax", choices=["minmax", "percentile"],
-                   help="activation range: full observed range, or its 0.01/99.99 percentiles")
+    q.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
+                   help="activation range: full observed range, its 0.01/99.99 percentiles, or "
+                   "the clipping threshold of least KL divergence (TensorRT-style)")
     q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                    help="weight scales per output channel (default) or per tensor")
     q.add_argument("--keep-float", help="comma-separated: first (the Conv reading the image), "
-                   "last (Convs with no Conv after them)")
+                   "last (Convs with no Conv after them), auto (the most sensitive Convs, as few "
+                   "as --budget allows), or Conv names from the --sensitivity table")
+    q.add_argument("--budget", action="append", metavar="METRIC=VALUE",
+                   help="repeatable; with --keep-float auto the target, else a check (exit status 3 "
+                   "when exceeded). sqnr=DB (lowest output SQNR must stay above), cosine=D (1 - mean "
+                   "cosine to fp32), nme=PCT (landmarks), ap_easy|ap_medium|ap_hard=POINTS "
+                   "(detectors, --eval-data), accuracy|tar_at_far_1e-3=POINTS (recognisers, --eval-data)")
+    q.add_argument("--eval-data", help="labelled data for the accuracy report and budgets: a "
+                   "WIDER-val416 folder for detectors (e.g. ../shared/data/wider/val416), a pairs "
+                   "file for recognisers (e.g. ../shared/data/celeba/pairs.tsv)")
+    q.add_argument("--eval-limit", type=int, help="evaluate on at most N images (detectors) or "
+                   "pairs (recognisers)")
+    q.add_argument("--sensitivity", action="store_true", help="also print each Conv's error when "
+                   "it alone is int8, worst first")
+    q.add_argument("--measure-limit", type=int, default=16, help="calibration images the "
+                   "sensitivity, the SQNR/cosine/NME metrics and the report run on (default 16)")
+    q.add_argument("--format", choices=["pface", "onnx"], help="native int8 .pface, or an ONNX QDQ "
+                   "model through onnxruntime.quantization (ONNX input only); default from the -o suffix")
     q.add_argument("--limit", type=int, default=50, help="calibration images used (default 50)")
     q.add_argument("--calib-size", type=_size, help="detector input WIDTHxHEIGHT during calibration "
                    "(default 416x416; fixed-size models use their own)")
     q.add_argument("--task", choices=["detect", "landmarks", "embed"], help="ONNX input only")
     q.add_argument("--head", help="ONNX detector head: " + ", ".join(sorted(HEADS)))
     q.add_argument("--preset", help="ONNX recogniser / landmark preset")
-    q.add_argument("--output", "-o", required=True, help="output .pface file")
+    q.add_argument("--output", "-o", required=True, help="output .pface (or .onnx) file")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=_cmd_quantize)
 

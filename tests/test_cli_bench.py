@@ -107,7 +107,7 @@ def test_bad_size_is_a_usage_error(size):
                                 "got 'tensorrt'"),
     (("--compare", "dlib"), "expected --compare from ('yuface', 'opencv'), got 'dlib'"),
     (("--size", "5000x64"), "expected frame sizes from 1x1 to 4096x4096, got 5000x64"),
-    (("--task", "embed"), "expected --task detect for picoface_det_tiny.pface"),
+    (("--task", "embed"), "expected --task detect for picoface-det-tiny"),
     (("--max-instructions", "5"), "--max-instructions needs --callgrind"),
 ])
 def test_bad_options_are_one_line_errors(args, message):

@@ -141,7 +141,8 @@ class _Model:
 
 def _open_model(model, task: Optional[str], head: Optional[str], preset: Optional[str]) -> _Model:
     """A shipped name or a .pface, ONNX or .tflite file; an ONNX model is also converted to
-    .pface in memory for the native engine."""
+    .pface in memory for the native engine. A .pface keeps its own task (callers check it);
+    the others take ``task``."""
     from picoface import modelfile, weights
     from picoface.backends.base import is_native_model
     from picoface.backends.tflite import is_tflite_model
@@ -152,11 +153,7 @@ def _open_model(model, task: Optional[str], head: Optional[str], preset: Optiona
                                 f"name from {weights.names()}, a .pface, ONNX or .tflite file)")
     if is_native_model(path):
         blob = path.read_bytes()
-        own = modelfile.summary(blob)["metadata"].get("task")
-        if task not in (None, own):
-            raise ValueError(f"expected --task {own} for {path.name} (its metadata says so), "
-                             f"got {task!r}")
-        return _Model(str(model), own, pface=blob)
+        return _Model(str(model), modelfile.summary(blob)["metadata"].get("task"), pface=blob)
     if task is None:
         raise ValueError(f"expected --task detect|landmarks|embed for {path.name} (only a "
                          ".pface model names its own task)")
@@ -321,7 +318,7 @@ def _runners(model: _Model, *, pipeline: Optional[str], embedder: Optional[_Mode
         call, engine, faces = finish(obj)
         runners.append(_Runner(name, stage, backend, load_s, rss, prepare, call, engine, faces))
 
-    # (runner name suffix, backend, detector source, embedder source) per model version
+    # (runner name, backend, model source, embedder source) per version of the model
     versions = []
     for b in backends:
         src = model.source(b)
@@ -442,6 +439,9 @@ def _plan(model, *, pipeline, task, head, preset, embedder, embedder_preset, bac
                              f"got {task!r}")
         task = "detect"
     net = _open_model("picoface-det-tiny" if model is None else model, task, head, preset)
+    if task not in (None, net.task):
+        raise ValueError(f"expected --task {net.task} for {Path(net.name).name} (its metadata "
+                         f"says so), got {task!r}")
     if pipeline is not None and net.task != "detect":
         raise ValueError(f"expected a detector for the {pipeline} pipeline, got a {net.task} model")
     emb = None
@@ -479,6 +479,10 @@ def _plan(model, *, pipeline, task, head, preset, embedder, embedder_preset, bac
     if also and pipeline is not None:
         raise ValueError("--also adds inference rows: give a model, not a pipeline")
     others = [_open_model(a, net.task, head, preset) for a in also]
+    for other in others:
+        if other.task != net.task:
+            raise ValueError(f"expected --also models of the same task as the model ({net.task}), "
+                             f"got a {other.task} model in {other.name}")
     return net, emb, list(backends), blobs, calibration, others, list(sizes)
 
 

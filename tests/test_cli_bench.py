@@ -165,6 +165,8 @@ def test_detect_embed_pipeline(tiny_models):
     assert [(r["runner"], r["stage"]) for r in report["rows"]] == [("native", "detect+embed")]
     assert "the embedder never runs" in out.stderr
     _one_line_error(cli("detect+embed", *TINY), "expected --embedder R")
+    _one_line_error(cli("detect", "--embedder", tiny_models / "embed.onnx", *TINY),
+                    "--embedder is for the detect+embed pipeline")
 
 
 def test_detect_embed_pipeline_finds_and_embeds_faces(tiny_models):

@@ -212,20 +212,21 @@ def _cmd_bench(args) -> int:
 
     images = None
     if args.images:
-        from picoface.quantize import _read_images
+        from picoface import imageio
 
-        images = _read_images(args.images, None) if Path(args.images).is_dir() else None
-        if images is None:
-            from picoface import imageio
-
-            images = [imageio.read_bgr(args.images)]
-        if not images:
-            raise ValueError(f"expected images (.jpg/.png) in {args.images!r}, found none")
+        root = Path(args.images)
+        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+            if root.is_dir() else [root]
+        if not paths:
+            raise ValueError(f"no .jpg/.png images in {str(root)!r}")
+        images = [imageio.read_bgr(p) for p in paths]
     pipeline = args.target if args.target in bench.PIPELINES else None
     model = args.detector if pipeline else args.target
     if args.detector and not pipeline:
         raise ValueError(f"--detector names a pipeline's detector ({', '.join(bench.PIPELINES)}); "
                          f"the model here is {args.target!r}")
+    if args.embedder and pipeline != "detect+embed":
+        raise ValueError(f"--embedder is for the detect+embed pipeline, got {args.target!r}")
     compare = args.compare.split(",") if args.compare else ()
     backends = args.backend.split(",") if args.backend else None
     if args.callgrind:

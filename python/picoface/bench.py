@@ -117,7 +117,7 @@ def _grew(before: Optional[float]) -> Optional[float]:
 
 # ---- the model under test --------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class _Model:
     """One network in the formats this run has of it."""
 
@@ -237,7 +237,20 @@ def _quantized(model: _Model, calib, detector_size: Optional[Tuple[int, int]]) -
 
 # ---- runners ---------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
+class _Plan:
+    """The opened models and the checked options of one run."""
+
+    model: _Model
+    embedder: Optional[_Model]
+    backends: List[str]
+    int8: Dict[str, bytes]  # "model" (and "embedder") -> its int8 .pface, with int8=True
+    calibration: Optional[str]  # what int8 was calibrated on
+    also: List[_Model]
+    sizes: List[Tuple[int, int]]
+
+
+@dataclass(frozen=True)
 class _Runner:
     name: str
     stage: str  # inference | end-to-end | detect+embed | whole detector
@@ -300,11 +313,10 @@ def _compare_runner(name: str, model: _Model, threads: int) -> _Runner:
     return _Runner(name, "whole detector", name, load_s, rss, lambda f: f, call)
 
 
-def _runners(model: _Model, *, pipeline: Optional[str], embedder: Optional[_Model],
-             backends: Sequence[str], int8_blobs: Dict[str, bytes], also: Sequence[_Model],
-             end_to_end: bool, compare: Sequence[str],
+def _runners(plan: _Plan, *, pipeline: Optional[str], end_to_end: bool, compare: Sequence[str],
              threads: int) -> Tuple[List[_Runner], Dict[str, str]]:
     """The runners, and the rows that cannot run (name -> why)."""
+    model, embedder = plan.model, plan.embedder
     runners: List[_Runner] = []
     missing: Dict[str, str] = {}
 
@@ -320,22 +332,22 @@ def _runners(model: _Model, *, pipeline: Optional[str], embedder: Optional[_Mode
 
     # (runner name, backend, model source, embedder source) per version of the model
     versions = []
-    for b in backends:
+    for b in plan.backends:
         src = model.source(b)
         esrc = embedder.source(b) if embedder is not None else None
         if src is None or (embedder is not None and esrc is None):
             missing[b] = _NEEDS[b]
             continue
         versions.append((b, b, src, esrc))
-    versions += [("native int8", "native", int8_blobs["model"], int8_blobs.get("embedder"))
-                 ] if int8_blobs else []
+    if plan.int8:
+        versions.append(("native int8", "native", plan.int8["model"], plan.int8.get("embedder")))
 
     if pipeline is None:
         prepare = _input_fn(model, threads)
         for name, b, src, _ in versions:
             add(name, "inference", b, lambda b=b, s=src: _open_backend(b, s, threads), prepare,
                 lambda o: (o[0], o[1], None))
-        for other in also:
+        for other in plan.also:
             b = other.own_backend
             add(f"{b} {Path(other.name).name}", "inference", b,
                 lambda b=b, o=other: _open_backend(b, o.source(b), threads), prepare,
@@ -425,9 +437,8 @@ def _calibration(calib, images, model: _Model) -> Tuple[object, str]:
 
 
 def _plan(model, *, pipeline, task, head, preset, embedder, embedder_preset, backends,
-          int8, calib, images, also, sizes):
-    """Opens the models and checks the options: (model, embedder, backends, int8 blobs,
-    calibration description, also models, sizes)."""
+          int8, calib, images, also, sizes) -> _Plan:
+    """Opens the models and checks the options."""
     if pipeline is not None and pipeline not in PIPELINES:
         raise ValueError(f"expected a pipeline from {PIPELINES}, got {pipeline!r}")
     for b in backends or ():
@@ -483,7 +494,7 @@ def _plan(model, *, pipeline, task, head, preset, embedder, embedder_preset, bac
         if other.task != net.task:
             raise ValueError(f"expected --also models of the same task as the model ({net.task}), "
                              f"got a {other.task} model in {other.name}")
-    return net, emb, list(backends), blobs, calibration, others, list(sizes)
+    return _Plan(net, emb, list(backends), blobs, calibration, others, list(sizes))
 
 
 def bench(model=None, *, pipeline: Optional[str] = None, task: Optional[str] = None,
@@ -534,18 +545,17 @@ def bench(model=None, *, pipeline: Optional[str] = None, task: Optional[str] = N
     if pipeline == "detect+embed" and (compare or end_to_end):
         raise ValueError("--compare and --end-to-end are for detectors, not the detect+embed "
                          "pipeline")
-    net, emb, backends, blobs, calibration, others, sizes = _plan(
-        model, pipeline=pipeline, task=task, head=head, preset=preset, embedder=embedder,
-        embedder_preset=embedder_preset, backends=backends, int8=int8, calib=calib,
-        images=images, also=also, sizes=sizes)
-    if net.task != "detect" and (end_to_end or compare):
+    plan = _plan(model, pipeline=pipeline, task=task, head=head, preset=preset,
+                 embedder=embedder, embedder_preset=embedder_preset, backends=backends,
+                 int8=int8, calib=calib, images=images, also=also, sizes=sizes)
+    if plan.model.task != "detect" and (end_to_end or compare):
         raise ValueError("--end-to-end and --compare rows are for detectors (--task detect)")
     if pipeline == "detect+embed" and not images:
         log.warning("detect+embed on noise frames: no faces are found, so the embedder never "
                     "runs; give --images with faces")
-    runners, missing = _runners(net, pipeline=pipeline, embedder=emb, backends=backends,
-                                int8_blobs=blobs, also=others, end_to_end=end_to_end,
+    runners, missing = _runners(plan, pipeline=pipeline, end_to_end=end_to_end,
                                 compare=compare, threads=threads)
+    sizes = plan.sizes
     rows, profiles = [], {}
     for k, (w, h) in enumerate(sizes):
         frames = _frames(images, w, h)
@@ -583,15 +593,15 @@ def bench(model=None, *, pipeline: Optional[str] = None, task: Optional[str] = N
             profiles[f"{w}x{h}"] = {r.name: _profile(r.engine, args[r.name][0])
                                     for r in runners if r.engine is not None}
     info = build_info()
-    report = {"model": net.name, "task": net.task, "pipeline": pipeline,
-              "embedder": emb.name if emb else None, "threads": threads, "runs": runs,
-              "warmup": warmup, "convert_s": round(net.convert_s, 4),
+    report = {"model": plan.model.name, "task": plan.model.task, "pipeline": pipeline,
+              "embedder": plan.embedder.name if plan.embedder else None, "threads": threads,
+              "runs": runs, "warmup": warmup, "convert_s": round(plan.model.convert_s, 4),
               "frames": f"{len(images)} image(s)" if images else "seeded noise",
               "machine": machine(), "picoface": info["version"], "isa": info["isa_selected"],
               "isa_supported": info["isa_supported"], "peak_rss_mb": round(_peak_rss_mb(), 1),
               "rows": rows}
-    if calibration is not None:
-        report["int8_calibration"] = calibration
+    if plan.calibration is not None:
+        report["int8_calibration"] = plan.calibration
     if profile:
         report["profiles"] = profiles
     return report
@@ -682,17 +692,17 @@ def callgrind(model, *, task: Optional[str] = None, head: Optional[str] = None,
     """
     if shutil.which("valgrind") is None:
         raise RuntimeError("--callgrind needs valgrind on PATH (e.g. apt-get install valgrind)")
-    net, _, _, blobs, calibration, _, sizes = _plan(
-        model, pipeline=None, task=task, head=head, preset=preset, embedder=None,
-        embedder_preset=None, backends=["native"], int8=int8, calib=calib, images=images,
-        also=(), sizes=sizes)
+    plan = _plan(model, pipeline=None, task=task, head=head, preset=preset, embedder=None,
+                 embedder_preset=None, backends=["native"], int8=int8, calib=calib,
+                 images=images, also=(), sizes=sizes)
+    net = plan.model
     if net.pface is None:
         raise ValueError("--callgrind counts the native engine: give a .pface or ONNX model")
-    engines = [("native", net.pface)] + ([("native int8", blobs["model"])] if blobs else [])
+    engines = [("native", net.pface)] + ([("native int8", plan.int8["model"])] if plan.int8 else [])
     prepare = _input_fn(net, 1)
     rows = []
     with tempfile.TemporaryDirectory(prefix="picoface-callgrind-") as tmp:
-        for w, h in sizes:
+        for w, h in plan.sizes:
             x = np.ascontiguousarray(prepare(_frames(images[:1] if images else None, w, h)[0]))
             for name, blob in engines:
                 counts = _count_instructions(blob, x, Path(tmp))
@@ -701,8 +711,8 @@ def callgrind(model, *, task: Optional[str] = None, head: Optional[str] = None,
     report = {"model": net.name, "task": net.task, "mode": "callgrind", "calls": CALLGRIND_CALLS,
               "frames": "first image" if images else "seeded noise", "machine": machine(),
               "picoface": build_info()["version"], "rows": rows}
-    if calibration is not None:
-        report["int8_calibration"] = calibration
+    if plan.calibration is not None:
+        report["int8_calibration"] = plan.calibration
     return report
 
 

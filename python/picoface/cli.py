@@ -62,9 +62,12 @@ def _progress(args, width: int = 30):
     """A progress bar on stderr, for people watching: off with --json and when stderr is not
     a terminal (a log file would fill with carriage returns)."""
     def show(done, total):
-        if getattr(args, "json", False) or not sys.stderr.isatty():
-            return
         filled = width * done // max(total, 1)
+        # Redrawn only when the bar grows: a write per iteration would cost more than some
+        # of the calls being timed.
+        if getattr(args, "json", False) or not sys.stderr.isatty() or (
+                done < total and filled == width * (done - 1) // max(total, 1)):
+            return
         print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
               end="" if done < total else "\n", file=sys.stderr, flush=True)
     return show

@@ -748,7 +748,7 @@ def _columns(report: dict):
 
 def _header(report: dict) -> List[str]:
     m = report["machine"]
-    what = report["pipeline"] or report["task"]
+    what = f"{report['pipeline']} pipeline" if report["pipeline"] else report["task"]
     lines = [f"model `{Path(report['model']).name}` ({what}"
              + (f", embedder `{Path(report['embedder']).name}`" if report.get("embedder") else "")
              + f"), {report['threads']} thread(s), picoface {report['picoface']} ISA "

@@ -483,7 +483,7 @@ def _plan(model, *, pipeline, task, head, preset, embedder, embedder_preset, bac
         if emb is not None:
             try:
                 blobs["embedder"] = _quantized(emb, _calibration(calib, images, emb)[0], None)
-            except ValueError as e:  # e.g. PReLU Convs: the detector's int8 is still worth timing
+            except ValueError as e:  # no int8-capable Conv: the detector's int8 is still worth timing
                 log.warning("--int8: the embedder stays float: %s", e)
                 blobs["embedder"] = emb.pface
                 calibration += "; the embedder stays float (it has no int8-capable Conv)"

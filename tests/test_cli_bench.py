@@ -249,3 +249,29 @@ def test_callgrind_without_valgrind_says_so(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="--callgrind needs valgrind on PATH"):
         bench.callgrind("picoface-det-tiny", sizes=[(64, 64)])
+
+
+def test_int8_rows_get_the_input_quantised_as_the_detector_writes_it():
+    """An int8 .pface's native inference row is fed int8 (its input QuantizeLinear's
+    parameters), as FaceDetector feeds it, with the engine's outputs of the float input;
+    float models and other backends keep the float tensor."""
+    import numpy as np
+    from picoface import _core, weights
+    from picoface.quant_graph import input_quantization
+    from picoface.quantize import quantize_model
+
+    fp32 = weights.path("picoface-det-tiny").read_bytes()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (96, 128, 3), np.uint8) for _ in range(2)]
+    int8, _ = quantize_model(fp32, frames, calib_size=(128, 96))
+    model = bench._open_model("picoface-det-tiny", "detect", None, None)
+    prepare = bench._input_fn(model, 1)
+    x = prepare(frames[0])
+    assert bench._model_input(prepare, "native", fp32) is prepare
+    assert bench._model_input(prepare, "onnxruntime", int8) is prepare
+    xq = bench._model_input(prepare, "native", int8)(frames[0])
+    q = input_quantization(int8)
+    assert xq.dtype == np.int8 and q is not None
+    eng = _core.Engine(int8)
+    for got, want in zip(eng.run([xq]), eng.run([x])):
+        np.testing.assert_array_equal(got, want)

@@ -13,7 +13,8 @@ Ratios are onnxruntime inference median / runner median, per frame size.
 
 With ``profile=True`` the native engine's time per executed op (median over
 ``PROFILE_RUNS`` runs after the timed loop) is reported per op type and for the slowest ops.
-The tools issue (#7) adds TFLite, peak RSS and callgrind counts.
+``models`` may include .tflite versions of the network (rows "tflite NAME"). The tools
+issue (#7) adds peak RSS and callgrind counts.
 """
 
 import os
@@ -26,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from picoface import _core
+from picoface.backends.tflite import is_tflite_model
 from picoface.info import build_info
 
 BACKENDS = ("native", "onnxruntime")
@@ -169,6 +171,9 @@ def _runners(onnx_path: Path, task: str, head: Optional[str], preset: Optional[s
             net = OnnxRuntimeBackend(onnx_path, threads=threads)
             runners.append(_Runner(b, time.perf_counter() - t0, prepare, net.run))
     for path in models:
+        if is_tflite_model(Path(path)):
+            runners.append(_tflite_runner(Path(path), task, head or _head_of(blob), threads, prepare))
+            continue
         # Another .pface of the same network (e.g. its int8 version) on the same input tensors.
         t0 = time.perf_counter()
         engine = _core.Engine(Path(path).read_bytes(), threads)
@@ -184,6 +189,28 @@ def _runners(onnx_path: Path, task: str, head: Optional[str], preset: Optional[s
             continue
         runners.append(_Runner(b, load_s, lambda frame: frame, call))
     return runners, missing
+
+
+def _head_of(blob: bytes) -> Optional[str]:
+    from picoface import modelfile
+    return modelfile.summary(blob)["metadata"].get("head.type")
+
+
+def _tflite_runner(path: Path, task: str, head: Optional[str], threads: int,
+                   prepare: Callable) -> _Runner:
+    """A TFLite version of the network (e.g. ``picoface quantize --format tflite``; XNNPACK
+    with ``threads`` threads). TFLite models have a fixed input: a detector's frame is
+    letterboxed into it by its own preprocessing (the row's "net input" says which size);
+    crop models get the same tensor as the other rows."""
+    from picoface.backends.tflite import TfliteBackend
+
+    t0 = time.perf_counter()
+    net = TfliteBackend(path, threads=threads)
+    if task == "detect":
+        from picoface.detector import FaceDetector
+        det = FaceDetector(path, head=head, backend="tflite", threads=threads)
+        prepare = lambda frame: det.preprocess(frame)[0]
+    return _Runner(f"tflite {path.name}", time.perf_counter() - t0, prepare, net.run)
 
 
 def _frames(images: Optional[Sequence[np.ndarray]], w: int, h: int) -> List[np.ndarray]:
@@ -206,7 +233,8 @@ def bench(onnx_path, *, task: str, head: Optional[str] = None, preset: Optional[
         onnx_path: the ONNX model; the native side converts it in memory. A .pface file
             runs natively only (``task`` must still name it).
         models: more .pface files of the same network (e.g. ``picoface quantize`` output),
-            each a native row "native NAME" on the same input tensors.
+            each a native row "native NAME" on the same input tensors, or .tflite files
+            (``picoface quantize --format tflite``), each a row "tflite NAME".
         sizes: frame sizes (w, h); default 320x240 and 640x480 for detectors, the model's
             input size for crop models.
         images: uint8 BGR images the frames are made from (cycled per iteration); None: a

@@ -113,6 +113,8 @@ def _cmd_quantize(args) -> int:
     from picoface import modelfile
     from picoface.quantize import quantize_model
 
+    if (args.format or ("tflite" if str(args.output).lower().endswith(".tflite") else "pface")) == "tflite":
+        return _quantize_tflite(args)
     keep = [k for k in (args.keep_float or "").split(",") if k]
     blob, report = quantize_model(args.model, args.calib, method=args.method,
                                   per_channel=args.per_channel, keep_float=keep, task=args.task,
@@ -126,6 +128,33 @@ def _cmd_quantize(args) -> int:
         return 0
     print(f"wrote {out} ({len(blob)} bytes): {report['int8_convs']} of {report['convs']} Convs in "
           f"int8, calibrated on {report['calibration_images']} image(s) ({args.method})")
+    return 0
+
+
+def _quantize_tflite(args) -> int:
+    from picoface import modelfile
+    from picoface.tflite_export import pface_to_tflite
+
+    if args.method != "minmax" or not args.per_channel or args.keep_float:
+        raise ValueError("--format tflite uses ai-edge-quantizer's static int8 recipe (min/max "
+                         "ranges, per-channel weights, every op int8): drop --method, "
+                         "--no-per-channel and --keep-float")
+    blob, report = pface_to_tflite(args.model, calib=args.calib, size=args.calib_size,
+                                   limit=args.limit, task=args.task, head=args.head,
+                                   preset=args.preset)
+    out = modelfile.save(args.output, blob)
+    report.update({"output": str(out), "bytes": len(blob)})
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"wrote {out} ({len(blob)} bytes, full-integer TFLite, input {report['input']}), "
+          f"calibrated on {report['calibration_images']} image(s); fp32 TFLite vs native "
+          f"{report['fp32_vs_native_rel_error']:.3g} of the largest output, int8 vs native: lowest "
+          f"output cosine {report['int8_min_output_cosine']:.5f}")
+    if "int8_detections" in report:
+        d = report["int8_detections"]
+        print(f"int8 TFLite vs native fp32 detections on {d['images']} calibration image(s): "
+              f"recall {d['recall']:.3f}, precision {d['precision']:.3f}, mean IoU {d['mean_iou']:.3f}")
     return 0
 
 
@@ -184,13 +213,24 @@ def _cmd_export(args) -> int:
         from picoface import imageio
 
         image = imageio.read_bgr(args.image)
-    report = export(args.checkpoint, args.output, arch=args.arch, to=args.to, image=image)
+    to = args.to or ("tflite" if str(args.output).lower().endswith(".tflite") else "onnx")
+    report = export(args.checkpoint, args.output, arch=args.arch, to=to, image=image,
+                    int8=args.int8, calib=args.calib, size=args.size, limit=args.limit)
     if args.json:
         print(json.dumps(report))
-    else:
+    elif to == "onnx":
         print(f"wrote {report['output']} ({report['arch']}, {report['bytes']} bytes): "
               f"onnxruntime vs PyTorch at {report['input']}, max abs error "
               f"{report['max_abs_error']:.3g} (< {report['tolerance']:g})")
+    else:
+        print(f"wrote {report['output']} ({report['arch']}, {report['bytes']} bytes, input "
+              f"{report['input']}): fp32 TFLite vs PyTorch max error {report['max_rel_error']:.3g} "
+              f"of the largest output (< {report['tolerance']:g})")
+        if "int8" in report:
+            q = report["int8"]
+            print(f"int8 vs fp32 TFLite on {q['images']} {q['compared_on']}: recall "
+                  f"{q['recall']:.3f}, precision {q['precision']:.3f}, mean IoU {q['mean_iou']:.3f} "
+                  f"({q['reference_faces']} / {q['faces']} faces)")
     return 0
 
 
@@ -552,13 +592,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight scales per output channel (default) or per tensor")
     q.add_argument("--keep-float", help="comma-separated: first (the Conv reading the image), "
                    "last (Convs with no Conv after them)")
+    q.add_argument("--format", choices=["pface", "tflite"], help="native int8 .pface, or a "
+                   "full-integer TFLite model (litert-torch + ai-edge-quantizer, the [export] "
+                   "extra); default from the -o suffix")
     q.add_argument("--limit", type=int, default=50, help="calibration images used (default 50)")
     q.add_argument("--calib-size", type=_size, help="detector input WIDTHxHEIGHT during calibration "
-                   "(default 416x416; fixed-size models use their own)")
+                   "(default 416x416; fixed-size models use their own); --format tflite: the "
+                   "model's fixed input (default 640x480)")
     q.add_argument("--task", choices=["detect", "landmarks", "embed"], help="ONNX input only")
     q.add_argument("--head", help="ONNX detector head: " + ", ".join(sorted(HEADS)))
     q.add_argument("--preset", help="ONNX recogniser / landmark preset")
-    q.add_argument("--output", "-o", required=True, help="output .pface file")
+    q.add_argument("--output", "-o", required=True, help="output .pface (or .tflite) file")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=_cmd_quantize)
 
@@ -567,7 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", help="ONNX file (the native side converts it in memory), or a .pface "
                    "(native rows only)")
     b.add_argument("--also", help="comma-separated .pface files of the same network (e.g. its int8 "
-                   "version from `picoface quantize`), timed natively on the same inputs")
+                   "version from `picoface quantize`), timed natively on the same inputs, or .tflite "
+                   "files (timed with the TFLite runtime; a detector's frame is letterboxed into "
+                   "the model's fixed size)")
     b.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
     b.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
     b.add_argument("--preset", help="input convention of a recogniser or landmark model")
@@ -593,12 +639,20 @@ def build_parser() -> argparse.ArgumentParser:
     from picoface.export import ARCHS, FORMATS
 
     ex = sub.add_parser("export", help="export a detector checkpoint (.pth) through the "
-                        "project's definitions (models/) to ONNX, checked against PyTorch "
-                        "(needs a source checkout and the [export] extra)")
+                        "project's definitions (models/) to ONNX or TFLite (fp32 or full int8), "
+                        "checked against PyTorch (needs a source checkout and the [export] extra)")
     ex.add_argument("checkpoint", help=".pth weights of one of: " + ", ".join(sorted(ARCHS)))
     ex.add_argument("--arch", choices=sorted(ARCHS),
                     help="default: the definition that loads the checkpoint strictly")
-    ex.add_argument("--to", choices=FORMATS, default="onnx", help="output format (tflite: issue #7)")
+    ex.add_argument("--to", choices=FORMATS, help="output format: onnx (dynamic size) or tflite "
+                    "(fixed --size, litert-torch); default from the -o suffix")
+    ex.add_argument("--int8", action="store_true", help="tflite: full-integer model "
+                    "(ai-edge-quantizer, int8 weights and activations), needs --calib")
+    ex.add_argument("--calib", help="folder of calibration images (or .npz) for --int8, e.g. "
+                    "../shared/data/wider/test183/images; never the evaluation set")
+    ex.add_argument("--limit", type=int, default=50, help="calibration images used (default 50)")
+    ex.add_argument("--size", type=_size, help="tflite input WIDTHxHEIGHT, rounded up to the "
+                    "architecture's multiple (default 640x480; EXTD 640x512)")
     ex.add_argument("--output", "-o", required=True)
     ex.add_argument("--image", help="real image for the check (default: seeded random input)")
     ex.add_argument("--json", action="store_true")

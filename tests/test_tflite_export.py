@@ -85,19 +85,22 @@ def test_interpreter_refuses_ops_it_lacks():
 
 
 @pytest.fixture(scope="module")
-def det_tiny_tflite():
-    """fp32 and int8 TFLite of the shipped detector at 640x480, calibrated on 8 WIDER test
-    images (not the photos they are compared on)."""
+def det_tiny_tflite(tmp_path_factory):
+    """fp32 TFLite of the shipped detector at 640x480 (API), and its int8 version made by
+    ``picoface quantize --format tflite`` as a user would, calibrated on 8 WIDER test images
+    (not the photos the tests compare on)."""
     need_module("litert_torch")
     need_module("ai_edge_quantizer")
     from picoface import tflite_export as te
-    from picoface.quantize import _read_images
 
     blob = weights.path(weights.DEFAULT_DETECTOR).read_bytes()
     fp32, report = te.pface_to_tflite(blob, int8=False, size=(640, 480))
-    native = picoface.FaceDetector(blob, input_size=(640, 480))
-    calib = [native.preprocess(img)[0] for img in _read_images(need(TEST183), 8)]
-    return {"pface": blob, "fp32": fp32, "int8": te.quantize_int8(fp32, calib), "report": report}
+    out_path = tmp_path_factory.mktemp("tflite") / "det_int8.tflite"
+    out = cli("quantize", weights.path(weights.DEFAULT_DETECTOR), "--calib", need(TEST183),
+              "--limit", 8, "--calib-size", "640x480", "-o", out_path, "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"pface": blob, "fp32": fp32, "report": report, "int8": out_path.read_bytes(),
+            "int8_report": json.loads(out.stdout)}  # the converters' progress went to stderr
 
 
 def test_det_tiny_fp32_tflite_detects_as_native(det_tiny_tflite):
@@ -123,6 +126,10 @@ def test_det_tiny_int8_tflite_detections_close_to_fp32(det_tiny_tflite):
     got = detection_agreement(native, int8, _photos())
     assert got["reference_faces"] > 20
     assert got["recall"] >= 0.85 and got["precision"] >= 0.85 and got["mean_iou"] >= 0.85, got
+    report = det_tiny_tflite["int8_report"]
+    assert report["input"] == "640x480" and report["calibration_images"] == 8
+    assert report["fp32_vs_native_rel_error"] < 1e-4
+    assert report["int8_detections"]["recall"] >= 0.85, report
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ is refused when the module is built, naming them.
 """
 
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -293,7 +293,7 @@ OPS = {
 }
 
 
-def input_shape(module: PfaceModule, size: Sequence[int] = None) -> List[int]:
+def input_shape(module: PfaceModule, size: Optional[Sequence[int]] = None) -> List[int]:
     """[1, 3, H, W] of the module's input: the model file's fixed size, else ``size`` (W, H)."""
     meta = module.metadata
     if meta.get("input.size_policy") == "fixed":

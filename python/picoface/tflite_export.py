@@ -223,8 +223,6 @@ def pface_to_tflite(model, *, calib=None, int8: bool = True, size: Optional[Tupl
         ValueError: a model with ops the interpreter lacks, no calibration images, a bad size.
     """
     require(int8=int8)
-    import torch
-
     from picoface import _core
     from picoface.pface_torch import PfaceModule, input_shape
     from picoface.quantize import _input_fn, _read_images

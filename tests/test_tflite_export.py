@@ -5,9 +5,10 @@ checkpoint of the project's own detector, run as a user would.
 
 Tolerances: interpreter and fp32 TFLite outputs within 1e-4 of the largest reference value
 (float32, other summation orders; measured ~1e-6); fp32 TFLite detections as native (boxes
-within 0.05 px); int8 TFLite detections vs native fp32 on 12 real photos: recall and
-precision at IoU 0.5 at least 0.85 and mean IoU of the matched boxes at least 0.85 (measured
-on these images: see the report of the task that added this file).
+within 0.05 px); int8 TFLite detections vs native fp32 on the 12 full-size WIDER photos:
+recall and precision at IoU 0.5 at least 0.85 and mean IoU of the matched boxes at least
+0.85 (measured with the test's 8 calibration images: recall 0.985, precision 0.971, mean IoU
+0.889; with 50: 1.000, 1.000, 0.926).
 """
 
 import json

@@ -349,9 +349,12 @@ def _runners(plan: _Plan, *, pipeline: Optional[str], end_to_end: bool, compare:
                 lambda o: (o[0], o[1], None))
         for other in plan.also:
             b = other.own_backend
+            # A .tflite detector has a fixed input: its own preprocessing letterboxes the
+            # frame into it (the row's "net input" says which size).
+            own = other.tflite is not None and other.task == "detect"
             add(f"{b} {Path(other.name).name}", "inference", b,
-                lambda b=b, o=other: _open_backend(b, o.source(b), threads), prepare,
-                lambda o: (o[0], o[1], None))
+                lambda b=b, o=other: _open_backend(b, o.source(b), threads),
+                _input_fn(other, threads) if own else prepare, lambda o: (o[0], o[1], None))
     if pipeline == "detect" or end_to_end:
         for name, b, src, _ in versions:
             add(f"{name} end-to-end" if pipeline is None else name, "end-to-end", b,

@@ -360,8 +360,16 @@ def _runners(plan: _Plan, *, pipeline: Optional[str], end_to_end: bool, compare:
                 lambda o: (o[0], o[1], None))
         for other in plan.also:
             b = other.own_backend
+            # A .tflite detector has a fixed input: its own preprocessing letterboxes the
+            # frame into it (the row's "net input" says which size).
+            own_prepare = prepare
+            if other.tflite is not None and other.task == "detect":
+                try:
+                    own_prepare = _input_fn(other, threads)
+                except ImportError:
+                    pass  # no TFLite runtime: loading the runner below reports the n/a row
             add(f"{b} {Path(other.name).name}", "inference", b,
-                lambda b=b, o=other: _open_backend(b, o.source(b), threads), _model_input(prepare, b, other.source(b)),
+                lambda b=b, o=other: _open_backend(b, o.source(b), threads), _model_input(own_prepare, b, other.source(b)),
                 lambda o: (o[0], o[1], None))
     if pipeline == "detect" or end_to_end:
         for name, b, src, _ in versions:
@@ -500,6 +508,9 @@ def _plan(model, *, pipeline, task, head, preset, embedder, embedder_preset, bac
                 calibration += "; the embedder stays float (it has no int8-capable Conv)"
     if also and pipeline is not None:
         raise ValueError("--also adds inference rows: give a model, not a pipeline")
+    if head is None and net.pface is not None:  # a .tflite version decodes as the model does
+        from picoface import modelfile
+        head = modelfile.summary(net.pface)["metadata"].get("head.type")
     others = [_open_model(a, net.task, head, preset) for a in also]
     for other in others:
         if other.task != net.task:

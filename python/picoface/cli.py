@@ -128,9 +128,12 @@ def _cmd_quantize(args) -> int:
 
     keep = [k.strip() for k in (args.keep_float or "").split(",") if k.strip()]
     budget = parse_budget(args.budget or [])
-    fmt = args.format or ("onnx" if str(args.output).lower().endswith(".onnx") else "pface")
+    suffix = str(args.output).lower().rsplit(".", 1)[-1]
+    fmt = args.format or (suffix if suffix in ("onnx", "tflite") else "pface")
     if fmt == "onnx":
         return _quantize_onnx(args, keep, budget)
+    if fmt == "tflite":
+        return _quantize_tflite(args)
     blob, report = quantize_model(args.model, args.calib, method=args.method,
                                   per_channel=args.per_channel, keep_float=keep, task=args.task,
                                   head=args.head, preset=args.preset, calib_size=args.calib_size,
@@ -193,6 +196,33 @@ def _quantize_onnx(args, keep, budget) -> int:
     return 0
 
 
+def _quantize_tflite(args) -> int:
+    from picoface import modelfile
+    from picoface.tflite_export import pface_to_tflite
+
+    if args.method != "minmax" or not args.per_channel or args.keep_float:
+        raise ValueError("--format tflite uses ai-edge-quantizer's static int8 recipe (min/max "
+                         "ranges, per-channel weights, every op int8): drop --method, "
+                         "--no-per-channel and --keep-float")
+    blob, report = pface_to_tflite(args.model, calib=args.calib, size=args.calib_size,
+                                   limit=args.limit, task=args.task, head=args.head,
+                                   preset=args.preset)
+    out = modelfile.save(args.output, blob)
+    report.update({"output": str(out), "bytes": len(blob)})
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"wrote {out} ({len(blob)} bytes, full-integer TFLite, input {report['input']}), "
+          f"calibrated on {report['calibration_images']} image(s); fp32 TFLite vs native "
+          f"{report['fp32_vs_native_rel_error']:.3g} of the largest output, int8 vs native: lowest "
+          f"output cosine {report['int8_min_output_cosine']:.5f}")
+    if "int8_detections" in report:
+        d = report["int8_detections"]
+        print(f"int8 TFLite vs native fp32 detections on {d['images']} calibration image(s): "
+              f"recall {d['recall']:.3f}, precision {d['precision']:.3f}, mean IoU {d['mean_iou']:.3f}")
+    return 0
+
+
 def _cmd_inspect(args) -> int:
     from picoface import modelfile
 
@@ -248,13 +278,24 @@ def _cmd_export(args) -> int:
         from picoface import imageio
 
         image = imageio.read_bgr(args.image)
-    report = export(args.checkpoint, args.output, arch=args.arch, to=args.to, image=image)
+    to = args.to or ("tflite" if str(args.output).lower().endswith(".tflite") else "onnx")
+    report = export(args.checkpoint, args.output, arch=args.arch, to=to, image=image,
+                    int8=args.int8, calib=args.calib, size=args.size, limit=args.limit)
     if args.json:
         print(json.dumps(report))
-    else:
+    elif to == "onnx":
         print(f"wrote {report['output']} ({report['arch']}, {report['bytes']} bytes): "
               f"onnxruntime vs PyTorch at {report['input']}, max abs error "
               f"{report['max_abs_error']:.3g} (< {report['tolerance']:g})")
+    else:
+        print(f"wrote {report['output']} ({report['arch']}, {report['bytes']} bytes, input "
+              f"{report['input']}): fp32 TFLite vs PyTorch max error {report['max_rel_error']:.3g} "
+              f"of the largest output (< {report['tolerance']:g})")
+        if "int8" in report:
+            q = report["int8"]
+            print(f"int8 vs fp32 TFLite on {q['images']} {q['compared_on']}: recall "
+                  f"{q['recall']:.3f}, precision {q['precision']:.3f}, mean IoU {q['mean_iou']:.3f} "
+                  f"({q['reference_faces']} / {q['faces']} faces)")
     return 0
 
 
@@ -658,15 +699,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "it alone is int8, worst first")
     q.add_argument("--measure-limit", type=int, default=16, help="calibration images the "
                    "sensitivity, the SQNR/cosine/NME metrics and the report run on (default 16)")
-    q.add_argument("--format", choices=["pface", "onnx"], help="native int8 .pface, or an ONNX QDQ "
-                   "model through onnxruntime.quantization (ONNX input only); default from the -o suffix")
+    q.add_argument("--format", choices=["pface", "onnx", "tflite"], help="native int8 .pface, an "
+                   "ONNX QDQ model through onnxruntime.quantization (ONNX input only), or a "
+                   "full-integer TFLite model (litert-torch + ai-edge-quantizer, the [export] "
+                   "extra); default from the -o suffix")
     q.add_argument("--limit", type=int, default=50, help="calibration images used (default 50)")
     q.add_argument("--calib-size", type=_size, help="detector input WIDTHxHEIGHT during calibration "
-                   "(default 416x416; fixed-size models use their own)")
+                   "(default 416x416; fixed-size models use their own); --format tflite: the "
+                   "model's fixed input (default 640x480)")
     q.add_argument("--task", choices=["detect", "landmarks", "embed"], help="ONNX input only")
     q.add_argument("--head", help="ONNX detector head: " + ", ".join(sorted(HEADS)))
     q.add_argument("--preset", help="ONNX recogniser / landmark preset")
-    q.add_argument("--output", "-o", required=True, help="output .pface (or .onnx) file")
+    q.add_argument("--output", "-o", required=True, help="output .pface, .onnx or .tflite file")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=_cmd_quantize)
 
@@ -729,12 +773,20 @@ def build_parser() -> argparse.ArgumentParser:
     from picoface.export import ARCHS, FORMATS
 
     ex = sub.add_parser("export", help="export a detector checkpoint (.pth) through the "
-                        "project's definitions (models/) to ONNX, checked against PyTorch "
-                        "(needs a source checkout and the [export] extra)")
+                        "project's definitions (models/) to ONNX or TFLite (fp32 or full int8), "
+                        "checked against PyTorch (needs a source checkout and the [export] extra)")
     ex.add_argument("checkpoint", help=".pth weights of one of: " + ", ".join(sorted(ARCHS)))
     ex.add_argument("--arch", choices=sorted(ARCHS),
                     help="default: the definition that loads the checkpoint strictly")
-    ex.add_argument("--to", choices=FORMATS, default="onnx", help="output format (tflite: issue #7)")
+    ex.add_argument("--to", choices=FORMATS, help="output format: onnx (dynamic size) or tflite "
+                    "(fixed --size, litert-torch); default from the -o suffix")
+    ex.add_argument("--int8", action="store_true", help="tflite: full-integer model "
+                    "(ai-edge-quantizer, int8 weights and activations), needs --calib")
+    ex.add_argument("--calib", help="folder of calibration images (or .npz) for --int8, e.g. "
+                    "../shared/data/wider/test183/images; never the evaluation set")
+    ex.add_argument("--limit", type=int, default=50, help="calibration images used (default 50)")
+    ex.add_argument("--size", type=_size, help="tflite input WIDTHxHEIGHT, rounded up to the "
+                    "architecture's multiple (default 640x480; EXTD 640x512)")
     ex.add_argument("--output", "-o", required=True)
     ex.add_argument("--image", help="real image for the check (default: seeded random input)")
     ex.add_argument("--json", action="store_true")

@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import landmarker as lm  # noqa: E402
+from models.common import randomize_bn_statistics  # noqa: E402
 
 # Max abs error in unit coordinates (1e-4 of the crop side: 0.01 px at 112).
 TOLERANCE = 1e-4
@@ -31,11 +32,7 @@ def load(checkpoint=None) -> lm.Landmarker:
     torch.manual_seed(0)
     model = lm.build()
     if checkpoint is None:
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-        return model.eval()
+        return randomize_bn_statistics(model).eval()
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model.load_state_dict(ckpt.get("ema") or ckpt["model"])
     return model.eval()

@@ -42,11 +42,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import landmarker as lm  # noqa: E402
-from tools.train_detector import Ema, lr_at, make_optimizer  # noqa: E402
+from tools.train_detector import (Ema, add_run_options, lr_at, make_optimizer,  # noqa: E402
+                                  optimizer_step, resume, save, start_run)
 
 log = logging.getLogger("train_landmarker")
 
@@ -244,25 +244,8 @@ def load_data(path):
     return data
 
 
-def save(path, model, ema, opt, step, args, train_seconds):
-    tmp = Path(str(path) + ".tmp")
-    torch.save({"step": step, "seed": args.seed, "train_seconds": train_seconds,
-                "model": model.state_dict(), "ema": ema.model.state_dict(),
-                "optimizer": opt.state_dict(), "args": vars(args),
-                "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)
-
-
 def train(args) -> Path:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    if args.verbose:
-        log.addHandler(logging.StreamHandler(sys.stdout))
-    torch.set_num_threads(args.threads)
+    out = start_run(log, args)
     import cv2
     cv2.setNumThreads(1)
     torch.manual_seed(args.seed)
@@ -277,15 +260,7 @@ def train(args) -> Path:
     ema = Ema(model, decay=0.998)
     opt = make_optimizer(model, args.lr, args.wd)
     ckpt_path = out / "last.pt"
-    start, spent = 0, 0.0
-    if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        ema.model.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
-        start, spent = ck["step"], ck.get("train_seconds", 0.0)
-        log.info("resumed from %s at step %d (%.0f s trained)", ckpt_path, start, spent)
+    start, spent = resume(log, ckpt_path, model, ema, opt) if args.resume else (0, 0.0)
     log.info("picoface-lmk68: %d parameters, %.1f M multiply-adds; %d training faces, %d held "
              "out; args %s", lm.count_params(model), lm.count_mmacs(model), len(train_idx),
              len(val_idx), json.dumps(vars(args)))
@@ -298,16 +273,9 @@ def train(args) -> Path:
             log.info("time budget of %.0f min spent", args.minutes)
             break
         lr = lr_at(step, args.steps, args.lr, args.warmup, None if budget is None else trained / budget)
-        for g in opt.param_groups:
-            g["lr"] = lr
         x, y = batches(step)
         loss = wing_loss(model(x).reshape(-1, lm.NUM_POINTS, 2), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        step += 1
-        ema.update(model, step)
+        step = optimizer_step(model, ema, opt, loss, lr, step)
         v = float(loss.detach())
         run = v if run is None else 0.98 * run + 0.02 * v
         if step % args.log_every == 0:
@@ -334,23 +302,10 @@ def parse(argv=None):
     pr.add_argument("--threads", type=int, default=1)
     tr = sub.add_parser("train", help="distil into models/landmarker.py")
     tr.add_argument("--data", required=True, help="the prepare step's .npz")
-    tr.add_argument("--out", required=True, help="run folder: last.pt and train.log")
-    tr.add_argument("--steps", type=int, default=100000)
-    tr.add_argument("--minutes", type=float,
-                    help="time budget: the cosine follows the fraction spent and training stops "
-                         "when it is (--steps is then an upper bound, and a resumed run is no "
-                         "longer bit-exact)")
-    tr.add_argument("--batch", type=int, default=64)
-    tr.add_argument("--lr", type=float, default=3e-3)
-    tr.add_argument("--wd", type=float, default=1e-4)
-    tr.add_argument("--warmup", type=int, default=100)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int, default=1)
-    tr.add_argument("--save-every", type=int, default=100)
-    tr.add_argument("--log-every", type=int, default=20)
+    add_run_options(tr, steps=100000, batch=64, lr=3e-3, wd=1e-4, warmup=100, threads=1,
+                    save_every=100)
     tr.add_argument("--eval-every", type=int, default=250)
-    tr.add_argument("--resume", action="store_true")
-    tr.add_argument("--verbose", action="store_true", help="also log to stdout")
+    tr.set_defaults(variant="lmk68")  # the checkpoint's model name (train_detector.save)
     return p.parse_args(argv)
 
 

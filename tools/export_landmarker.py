@@ -46,6 +46,15 @@ def export_onnx(model: lm.Landmarker, out) -> Path:
     return Path(out)
 
 
+def provenance(checkpoint) -> str:
+    """The .pface provenance line of a training checkpoint (None: the untrained model)."""
+    if checkpoint is None:
+        return "untrained (seeded random weights): export check only"
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return (f"distilled from PFLD-68 by tools/train_landmarker.py, step {ck.get('step')}, seed "
+            f"{ck.get('seed')}; data: models/README.md")
+
+
 def convert(onnx_path, out, provenance: str) -> Path:
     """The .pface of an exported model, with the teacher's ``pfld`` landmark metadata."""
     from picoface import convert as pconvert
@@ -81,13 +90,7 @@ def main(argv=None) -> int:
     model = load(None if args.random else args.checkpoint)
     export_onnx(model, args.out)
     if args.pface:
-        if args.random:
-            note = "untrained (seeded random weights): export check only"
-        else:
-            ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-            note = (f"distilled from PFLD-68 by tools/train_landmarker.py, step {ck.get('step')}, "
-                    f"seed {ck.get('seed')}; data: models/README.md")
-        convert(args.out, args.pface, note)
+        convert(args.out, args.pface, provenance(None if args.random else args.checkpoint))
     x = np.random.default_rng(0).random((3, 3, lm.INPUT_SIZE, lm.INPUT_SIZE), dtype=np.float32)
     e_ort, e_native = errors(model, args.out, args.pface, x)
     print(f"{args.out}: onnxruntime vs PyTorch: max abs error {e_ort:.3g}")

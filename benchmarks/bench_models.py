@@ -1,6 +1,6 @@
 """Issue #3's model table: native fp32 vs onnxruntime (one thread, same frames, interleaved)
 on the public reference models in ../shared, detectors at 320x240 and 640x480 frames with
-native end-to-end detection and the libfacedetection / OpenCV FaceDetectorYN baselines.
+native end-to-end detection and the libfacedetection / OpenCV FaceDetectorYN comparisons.
 
 Each model is one ``picoface.bench.bench`` run (what ``picoface bench`` prints); a model
 whose file is absent gets a line saying so. Frames: the 12 full-size WIDER images with boxes.
@@ -23,7 +23,7 @@ MODELS = REPO.parent / "shared" / "models"
 FRAMES = REPO.parent / "shared" / "data" / "wider" / "fullres12" / "images"
 
 # (label, path under ../shared/models, bench options)
-DETECT = dict(task="detect", end_to_end=True, baselines=("yuface", "opencv"))
+DETECT = dict(task="detect", end_to_end=True, compare=("yuface", "opencv"))
 SUITE = [
     ("YuNet-s", "ShiqiYu__libfacedetection.train/onnx/yunet_s_dynamic.onnx", dict(DETECT, head="yunet")),
     ("YuNet-n", "ShiqiYu__libfacedetection.train/onnx/yunet_n_dynamic.onnx", dict(DETECT, head="yunet")),
@@ -50,6 +50,18 @@ def _onnx(path: Path, workdir: Path) -> Path:
     return onnx_export.export(export_retinaface.SPEC, path, workdir / (path.stem + ".onnx"))
 
 
+def _run(label: str, path: Path, options: dict, images, args, workdir: Path):
+    """(Markdown section, report or None) of one model of the suite."""
+    if not path.exists():
+        return f"### {label}\n\nnot run: {path} is absent", None
+    try:
+        onnx = _onnx(path, workdir)
+    except ImportError as e:  # the .pth export needs torch (the [train] extra)
+        return f"### {label}\n\nnot run: exporting {path.name} needs {e.name}", None
+    report = bench(onnx, images=images, runs=args.runs, warmup=args.warmup, profile=True, **options)
+    return f"### {label}\n\n{markdown(report)}", report
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=100)
@@ -64,14 +76,10 @@ def main(argv=None) -> int:
     reports, sections = [], []
     workdir = Path(tempfile.mkdtemp(prefix="picoface-bench-"))
     for label, rel, options in SUITE:
-        path = MODELS / rel
-        if not path.exists():
-            sections.append(f"### {label}\n\nnot run: {path} is absent")
-        else:
-            report = bench(_onnx(path, workdir), images=images, runs=args.runs, warmup=args.warmup,
-                           profile=True, **options)
+        section, report = _run(label, MODELS / rel, options, images, args, workdir)
+        sections.append(section)
+        if report is not None:
             reports.append(report)
-            sections.append(f"### {label}\n\n{markdown(report)}")
         print(sections[-1] + "\n", flush=True)
     if args.markdown:
         args.markdown.write_text("\n\n".join(sections) + "\n")

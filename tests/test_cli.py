@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import FULLRES12, PFLD, need, need_module
+from conftest import FULLRES12, need, need_module
 
 IMAGE = FULLRES12 / "images/12_Group_Group_12_Group_Group_12_10.jpg"
 
@@ -76,74 +76,6 @@ def test_detect_without_model_uses_the_shipped_detector(tmp_path):
 def test_bad_input_size_is_a_usage_error():
     out = cli("detect", "x.jpg", "--input-size", "640")
     assert out.returncode == 2 and "WIDTHxHEIGHT" in out.stderr
-
-
-def test_bench_json(yunet_model):
-    need_module("onnx")
-    out = cli("bench", yunet_model, "--task", "detect", "--head", "yunet", "--size", "64x64,96x64",
-              "--runs", "3", "--warmup", "1", "--json")
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
-    rows = {(r["backend"], r["size"]) for r in report["rows"]}
-    assert rows == {(b, s) for b in ("native", "onnxruntime") for s in ("64x64", "96x64")}
-    native = next(r for r in report["rows"] if r["backend"] == "native")
-    assert native["gmacs"] > 0 and native["runs"] == 3 and native["min_ms"] <= native["median_ms"]
-    assert report["isa"] and report["cpu"]
-
-
-def test_bench_profile(yunet_model):
-    need_module("onnx")
-    out = cli("bench", yunet_model, "--task", "detect", "--head", "yunet", "--size", "96x64",
-              "--runs", "2", "--warmup", "1", "--backend", "native", "--profile", "--json")
-    assert out.returncode == 0, out.stderr
-    prof = json.loads(out.stdout)["profiles"]["96x64"]
-    types = {t["type"]: t for t in prof["by_type"]}
-    assert types["Conv"]["count"] > 10 and types["Conv"]["ms"] > 0
-    assert abs(sum(t["ms"] for t in prof["by_type"]) - prof["total_ms"]) < 0.01
-    assert prof["slowest"][0]["ms"] >= prof["slowest"][-1]["ms"]
-    table = cli("bench", yunet_model, "--task", "detect", "--head", "yunet", "--size", "96x64",
-                "--runs", "2", "--warmup", "1", "--backend", "native", "--profile")
-    assert "native engine profile at 96x64" in table.stdout and "| Conv |" in table.stdout
-
-
-def test_bench_end_to_end_baselines_and_frames(yunet_model):
-    need_module("onnx")
-    need_module("cv2")
-    out = cli("bench", yunet_model, "--task", "detect", "--head", "yunet", "--size", "96x64",
-              "--end-to-end", "--baseline", "yuface,opencv", "--images", need(IMAGE),
-              "--runs", "2", "--warmup", "1", "--json")
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
-    assert report["frames"] == "1 image(s)"
-    rows = {r["backend"]: r for r in report["rows"]}
-    assert set(rows) == {"native", "onnxruntime", "native end-to-end", "yuface", "opencv"}
-    # Both inference rows time the tensor the detector makes of the frame (padded to 96x64).
-    assert rows["native"]["input"] == rows["onnxruntime"]["input"] == "96x64"
-    assert rows["native end-to-end"]["runs"] == 2
-    for name in ("yuface", "opencv"):  # timed, or a row that says why not
-        assert rows[name].get("runs") == 2 or rows[name]["status"].startswith("n/a ("), rows[name]
-
-
-def test_bench_marks_a_missing_baseline_package(yunet_model, monkeypatch):
-    need_module("onnx")
-    from picoface.bench import bench, markdown
-    monkeypatch.setitem(sys.modules, "yuface", None)  # import yuface -> ImportError
-    report = bench(yunet_model, task="detect", head="yunet", sizes=[(64, 64)],
-                   baselines=["yuface"], runs=1, warmup=0)
-    assert report["rows"][-1] == {"backend": "yuface", "size": "64x64",
-                                  "status": "n/a (package missing)"}
-    assert "| 64x64 | yuface | – | n/a (package missing) |" in markdown(report)
-
-
-def test_bench_landmark_model_defaults_to_its_input_size():
-    need_module("onnx")
-    need_module("onnxruntime")
-    out = cli("bench", need(PFLD), "--task", "landmarks", "--runs", "2", "--warmup", "1")
-    assert out.returncode == 0, out.stderr
-    assert "| 112x112 | native | 112x112 |" in out.stdout
-    assert "| 112x112 | onnxruntime | 112x112 |" in out.stdout and "1.00x" in out.stdout
-    bad = cli("bench", need(PFLD), "--task", "landmarks", "--end-to-end", "--runs", "1")
-    assert bad.returncode == 1 and "for detectors" in bad.stderr
 
 
 def test_inspect_counts_macs(yunet_model, tmp_path):

@@ -56,7 +56,7 @@ def _one_line_error(out, *fragments):
 @pytest.mark.parametrize("args,message", [
     ("convert missing.onnx --task detect -o x.pface", "ONNX model not found: 'missing.onnx'"),
     ("inspect missing.pface", "model file not found: 'missing.pface'"),
-    ("bench missing.onnx --task detect --head yunet", "ONNX model not found: 'missing.onnx'"),
+    ("bench missing.onnx --task detect --head yunet", "model file not found: 'missing.onnx'"),
     ("eval wider --model missing.onnx --head yunet --data d", "model file not found"),
     # The recognition commands check their default detector (relative to the working
     # directory) first, then the recogniser: either file is reported missing.

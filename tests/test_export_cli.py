@@ -1,6 +1,6 @@
 """`picoface export`: a checkpoint through the project's definitions to ONNX, run as a user
-would, and its errors (missing checkpoint, no PyTorch -> the [export] extra, tflite not yet,
-a checkpoint that no definition loads)."""
+would, and its errors (missing checkpoint, no PyTorch -> the [export] extra, a checkpoint
+that no definition loads). TFLite output: test_tflite_export.py."""
 
 import json
 import os
@@ -23,12 +23,6 @@ def subprocess_in_repo(args, env=None):
 
 def test_missing_checkpoint():
     _one_line_error(cli("export", "missing.pth", "-o", "x.onnx"), "checkpoint not found")
-
-
-def test_tflite_is_not_there_yet(tmp_path):
-    ckpt = tmp_path / "m.pth"
-    ckpt.write_bytes(b"x")
-    _one_line_error(cli("export", ckpt, "--to", "tflite", "-o", tmp_path / "m.tflite"), "issue #7")
 
 
 def test_without_torch_names_the_extra(tmp_path):
@@ -54,7 +48,7 @@ def test_checkpoint_of_no_known_architecture(tmp_path):
     ckpt = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, ckpt)
     out = subprocess_in_repo(["export", ckpt, "-o", tmp_path / "m.onnx"])
-    _one_line_error(out, "loads into none of ['extd', 'retinaface']")
+    _one_line_error(out, "loads into none of ['extd', 'own_detector', 'retinaface']")
 
 
 def test_export_extd32_to_onnx(tmp_path):

@@ -415,3 +415,351 @@ def test_yunet_int8_detections_follow_fp32(tmp_path, wider_image):
     from conftest import box_iou
     matched = sum(box_iou(box, b.boxes).max() >= 0.7 for box in a.boxes)
     assert matched >= 0.9 * len(a)
+
+
+# ---------------------------------------------------------------------------------------
+# Range methods
+
+def _gaussian_with_outliers(rng, n=200_000, outliers=20, at=40.0):
+    x = rng.standard_normal(n).astype(np.float32)
+    x[rng.choice(n, outliers, replace=False)] = at
+    return x
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_clipping_methods_drop_rare_outliers(rng, method):
+    """A unit Gaussian with 0.01 % of its values at 40: minmax stretches the range to 40 (a
+    step of 0.3, coarser than most values' spread); percentile and entropy clip to a few
+    sigma, and their quantisation error on the Gaussian bulk is several times smaller."""
+    from picoface.quant_calibrate import Ranges
+    x = _gaussian_with_outliers(rng)
+    got = {}
+    for m in ("minmax", method):
+        r = Ranges(m, percentile=99.9)
+        for part in np.array_split(x, 4):  # four "images"
+            r.add("t", part)
+        got[m] = r.range("t")
+    assert got["minmax"] == (pytest.approx(float(x.min())), 40.0)
+    lo, hi = got[method]
+    assert 2.5 < hi < 8.0 and -8.0 < lo < -2.5, (method, lo, hi)
+    bulk = x[np.abs(x) < 4]
+    err = {}
+    for m, (a, b) in got.items():
+        p = activation_params(a, b)
+        err[m] = np.abs(dequantize(quantize(bulk, p.scale, p.zero_point), p.scale, p.zero_point) - bulk).mean()
+    assert err[method] < err["minmax"] / 3, err
+
+
+def test_entropy_keeps_a_clean_range(rng):
+    """Without outliers there is little to gain by clipping: the entropy range of a uniform
+    distribution stays close to the whole of it, and a one-signed (post-ReLU) tensor keeps 0."""
+    from picoface.quant_calibrate import Ranges
+    r = Ranges("entropy")
+    r.add("u", rng.uniform(-1, 3, 100_000))
+    r.add("relu", np.maximum(rng.standard_normal(100_000), 0))
+    lo, hi = r.range("u")
+    assert lo == pytest.approx(-1, abs=0.02) and hi > 2.9
+    lo, hi = r.range("relu")
+    assert lo == 0.0 and 2.5 < hi < 4.7
+
+
+def test_entropy_histogram_grows_exactly():
+    """The |x| histogram doubles its range when a later image goes beyond it; no count is lost
+    and each value lands in the bin it would have had with the final range from the start."""
+    from picoface.quant_calibrate import HISTOGRAM_BINS, _Histogram
+    h = _Histogram()
+    a, b = np.float32([0.1, 0.5, 1.0]), np.float32([3.7, 0.2])
+    h.add(a)
+    h.add(b)
+    assert h.counts.sum() == 5 and h.top > 3.7
+    want = np.bincount(np.minimum((np.concatenate([a, b]) * (HISTOGRAM_BINS / h.top)).astype(int),
+                                  HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS)
+    np.testing.assert_array_equal(h.counts, want)
+
+
+def test_entropy_threshold_dense_and_sparse():
+    """A dense bulk with one far outlier bin is clipped just past the bulk; values in no more
+    bins than there are levels (a few distinct values) keep their whole range."""
+    from picoface.quant_calibrate import entropy_threshold
+    counts = np.zeros(2048)
+    counts[:300] = np.linspace(1000, 10, 300)
+    counts[2047] = 1
+    assert 300 <= entropy_threshold(counts, 128) < 400
+    sparse = np.zeros(2048)
+    sparse[::20] = 100  # 103 distinct values up to the top bin
+    assert entropy_threshold(sparse, 128) == 2048
+    assert entropy_threshold(np.zeros(2048), 128) == 2048
+
+
+def test_entropy_method_quantises_a_model():
+    blob, report = quantize_model(small_net(), calib_inputs(2), method="entropy")
+    assert report["method"] == "entropy" and modelfile.summary(blob)["metadata"]["quant.method"] == "entropy"
+    x = calib_inputs(1, seed=9)[0]
+    ref, got = _core.Engine(small_net()).run([x])[0], _core.Engine(blob).run([x])[0]
+    assert np.isfinite(got).all() and np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95
+
+
+# ---------------------------------------------------------------------------------------
+# Sensitivity, --keep-float auto, --budget
+
+def outlier_net():
+    """small_net whose pointwise Conv ("b") is badly quantisable on its own: every output
+    channel has a weight of 300 on an input channel the stem's ReLU always zeroes. The float
+    model does not notice; in int8 each channel's scale is set by that weight and its real
+    weights (|w| < 2) round to 0."""
+    g = load_graph(small_net())
+
+    def edit(name, index, value):
+        a = np.array(g.tensors[name].data, np.float32)
+        a[index] = value
+        g.tensors[name] = modelfile.Tensor(name, data=a)
+
+    edit("stem.w", 0, 0.0)
+    edit("stem.b", 0, -100.0)
+    edit("pw.w", (slice(None), 0, 0, 0), 300.0)
+    return g.encode()
+
+
+def test_sensitivity_ranks_the_bad_layer_first():
+    _, r = quantize_model(outlier_net(), calib_inputs(3), sensitivity=True)
+    ranking = r["sensitivity"]
+    assert [s["name"] for s in ranking][0] == "b" and len(ranking) == 5
+    assert ranking[0]["op"] == "1x1 s1 g1 8->13" and ranking[0]["worst_output"] == "y"
+    assert ranking[0]["sqnr_db"] < 10 < 30 < ranking[1]["sqnr_db"], ranking
+    assert [s["sqnr_db"] for s in ranking] == sorted(s["sqnr_db"] for s in ranking)
+    _, r = quantize_model(small_net(), calib_inputs(3), sensitivity=True, keep_float=["last"])
+    assert "y" not in [s["name"] for s in r["sensitivity"]]
+
+
+def test_keep_float_auto_keeps_the_bad_layer_float():
+    _, r = quantize_model(outlier_net(), calib_inputs(3), keep_float=["auto"], budget={"sqnr": 25})
+    assert r["kept_float"] == ["b"] and r["int8_convs"] == 4
+    assert r["budget"]["sqnr"]["ok"] and r["budget"]["sqnr"]["value"] > 25
+    # A floor no int8 model reaches.
+    with pytest.raises(ValueError, match="fails even with only the least sensitive Conv"):
+        quantize_model(outlier_net(), calib_inputs(3), keep_float=["auto"], budget={"sqnr": 150})
+    with pytest.raises(ValueError, match="expected a budget"):
+        quantize_model(outlier_net(), calib_inputs(3), keep_float=["auto"])
+
+
+def test_keep_float_by_name():
+    blob, r = quantize_model(outlier_net(), calib_inputs(2), keep_float=["b", "first"],
+                             report_accuracy=True)
+    assert r["kept_float"] == ["a", "b"] and r["int8_convs"] == 3
+    acc = r["accuracy"]
+    assert acc["kept_float"] == ["a", "b"] and acc["float_convs"] == 2 and acc["int8_convs"] == 3
+    assert acc["calibration"]["sqnr_db_min"] > 25 and acc["calibration"]["cosine"] > 0.99
+    with pytest.raises(ValueError, match="Conv names"):
+        quantize_model(outlier_net(), calib_inputs(1), keep_float=["nonesuch"])
+
+
+def test_budget_parsing_and_applicability():
+    from picoface.quant_report import Evaluator, parse_budget
+    assert parse_budget(["sqnr=30", "COSINE=1e-3"]) == {"sqnr": 30.0, "cosine": 1e-3}
+    for bad, msg in [("sqnr", "METRIC=NUMBER"), ("sqnr=x", "METRIC=NUMBER"), ("psnr=3", "metric from"),
+                     ("sqnr=nan", "METRIC=NUMBER")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_budget([bad])
+    with pytest.raises(ValueError, match="twice"):
+        parse_budget(["sqnr=1", "sqnr=2"])
+    x = calib_inputs(1)
+    with pytest.raises(ValueError, match="applies to detect models"):
+        Evaluator(small_net(), x, metrics=["ap_hard"])
+    with pytest.raises(ValueError, match="needs evaluation data"):
+        Evaluator(small_net(), x, metrics=["accuracy"])
+    with pytest.raises(ValueError, match="applies to landmarks"):
+        Evaluator(small_net(), x, metrics=["nme"])
+
+
+def test_sqnr_edges():
+    from picoface.quant_report import SQNR_CAP_DB, sqnr_db
+    assert sqnr_db(1.0, 0.0) == SQNR_CAP_DB and sqnr_db(0.0, 1.0) == -SQNR_CAP_DB
+    assert sqnr_db(100.0, 1.0) == pytest.approx(20.0)
+
+
+def test_cli_sensitivity_budget_exit_code(tmp_path, capsys):
+    from picoface.cli import main
+    src = modelfile.save(tmp_path / "net.pface", outlier_net())
+    np.savez(tmp_path / "calib.npz", x=np.concatenate(calib_inputs(3)))
+    out = tmp_path / "net_int8.pface"
+    args = ["quantize", str(src), "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]
+    assert main(args + ["--sensitivity", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["sensitivity"][0]["name"] == "b" and rep["accuracy"]["calibration"]["images"] == 3
+    assert main(args + ["--budget", "sqnr=25"]) == 3
+    captured = capsys.readouterr()
+    assert "sqnr" in captured.err and "25" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "of 5 Convs in int8" in captured.out and "lowest output SQNR" in captured.out
+    assert main(args + ["--keep-float", "auto", "--budget", "sqnr=25", "--budget", "cosine=0.01"]) == 0
+    assert "float: b" in capsys.readouterr().out
+    assert main(args + ["--budget", "ap_hard=0.5"]) == 1  # a detector metric on a recogniser
+
+
+# ---------------------------------------------------------------------------------------
+# ONNX QDQ output
+
+def test_onnx_qdq_yunet(tmp_path, wider_image, capsys):
+    """YuNet-s through onnxruntime's quantize_static on the native path's calibration inputs:
+    a QDQ model with per-channel int8 weights and uint8 activations that runs in
+    onnxruntime and finds the faces the fp32 model finds. onnxruntime's entropy calibrator
+    prints progress; --json output stays JSON."""
+    need_module("onnxruntime")
+    need_module("onnx")
+    import onnx
+    from picoface import FaceDetector
+    from picoface.cli import main
+    calib = need(SHARED / "data/wider/test183/images")
+    out = tmp_path / "yunet_qdq.onnx"
+    assert main(["quantize", str(need(YUNET_S)), "--task", "detect", "--head", "yunet", "--calib",
+                 str(calib), "--limit", "4", "--calib-size", "320x320", "--measure-limit", "2",
+                 "--method", "entropy", "-o", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["activations"] == "uint8" and rep["check"]["images"] == 2
+    assert rep["check"]["cosine"] > 0.99 and rep["check"]["sqnr_db_min"] > 12, rep["check"]
+    m = onnx.load(str(out))
+    types = [n.op_type for n in m.graph.node]
+    assert types.count("QuantizeLinear") > 20 and "Conv" in types
+    inits = {i.name: i for i in m.graph.initializer}
+    zps = [inits[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zps and all(z.data_type == onnx.TensorProto.UINT8 for z in zps)
+    per_channel = [n for n in m.graph.node if n.op_type == "DequantizeLinear"
+                   and n.input[0] in inits and inits[n.input[1]].dims]
+    assert len(per_channel) >= 50  # YuNet-s's 53 Conv weights
+    a = FaceDetector(str(YUNET_S), head="yunet", input_size=(640, 480))(wider_image)
+    b = FaceDetector(str(out), head="yunet", input_size=(640, 480))(wider_image)
+    from conftest import box_iou
+    assert len(a) > 10 and abs(len(a) - len(b)) <= max(2, len(a) // 10)
+    assert sum(box_iou(box, b.boxes).max() >= 0.7 for box in a.boxes) >= 0.9 * len(a)
+
+
+def test_onnx_qdq_needs_an_onnx_model(tmp_path):
+    from picoface.quant_onnx import quantize_onnx
+    src = modelfile.save(tmp_path / "net.pface", small_net())
+    with pytest.raises(ValueError, match="expected an ONNX model for ONNX QDQ output.*keeps no ONNX graph"):
+        quantize_onnx(src, calib_inputs(1), tmp_path / "out.onnx")
+    from picoface.cli import main
+    assert main(["quantize", str(src), "--calib", str(tmp_path), "-o", str(tmp_path / "o.onnx")]) == 1
+    assert main(["quantize", str(src), "--calib", str(tmp_path), "--format", "onnx", "--budget", "sqnr=3",
+                 "-o", str(tmp_path / "o.bin")]) == 1
+
+
+def tiny_embedder(size=32, seed=5):
+    """A float recogniser of random weights: 3 x size x size -> a 16-d embedding."""
+    rng = np.random.default_rng(seed)
+    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)
+    tensors = [modelfile.Tensor("x", dtype="float32", shape=[1, 3, size, size])]
+    ops = []
+    for name, x, y, w, b, act, attrs in [
+            ("s1", "x", "a", f(8, 3, 3, 3), f(8), "relu", {"strides": [2, 2]}),
+            ("s2", "a", "c", f(8, 8, 3, 3), f(8), "relu", {"strides": [2, 2]}),
+            ("fc", "c", "y", f(16, 8, size // 4, size // 4), f(16), None, {"pads": [0, 0, 0, 0]})]:
+        t, op = _conv(name, x, y, w, b, act, **attrs)
+        tensors += t + [modelfile.Tensor(y, shape=())]
+        ops.append(op)
+    meta = metadata_for("embed", None, "arcface", [1, 3, size, size], Path("emb.onnx"), "0" * 64)
+    return modelfile.encode(meta, tensors, ops, ["x"], ["y"])
+
+
+def test_recogniser_budget_on_pairs(tmp_path):
+    """accuracy / tar_at_far_1e-3 on a balanced subset of CelebA pairs (detect with the
+    shipped detector, align, embed): the float side is measured once, the int8 side per
+    model, and the report carries both and their difference."""
+    pairs = need(SHARED / "data/celeba/pairs.tsv")
+    calib = sorted(need(SHARED / "data/celeba/images").glob("*.jpg"))[:3]
+    from picoface.imageio import read_bgr
+    blob, r = quantize_model(tiny_embedder(), [read_bgr(p) for p in calib], eval_data=pairs,
+                             eval_limit=40, budget={"accuracy": 100.0, "tar_at_far_1e-3": 100.0},
+                             report_accuracy=True)
+    ev = r["accuracy"]["eval"]
+    assert set(ev["fp32"]) == {"accuracy", "tar_at_far_1e-3"} and ev["limit"] == 40
+    for k in ev["fp32"]:
+        assert 0 <= ev["fp32"][k] <= 100 and ev["delta"][k] == pytest.approx(ev["int8"][k] - ev["fp32"][k])
+        assert r["budget"][k]["ok"] and r["budget"][k]["value"] == pytest.approx(-ev["delta"][k], abs=1e-5)
+    assert r["accuracy"]["calibration"]["cosine"] > 0.99
+    from picoface.quant_report import _pair_subset
+    from picoface.eval_verify import read_pairs
+    sub = _pair_subset(read_pairs(pairs), 40)
+    assert len(sub) == 40 and sum(p.same for p in sub) == 20 and len({p.fold for p in sub}) == 10
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_constant_conv_output(method):
+    """A Conv with zero weights outputs its bias whatever the input: a constant, non-zero
+    activation, and everything after it is the same for every input. Every method gives it
+    a usable range (covering 0 and the constant), and nothing is NaN. The int8 bias of an
+    all-zero weight channel (weight scale 1) has the input's step, so the constant is
+    within half of that plus half an output step."""
+    g = load_graph(small_net())
+    g.tensors["pw.w"] = modelfile.Tensor("pw.w", data=np.zeros_like(np.asarray(g.tensors["pw.w"].data)))
+    g.tensors["pw.b"] = modelfile.Tensor("pw.b", data=np.full(13, 0.75, np.float32))
+    blob, _ = quantize_model(g.encode(), calib_inputs(2), method=method)
+    q = load_graph(blob)
+    s = float(q.tensors["b.q8.scale"].data)
+    assert np.isfinite(s) and 0 < s <= 0.75 / 100, s
+    x = calib_inputs(1, seed=5)[0]
+    got = _core.Engine(q.encode(["b.q8", "y"])).run([x])
+    b = dequantize(got[0], s, int(q.tensors["b.q8.zero_point"].data))
+    x_scale = float(q.tensors["a.q8.scale"].data)
+    assert np.ptp(b) == 0 and abs(b.flat[0] - 0.75) <= x_scale / 2 + s / 2 + 1e-7, (b.flat[0], x_scale, s)
+    ref = _core.Engine(g.encode()).run([x])[0]
+    assert np.isfinite(got[1]).all()
+    if method != "entropy":  # which clips the output's 150 distinct values, as designed
+        assert np.abs(got[1] - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_detector_report_on_val416():
+    """The shipped detector's report on a few WIDER-val416 images: AP of both models, and an
+    AP budget checked against the difference."""
+    val = need(SHARED / "data/wider/val416")
+    calib = need(SHARED / "data/wider/test183/images")
+    from picoface import weights
+    _, r = quantize_model(weights.DEFAULT_DETECTOR, calib, limit=4, eval_data=val,
+                          eval_limit=12, budget={"ap_hard": 5.0}, report_accuracy=True, report_limit=2)
+    ev = r["accuracy"]["eval"]
+    assert set(ev["fp32"]) == {"ap_easy", "ap_medium", "ap_hard"} and ev["fp32"]["ap_easy"] > 20
+    assert all(abs(d) < 5.0 for d in ev["delta"].values()), ev
+    assert r["budget"]["ap_hard"]["value"] == pytest.approx(-ev["delta"]["ap_hard"], abs=1e-5)
+    assert set(r["accuracy"]["calibration"]["sqnr_db"]) == set(load_graph(
+        weights.path(weights.DEFAULT_DETECTOR).read_bytes()).outputs)
+
+
+def test_accuracy_report_function_matches_the_cli_report(tmp_path):
+    from picoface.quant_report import accuracy_report, accuracy_table
+    blob, r = quantize_model(outlier_net(), calib_inputs(3), keep_float=["b"], report_accuracy=True)
+    rep = accuracy_report(outlier_net(), blob, calib_inputs(3))
+    assert rep == r["accuracy"]
+    text = accuracy_table(rep)
+    assert "4 of 5 Convs int8, float: b" in text and f"{rep['calibration']['sqnr_db_min']:.1f} dB" in text
+
+
+def test_recogniser_calibrates_on_aligned_faces():
+    """A photo goes through the shipped detector and alignment; an image of the input size
+    is taken as an aligned crop."""
+    from picoface.embedder import FaceEmbedder
+    from picoface.imageio import read_bgr
+    from picoface.quantize import calibration_inputs
+    from picoface.recognize import Recognizer
+    from picoface import FaceDetector
+    photo = read_bgr(sorted(need(SHARED / "data/celeba/images").glob("*.jpg"))[0])
+    crop = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    net = tiny_embedder()
+    got = calibration_inputs(net, [photo, crop])
+    emb = FaceEmbedder(net)
+    want = Recognizer(FaceDetector(), emb).face_crop(photo)
+    box = _core.letterbox(32, 32, 32, 32, "none")
+    for x, c in zip(got, [want, crop]):
+        ref = _core.preprocess(c, box, "bgr", "rgb", [127.5] * 3, [127.5] * 3, "nchw", "float32", 1.0, 0,
+                               "bilinear", [0.0, 0.0, 0.0])[None]
+        np.testing.assert_array_equal(x, ref)
+
+
+def test_onnx_qdq_sface_int8bq(tmp_path):
+    """OpenCV zoo's SFace keeps block-quantised weights behind DequantizeLinear, which
+    onnxruntime rejects: they are folded to float before quantize_static."""
+    need_module("onnxruntime")
+    need_module("onnx")
+    from conftest import SFACE
+    from picoface.quant_onnx import quantize_onnx
+    rep = quantize_onnx(need(SFACE), need(SHARED / "data/celeba/images"), tmp_path / "sface_qdq.onnx",
+                        task="embed", preset="sface", limit=4, check_limit=4)
+    assert rep["check"]["cosine"] > 0.97, rep["check"]

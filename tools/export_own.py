@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import own_detector as od  # noqa: E402
 from models.common import randomize_bn_statistics  # noqa: E402
+from tools import onnx_export  # noqa: E402
 
 # Max abs error over all outputs (sigmoid scores, box and landmark offsets in stride units).
 ORT_VS_TORCH = 1e-4
@@ -36,6 +37,14 @@ def load(checkpoint=None, variant=None) -> od.Detector:
     model = od.build(variant or ckpt["variant"])
     model.load_state_dict(ckpt.get("ema") or ckpt["model"])
     return model.eval()
+
+
+# `picoface export` (python/picoface/export.py): any variant, named by the checkpoint; the
+# yunet head's input convention (BGR, 0..255). A checkpoint without a variant (another
+# architecture's) fails to load with KeyError.
+SPEC = onnx_export.ExportSpec(load=load, output_names=od.OUTPUT_NAMES,
+                              mean=(0.0, 0.0, 0.0), color="bgr", multiple=od.SIZE_MULTIPLE,
+                              example_size=(640, 480))
 
 
 def export_onnx(model: od.Detector, out, example_size=(320, 256)) -> Path:

@@ -16,9 +16,13 @@ log = logging.getLogger("picoface")
 def _size(text: str):
     try:
         w, h = text.lower().split("x")
-        return int(w), int(h)
+        size = int(w), int(h)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+        size = (0, 0)
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT of positive integers, e.g. "
+                                         f"640x480, got {text!r}")
+    return size
 
 
 def _cmd_info(args) -> int:
@@ -54,10 +58,18 @@ def _open_detector(args):
                         input_size=args.input_size, backend=args.backend, threads=args.threads)
 
 
-def _progress(args):
+def _progress(args, width: int = 30):
+    """A progress bar on stderr, for people watching: off with --json and when stderr is not
+    a terminal (a log file would fill with carriage returns)."""
     def show(done, total):
-        if not args.json and sys.stderr.isatty():
-            print(f"\r{done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+        filled = width * done // max(total, 1)
+        # Redrawn only when the bar grows: a write per iteration would cost more than some
+        # of the calls being timed.
+        if getattr(args, "json", False) or not sys.stderr.isatty() or (
+                done < total and filled == width * (done - 1) // max(total, 1)):
+            return
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+              end="" if done < total else "\n", file=sys.stderr, flush=True)
     return show
 
 
@@ -111,21 +123,103 @@ def _cmd_convert(args) -> int:
 
 def _cmd_quantize(args) -> int:
     from picoface import modelfile
+    from picoface.quant_report import accuracy_table, parse_budget, sensitivity_table
     from picoface.quantize import quantize_model
 
-    keep = [k for k in (args.keep_float or "").split(",") if k]
+    keep = [k.strip() for k in (args.keep_float or "").split(",") if k.strip()]
+    budget = parse_budget(args.budget or [])
+    suffix = str(args.output).lower().rsplit(".", 1)[-1]
+    fmt = args.format or (suffix if suffix in ("onnx", "tflite") else "pface")
+    if fmt == "onnx":
+        return _quantize_onnx(args, keep, budget)
+    if fmt == "tflite":
+        return _quantize_tflite(args)
     blob, report = quantize_model(args.model, args.calib, method=args.method,
                                   per_channel=args.per_channel, keep_float=keep, task=args.task,
                                   head=args.head, preset=args.preset, calib_size=args.calib_size,
-                                  limit=args.limit)
+                                  limit=args.limit, budget=budget, eval_data=args.eval_data,
+                                  eval_limit=args.eval_limit, sensitivity=args.sensitivity,
+                                  report_accuracy=True, report_limit=args.measure_limit,
+                                  progress=_stage_progress(args))
     out = modelfile.save(args.output, blob)
     summary = modelfile.summary(out)  # re-read through the C++ loader: never ship a bad file
     report.update({"output": str(out), "bytes": len(blob), "ops": len(summary["ops"])})
     if args.json:
         print(json.dumps(report, indent=2))
+    else:
+        print(f"wrote {out} ({len(blob)} bytes): {report['int8_convs']} of {report['convs']} Convs in "
+              f"int8, calibrated on {report['calibration_images']} image(s) ({args.method})")
+        print(accuracy_table(report["accuracy"]))
+        if args.sensitivity:
+            print("\nper-layer sensitivity (each Conv alone in int8), worst first:")
+            print(sensitivity_table(report["sensitivity"]))
+    return _budget_exit(report.get("budget", {}))
+
+
+def _stage_progress(args):
+    def show(stage, done, total):
+        if not args.json and sys.stderr.isatty():
+            print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    return show
+
+
+def _budget_exit(checks) -> int:
+    """Exit status 3 and a one-line error for the first budget exceeded, else 0."""
+    from picoface.quant_report import METRICS
+
+    for metric, c in checks.items():
+        if not c["ok"]:
+            bound = "below the floor" if METRICS[metric].floor else "over the budget"
+            print(f"picoface: error: {metric} {c['value']:g} is {bound} {c['budget']:g}", file=sys.stderr)
+            return 3
+    return 0
+
+
+def _quantize_onnx(args, keep, budget) -> int:
+    from picoface.quant_onnx import quantize_onnx
+
+    if keep or budget or args.sensitivity or args.eval_data:
+        raise ValueError("--keep-float, --budget, --sensitivity and --eval-data apply to native "
+                         "(.pface) output, not --format onnx")
+    report = quantize_onnx(args.model, args.calib, args.output, method=args.method,
+                           per_channel=args.per_channel, task=args.task, head=args.head,
+                           preset=args.preset, calib_size=args.calib_size, limit=args.limit,
+                           check_limit=args.measure_limit)
+    if args.json:
+        print(json.dumps(report, indent=2))
         return 0
-    print(f"wrote {out} ({len(blob)} bytes): {report['int8_convs']} of {report['convs']} Convs in "
-          f"int8, calibrated on {report['calibration_images']} image(s) ({args.method})")
+    print(f"wrote {report['output']} (ONNX QDQ, {report['activations']} activations, "
+          f"{'per-channel' if args.per_channel else 'per-tensor'} int8 weights), calibrated on "
+          f"{report['calibration_images']} image(s) ({args.method}); onnxruntime vs the fp32 "
+          f"ONNX on {report['check']['images']} of them: lowest output SQNR "
+          f"{report['check']['sqnr_db_min']:.1f} dB, cosine {report['check']['cosine']:.6f}")
+    return 0
+
+
+def _quantize_tflite(args) -> int:
+    from picoface import modelfile
+    from picoface.tflite_export import pface_to_tflite
+
+    if args.method != "minmax" or not args.per_channel or args.keep_float:
+        raise ValueError("--format tflite uses ai-edge-quantizer's static int8 recipe (min/max "
+                         "ranges, per-channel weights, every op int8): drop --method, "
+                         "--no-per-channel and --keep-float")
+    blob, report = pface_to_tflite(args.model, calib=args.calib, size=args.calib_size,
+                                   limit=args.limit, task=args.task, head=args.head,
+                                   preset=args.preset)
+    out = modelfile.save(args.output, blob)
+    report.update({"output": str(out), "bytes": len(blob)})
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"wrote {out} ({len(blob)} bytes, full-integer TFLite, input {report['input']}), "
+          f"calibrated on {report['calibration_images']} image(s); fp32 TFLite vs native "
+          f"{report['fp32_vs_native_rel_error']:.3g} of the largest output, int8 vs native: lowest "
+          f"output cosine {report['int8_min_output_cosine']:.5f}")
+    if "int8_detections" in report:
+        d = report["int8_detections"]
+        print(f"int8 TFLite vs native fp32 detections on {d['images']} calibration image(s): "
+              f"recall {d['recall']:.3f}, precision {d['precision']:.3f}, mean IoU {d['mean_iou']:.3f}")
     return 0
 
 
@@ -184,13 +278,24 @@ def _cmd_export(args) -> int:
         from picoface import imageio
 
         image = imageio.read_bgr(args.image)
-    report = export(args.checkpoint, args.output, arch=args.arch, to=args.to, image=image)
+    to = args.to or ("tflite" if str(args.output).lower().endswith(".tflite") else "onnx")
+    report = export(args.checkpoint, args.output, arch=args.arch, to=to, image=image,
+                    int8=args.int8, calib=args.calib, size=args.size, limit=args.limit)
     if args.json:
         print(json.dumps(report))
-    else:
+    elif to == "onnx":
         print(f"wrote {report['output']} ({report['arch']}, {report['bytes']} bytes): "
               f"onnxruntime vs PyTorch at {report['input']}, max abs error "
               f"{report['max_abs_error']:.3g} (< {report['tolerance']:g})")
+    else:
+        print(f"wrote {report['output']} ({report['arch']}, {report['bytes']} bytes, input "
+              f"{report['input']}): fp32 TFLite vs PyTorch max error {report['max_rel_error']:.3g} "
+              f"of the largest output (< {report['tolerance']:g})")
+        if "int8" in report:
+            q = report["int8"]
+            print(f"int8 vs fp32 TFLite on {q['images']} {q['compared_on']}: recall "
+                  f"{q['recall']:.3f}, precision {q['precision']:.3f}, mean IoU {q['mean_iou']:.3f} "
+                  f"({q['reference_faces']} / {q['faces']} faces)")
     return 0
 
 
@@ -199,26 +304,52 @@ def _sizes(text: str):
 
 
 def _cmd_bench(args) -> int:
-    from picoface import imageio
-    from picoface.bench import bench, markdown
+    from picoface import bench
 
-    progress = _progress(args)
     images = None
     if args.images:
+        from picoface import imageio
+
         root = Path(args.images)
         paths = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
             if root.is_dir() else [root]
         if not paths:
             raise ValueError(f"no .jpg/.png images in {str(root)!r}")
         images = [imageio.read_bgr(p) for p in paths]
-    report = bench(args.model, task=args.task, head=args.head, preset=args.preset,
-                   sizes=args.size, backends=args.backend.split(","),
-                   end_to_end=args.end_to_end,
-                   baselines=args.baseline.split(",") if args.baseline else (), images=images,
-                   runs=args.runs, warmup=args.warmup, threads=args.threads,
-                   profile=args.profile, progress=progress,
-                   models=args.also.split(",") if args.also else ())
-    print(json.dumps(report, indent=2) if args.json else markdown(report))
+    pipeline = args.target if args.target in bench.PIPELINES else None
+    model = args.detector if pipeline else args.target
+    if args.detector and not pipeline:
+        raise ValueError(f"--detector names a pipeline's detector ({', '.join(bench.PIPELINES)}); "
+                         f"the model here is {args.target!r}")
+    if args.embedder and pipeline != "detect+embed":
+        raise ValueError(f"--embedder is for the detect+embed pipeline, got {args.target!r}")
+    compare = args.compare.split(",") if args.compare else ()
+    backends = args.backend.split(",") if args.backend else None
+    if args.callgrind:
+        if pipeline or compare or args.also or args.end_to_end or backends:
+            raise ValueError("--callgrind counts the native engine of one model: no pipeline, "
+                             "--compare, --also, --end-to-end or --backend")
+        report = bench.callgrind(model, task=args.task, head=args.head, preset=args.preset,
+                                 sizes=args.size, int8=args.int8, calib=args.calib, images=images)
+    else:
+        if args.max_instructions is not None:
+            raise ValueError("--max-instructions needs --callgrind")
+        report = bench.bench(model, pipeline=pipeline, task=args.task, head=args.head,
+                             preset=args.preset, embedder=args.embedder,
+                             embedder_preset=args.preset if pipeline else None, sizes=args.size,
+                             backends=backends, int8=args.int8, calib=args.calib,
+                             also=args.also.split(",") if args.also else (),
+                             end_to_end=args.end_to_end, compare=compare, images=images,
+                             runs=args.runs, warmup=args.warmup, threads=args.threads,
+                             profile=args.profile, progress=_progress(args))
+    print(json.dumps(report, indent=2) if args.json
+          else bench.render(report, "markdown" if args.markdown else "text"))
+    over = [r for r in report["rows"] if args.max_instructions is not None
+            and r["instructions"] > args.max_instructions]
+    if over:
+        print("picoface: error: over --max-instructions " + f"{args.max_instructions}: " + ", ".join(
+            f"{r['runner']} at {r['size']} {r['instructions']}" for r in over), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -542,63 +673,120 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="native INT8 post-training quantisation of a .pface or "
                        "ONNX model over calibration images")
-    q.add_argument("model", help=".pface file, or ONNX with --task and --head/--preset")
+    q.add_argument("model", help="shipped model name, .pface file, or ONNX with --task and --head/--preset")
     q.add_argument("--calib", required=True, help="folder of calibration images (or an .npz of uint8 "
                    "images / float32 NCHW inputs), e.g. ../shared/data/wider/test183/images; never "
                    "the evaluation set")
-    q.add_argument("--method", default="minmax", choices=["minmax", "percentile"],
-                   help="activation range: full observed range, or its 0.01/99.99 percentiles")
+    q.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
+                   help="activation range: full observed range, its 0.01/99.99 percentiles, or "
+                   "the clipping threshold of least KL divergence (TensorRT-style)")
     q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                    help="weight scales per output channel (default) or per tensor")
     q.add_argument("--keep-float", help="comma-separated: first (the Conv reading the image), "
-                   "last (Convs with no Conv after them)")
+                   "last (Convs with no Conv after them), auto (the most sensitive Convs, as few "
+                   "as --budget allows), or Conv names from the --sensitivity table")
+    q.add_argument("--budget", action="append", metavar="METRIC=VALUE",
+                   help="repeatable; with --keep-float auto the target, else a check (exit status 3 "
+                   "when exceeded). sqnr=DB (lowest output SQNR must stay above), cosine=D (1 - mean "
+                   "cosine to fp32), nme=PCT (landmarks), ap_easy|ap_medium|ap_hard=POINTS "
+                   "(detectors, --eval-data), accuracy|tar_at_far_1e-3=POINTS (recognisers, --eval-data)")
+    q.add_argument("--eval-data", help="labelled data for the accuracy report and budgets: a "
+                   "WIDER-val416 folder for detectors (e.g. ../shared/data/wider/val416), a pairs "
+                   "file for recognisers (e.g. ../shared/data/celeba/pairs.tsv)")
+    q.add_argument("--eval-limit", type=int, help="evaluate on at most N images (detectors) or "
+                   "pairs (recognisers)")
+    q.add_argument("--sensitivity", action="store_true", help="also print each Conv's error when "
+                   "it alone is int8, worst first")
+    q.add_argument("--measure-limit", type=int, default=16, help="calibration images the "
+                   "sensitivity, the SQNR/cosine/NME metrics and the report run on (default 16)")
+    q.add_argument("--format", choices=["pface", "onnx", "tflite"], help="native int8 .pface, an "
+                   "ONNX QDQ model through onnxruntime.quantization (ONNX input only), or a "
+                   "full-integer TFLite model (litert-torch + ai-edge-quantizer, the [export] "
+                   "extra); default from the -o suffix")
     q.add_argument("--limit", type=int, default=50, help="calibration images used (default 50)")
     q.add_argument("--calib-size", type=_size, help="detector input WIDTHxHEIGHT during calibration "
-                   "(default 416x416; fixed-size models use their own)")
+                   "(default 416x416; fixed-size models use their own); --format tflite: the "
+                   "model's fixed input (default 640x480)")
     q.add_argument("--task", choices=["detect", "landmarks", "embed"], help="ONNX input only")
     q.add_argument("--head", help="ONNX detector head: " + ", ".join(sorted(HEADS)))
     q.add_argument("--preset", help="ONNX recogniser / landmark preset")
-    q.add_argument("--output", "-o", required=True, help="output .pface file")
+    q.add_argument("--output", "-o", required=True, help="output .pface, .onnx or .tflite file")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=_cmd_quantize)
 
-    b = sub.add_parser("bench", help="native engine vs onnxruntime latency on one ONNX model, "
-                       "with end-to-end detection and whole-detector baselines")
-    b.add_argument("model", help="ONNX file (the native side converts it in memory), or a .pface "
-                   "(native rows only)")
-    b.add_argument("--also", help="comma-separated .pface files of the same network (e.g. its int8 "
-                   "version from `picoface quantize`), timed natively on the same inputs")
-    b.add_argument("--task", required=True, choices=["detect", "landmarks", "embed"])
-    b.add_argument("--head", help="detector head: " + ", ".join(sorted(HEADS)))
-    b.add_argument("--preset", help="input convention of a recogniser or landmark model")
+    from picoface.bench import COMPARE
+
+    b = sub.add_parser("bench", help="latency, memory and load time of a model or a pipeline on "
+                       "every backend that runs it, interleaved on the same frames")
+    b.add_argument("target", metavar="MODEL_OR_PIPELINE",
+                   help="a shipped model name (picoface-det-tiny), a .pface, ONNX or .tflite file "
+                        "(ONNX/.tflite: with --task, --head/--preset), or a pipeline: detect "
+                        "(the detector end to end on uint8 frames), detect+embed (detect -> align "
+                        "-> embed each face)")
+    b.add_argument("--backend", help="comma-separated runners from native, onnxruntime, tflite "
+                   "(default: those the model's format allows; one that cannot run gets an "
+                   "n/a row)")
+    b.add_argument("--int8", action="store_true", help="also a native int8 runner, the model "
+                   "quantised in memory (picoface quantize) on --calib, else on --images, else "
+                   "on seeded noise (speed only)")
+    b.add_argument("--calib", help="folder of calibration images for --int8, e.g. "
+                   "../shared/data/wider/test183/images")
     b.add_argument("--size", type=_sizes,
                    help="comma-separated frame sizes WIDTHxHEIGHT (default: 320x240,640x480 "
                         "for detectors, the model's input size otherwise)")
-    b.add_argument("--backend", default="native,onnxruntime", help="inference-only runners")
-    b.add_argument("--end-to-end", action="store_true",
-                   help="also time FaceDetector.detect natively (preprocess + inference + "
-                        "decode + NMS) on the same frames")
-    b.add_argument("--baseline", help="whole-detector baselines on the same frames: yuface "
-                   "(libfacedetection), opencv (FaceDetectorYN; YuNet models), comma-separated")
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--runs", type=int, default=100, help="timed iterations (default 100)")
+    b.add_argument("--warmup", type=int, default=10, help="untimed calls per runner first")
     b.add_argument("--images", help="an image or a folder of them to make the frames from "
                    "(default: seeded noise)")
-    b.add_argument("--runs", type=int, default=100)
-    b.add_argument("--warmup", type=int, default=10)
-    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--task", choices=["detect", "landmarks", "embed"],
+                   help="task of an ONNX or .tflite model (a .pface names its own)")
+    b.add_argument("--head", help="head of an ONNX/.tflite detector: " + ", ".join(sorted(HEADS)))
+    b.add_argument("--preset", help="input convention of an ONNX/.tflite recogniser or landmark "
+                   "model (the pipelines: of --embedder)")
+    b.add_argument("--detector", help="the pipelines' detector (default: picoface-det-tiny)")
+    b.add_argument("--embedder", help="the detect+embed pipeline's recogniser: .pface, ONNX or "
+                   ".tflite")
+    b.add_argument("--also", help="comma-separated model files of the same network (e.g. "
+                   "`picoface quantize` output, a .tflite), each timed on the backend its format "
+                   "names, on the same inputs")
+    b.add_argument("--end-to-end", action="store_true",
+                   help="detectors: also time FaceDetector.detect (preprocess + inference + "
+                        "decode + NMS) on each backend")
+    b.add_argument("--compare", nargs="?", const=",".join(COMPARE),
+                   help="whole-detector comparisons on the same frames, when installed: yuface "
+                        "(libfacedetection), opencv (FaceDetectorYN; YuNet ONNX files); "
+                        "default both")
     b.add_argument("--profile", action="store_true",
-                   help="also print the native engine's time per op type and the slowest ops")
-    b.add_argument("--json", action="store_true")
+                   help="also print each native engine's time per op type and its slowest ops")
+    b.add_argument("--callgrind", action="store_true",
+                   help="instead of timing: instructions per inference of the native engine "
+                        "(and --int8) under valgrind's callgrind, deterministic, for CI")
+    b.add_argument("--max-instructions", type=int,
+                   help="with --callgrind: exit 1 when a runner needs more per inference")
+    out = b.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    out.add_argument("--markdown", action="store_true",
+                     help="print BENCHMARKS.md's Markdown tables (default: aligned text)")
     b.set_defaults(run=_cmd_bench)
 
     from picoface.export import ARCHS, FORMATS
 
     ex = sub.add_parser("export", help="export a detector checkpoint (.pth) through the "
-                        "project's definitions (models/) to ONNX, checked against PyTorch "
-                        "(needs a source checkout and the [export] extra)")
+                        "project's definitions (models/) to ONNX or TFLite (fp32 or full int8), "
+                        "checked against PyTorch (needs a source checkout and the [export] extra)")
     ex.add_argument("checkpoint", help=".pth weights of one of: " + ", ".join(sorted(ARCHS)))
     ex.add_argument("--arch", choices=sorted(ARCHS),
                     help="default: the definition that loads the checkpoint strictly")
-    ex.add_argument("--to", choices=FORMATS, default="onnx", help="output format (tflite: issue #7)")
+    ex.add_argument("--to", choices=FORMATS, help="output format: onnx (dynamic size) or tflite "
+                    "(fixed --size, litert-torch); default from the -o suffix")
+    ex.add_argument("--int8", action="store_true", help="tflite: full-integer model "
+                    "(ai-edge-quantizer, int8 weights and activations), needs --calib")
+    ex.add_argument("--calib", help="folder of calibration images (or .npz) for --int8, e.g. "
+                    "../shared/data/wider/test183/images; never the evaluation set")
+    ex.add_argument("--limit", type=int, default=50, help="calibration images used (default 50)")
+    ex.add_argument("--size", type=_size, help="tflite input WIDTHxHEIGHT, rounded up to the "
+                    "architecture's multiple (default 640x480; EXTD 640x512)")
     ex.add_argument("--output", "-o", required=True)
     ex.add_argument("--image", help="real image for the check (default: seeded random input)")
     ex.add_argument("--json", action="store_true")

@@ -49,23 +49,42 @@ class Recognizer:
         Raises:
             NoFace: no face detected.
         """
+        crop, count = self.largest_crop(image)
+        return self.embed_crops(crop[None])[0], count
+
+    def largest_crop(self, image) -> Tuple[np.ndarray, int]:
+        """The aligned crop [S, S, 3] of the largest face (box area) and the number of faces.
+
+        Raises:
+            NoFace: no face detected.
+        """
         faces = self.detector(image)
         if len(faces) == 0:
             raise NoFace("no face found")
         areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
         i = int(np.argmax(areas))
-        crops = align(image, faces.landmarks[i:i + 1], self.embedder.crop_size)
-        return self.embed_crops(crops)[0], len(faces)
+        return align(image, faces.landmarks[i:i + 1], self.embedder.crop_size)[0], len(faces)
 
     def centre(self, image) -> np.ndarray:
         """Embedding [D] of the image's central square, mapped onto the alignment template as
         if it were a face box (a fallback for images where no face is detected)."""
+        return self.embed_crops(self.centre_crop(image)[None])[0]
+
+    def face_crop(self, image) -> np.ndarray:
+        """:meth:`largest_crop`, or :meth:`centre_crop` where no face is found (the policy of
+        ``picoface eval verify --undetected centre``)."""
+        try:
+            return self.largest_crop(image)[0]
+        except NoFace:
+            return self.centre_crop(image)
+
+    def centre_crop(self, image) -> np.ndarray:
+        """The crop [S, S, 3] :meth:`centre` embeds."""
         h, w = image.shape[:2]
         side = min(h, w)
         pts = ARCFACE_TEMPLATE_112 * (side / 112.0) + np.array([(w - side) / 2, (h - side) / 2],
                                                                np.float32)
-        crops = align(image, pts.astype(np.float32)[None], self.embedder.crop_size)
-        return self.embed_crops(crops)[0]
+        return align(image, pts.astype(np.float32)[None], self.embedder.crop_size)[0]
 
 
 def open_embedder(model, *, preset: Optional[str] = None, threads: int = 1) -> FaceEmbedder:

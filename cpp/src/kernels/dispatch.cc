@@ -13,31 +13,46 @@ namespace {
 struct Tables {
   KernelTable scalar{}, sse41{}, avx2{}, avx512{}, neon{}, neondot{};
 
+  // A fill function lives in its ISA's file and is compiled with that ISA's flags, so the
+  // compiler may use the ISA's instructions in the fill itself (AVX-512 stores of the
+  // pointer table): a level this CPU cannot run is never filled (its table stays a copy of
+  // the level below, and kernels_for refuses it), else building the tables dies of SIGILL
+  // on an older CPU or under valgrind, whose emulated CPU has no AVX-512.
   Tables() {
     fill_reference(&scalar);
     sse41 = avx2 = avx512 = neon = neondot = scalar;
 #if defined(PICOFACE_HAVE_SSE41)
-    fill_sse41(&sse41);
-    sse41.isa = Isa::kSse41;
+    if (isa_supported(Isa::kSse41)) {
+      fill_sse41(&sse41);
+      sse41.isa = Isa::kSse41;
+    }
     avx2 = avx512 = sse41;
 #endif
 #if defined(PICOFACE_HAVE_AVX2)
-    fill_avx2(&avx2);
-    avx2.isa = Isa::kAvx2;
+    if (isa_supported(Isa::kAvx2)) {
+      fill_avx2(&avx2);
+      avx2.isa = Isa::kAvx2;
+    }
     avx512 = avx2;
 #endif
 #if defined(PICOFACE_HAVE_AVX512)
-    fill_avx512(&avx512);
-    avx512.isa = Isa::kAvx512;
+    if (isa_supported(Isa::kAvx512)) {
+      fill_avx512(&avx512);
+      avx512.isa = Isa::kAvx512;
+    }
 #endif
 #if defined(PICOFACE_HAVE_NEON)
-    fill_neon(&neon);
-    neon.isa = Isa::kNeon;
+    if (isa_supported(Isa::kNeon)) {
+      fill_neon(&neon);
+      neon.isa = Isa::kNeon;
+    }
     neondot = neon;
 #endif
 #if defined(PICOFACE_HAVE_NEONDOT)
-    fill_neondot(&neondot);
-    neondot.isa = Isa::kNeonDot;
+    if (isa_supported(Isa::kNeonDot)) {
+      fill_neondot(&neondot);
+      neondot.isa = Isa::kNeonDot;
+    }
 #endif
   }
 

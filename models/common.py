@@ -42,3 +42,14 @@ def load_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> nn.Mod
     definition expects, none left over), in eval mode."""
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
+
+
+def randomize_bn_statistics(model: nn.Module) -> nn.Module:
+    """Gives every BatchNorm2d non-trivial running statistics (mean in [-0.5, 0.5], variance
+    in [0.5, 2]) from torch's RNG, so an export check of an untrained model exercises BN
+    folding; returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model

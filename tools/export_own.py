@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import own_detector as od  # noqa: E402
+from models.common import randomize_bn_statistics  # noqa: E402
 from tools import onnx_export  # noqa: E402
 
 # Max abs error over all outputs (sigmoid scores, box and landmark offsets in stride units).
@@ -31,13 +32,7 @@ def load(checkpoint=None, variant=None) -> od.Detector:
     a fresh ``variant`` with seeded random weights when no checkpoint is given."""
     if checkpoint is None:
         torch.manual_seed(0)
-        model = od.build(variant)
-        # Non-trivial BN statistics, so the export check exercises BN folding.
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-        return model.eval()
+        return randomize_bn_statistics(od.build(variant)).eval()
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = od.build(variant or ckpt["variant"])
     model.load_state_dict(ckpt.get("ema") or ckpt["model"])

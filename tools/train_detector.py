@@ -518,6 +518,19 @@ def lr_at(step, total, base, warmup, progress=None):
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+def optimizer_step(model, ema, opt, loss, lr: float, step: int) -> int:
+    """One update at learning rate ``lr``: backward, gradient norm clipped at 10, AdamW
+    step, EMA update; returns the next step number."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    opt.step()
+    ema.update(model, step + 1)
+    return step + 1
+
+
 def make_optimizer(model, lr, wd):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -536,16 +549,38 @@ def save(path, model, ema, opt, step, args, train_seconds=0.0):
     tmp.replace(path)
 
 
-def train(args) -> Path:
+def start_run(logger, args) -> Path:
+    """Creates the run folder ``args.out``, logs ``logger`` to its train.log (and stdout
+    with ``args.verbose``) and sets the torch threads; returns the folder."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     if args.verbose:
-        log.addHandler(logging.StreamHandler(sys.stdout))
+        logger.addHandler(logging.StreamHandler(sys.stdout))
     torch.set_num_threads(args.threads)
+    return out
+
+
+def resume(logger, ckpt_path, model, ema, opt):
+    """Loads a :func:`save` checkpoint into model, EMA, optimiser and torch's RNG when it
+    exists; returns (step, seconds trained), (0, 0.0) when there is none."""
+    if not Path(ckpt_path).exists():
+        return 0, 0.0
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    ema.model.load_state_dict(ck["ema"])
+    opt.load_state_dict(ck["optimizer"])
+    torch.set_rng_state(ck["torch_rng"])
+    start, spent = ck["step"], ck.get("train_seconds", 0.0)
+    logger.info("resumed from %s at step %d (%.0f s trained)", ckpt_path, start, spent)
+    return start, spent
+
+
+def train(args) -> Path:
+    out = start_run(log, args)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     model = od.build(args.variant)
@@ -553,16 +588,7 @@ def train(args) -> Path:
     ema = Ema(model)
     opt = make_optimizer(model, args.lr, args.wd)
     ckpt_path = out / "last.pt"
-    start, spent = 0, 0.0
-    if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        ema.model.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
-        start = ck["step"]
-        spent = ck.get("train_seconds", 0.0)
-        log.info("resumed from %s at step %d (%.0f s trained)", ckpt_path, start, spent)
+    start, spent = resume(log, ckpt_path, model, ema, opt) if args.resume else (0, 0.0)
     records = load_records(args.labels)
     log.info("variant %s: %d parameters; %d labelled images, %d faces; args %s", args.variant,
              od.count_params(model), len(records), sum(len(r.faces) for r in records),
@@ -584,15 +610,8 @@ def train(args) -> Path:
             break
         lr = lr_at(step, args.steps, args.lr, args.warmup,
                    None if budget is None else trained / budget)
-        for g in opt.param_groups:
-            g["lr"] = lr
         loss, parts = compute_loss(model(imgs), tgt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        step += 1
-        ema.update(model, step)
+        step = optimizer_step(model, ema, opt, loss, lr, step)
         for k, v in parts.items():
             run[k] = 0.98 * run.get(k, v) + 0.02 * v
         if step % args.log_every == 0 or step == args.steps:
@@ -618,31 +637,38 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--labels", required=True, help="tools/pseudo_label.py output (.jsonl)")
-    p.add_argument("--variant", default="extd_tiny", choices=od.VARIANTS)
+def add_run_options(p, *, steps: int, batch: int, lr: float, wd: float, warmup: int,
+                    threads: int, save_every: int) -> None:
+    """The options every training tool here shares (run folder, schedule, seed, threads,
+    checkpoints, logging, resume), with the tool's defaults."""
     p.add_argument("--out", required=True, help="run folder: last.pt and train.log")
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--minutes", type=float,
                    help="time budget: the cosine follows the fraction of it spent and training "
                         "stops when it is (for shared machines whose speed varies; --steps is "
                         "then an upper bound, and a resumed run is no longer bit-exact)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=320, help="square crop side (multiple of 32)")
-    p.add_argument("--lr", type=float, default=4e-3)
-    p.add_argument("--wd", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--wd", type=float, default=wd)
+    p.add_argument("--warmup", type=int, default=warmup)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=1, help="data workers (processes)")
-    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("--save-every", type=int, default=save_every)
     p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="also log to stdout")
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--labels", required=True, help="tools/pseudo_label.py output (.jsonl)")
+    p.add_argument("--variant", default="extd_tiny", choices=od.VARIANTS)
+    add_run_options(p, steps=6000, batch=16, lr=4e-3, wd=5e-4, warmup=300, threads=2, save_every=200)
+    p.add_argument("--size", type=int, default=320, help="square crop side (multiple of 32)")
+    p.add_argument("--workers", type=int, default=1, help="data workers (processes)")
     p.add_argument("--eval-data", help="WIDER-val416 folder for quick monitoring AP")
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--eval-limit", type=int, default=50)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--verbose", action="store_true", help="also log to stdout")
     args = p.parse_args(argv)
     if args.size % 32:
         p.error("--size must be a multiple of 32")

@@ -29,11 +29,23 @@ def test_unknown_shipped_name_is_a_missing_file():
         weights.path("no-such-model")
 
 
-def test_default_detector_finds_the_faces_of_unseen_wider_val_images():
+def test_int8_detector_is_the_quantised_default():
+    summary = modelfile.summary(weights.path("picoface-det-tiny-int8"))
+    meta = summary["metadata"]
+    assert meta["quant.scheme"] == "int8" and meta["head.type"] == "yunet"
+    ops = [o["type"] for o in summary["ops"]]
+    assert ops.count("QLinearConv") == 48 and "Conv" not in ops
+    assert weights.path("picoface-det-tiny-int8").stat().st_size < 0.5 * weights.path(
+        weights.DEFAULT_DETECTOR).stat().st_size
+
+
+@pytest.mark.parametrize("name", ["picoface-det-tiny", "picoface-det-tiny-int8"])
+def test_shipped_detectors_find_the_faces_of_unseen_wider_val_images(name):
     # The 2 WIDER *val* images of fullres12 (18 faces); training used its 10 train images
-    # only. Measured: 13/13 and 5/5 found, 21 detections (YuNet-s: 18/18, 20).
+    # only. Measured: fp32 13/13 and 5/5 found, 21 detections (YuNet-s: 18/18, 20); int8
+    # the same 18/18.
     cv2 = need_module("cv2")
-    det = picoface.FaceDetector()
+    det = picoface.FaceDetector(name)
     found = faces = dets = 0
     for line in need(FULLRES12 / "gt.jsonl").read_text().splitlines():
         rec = json.loads(line)

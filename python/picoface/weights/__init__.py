@@ -2,7 +2,8 @@
 
 Every file here was produced by the project's own code: trained by tools/train_detector.py
 on the data its model card names (models/README.md), exported by tools/export_own.py and
-converted by `picoface convert`. Nothing here comes from a third party's weights.
+converted by `picoface convert`; the int8 files by `picoface quantize` from the float ones.
+Nothing here comes from a third party's weights.
 """
 
 from pathlib import Path
@@ -11,6 +12,9 @@ from typing import List
 # name -> file in this folder
 _FILES = {
     "picoface-det-tiny": "picoface_det_tiny.pface",
+    # `picoface quantize picoface-det-tiny --calib ../shared/data/wider/test183/images`
+    # (minmax, all 48 Convs int8; accuracy report in models/README.md)
+    "picoface-det-tiny-int8": "picoface_det_tiny_int8.pface",
 }
 DEFAULT_DETECTOR = "picoface-det-tiny"
 

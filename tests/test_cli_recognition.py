@@ -125,6 +125,13 @@ def test_eval_verify_on_a_small_pairs_file(capsys, sface, people, tmp_path):
     rep = json.loads(out)
     assert rep["pairs"] == 4 and rep["accuracy"] == 1.0 and rep["flip"] is True
     assert {"accuracy_std", "tar_at_far_1e-3", "undetected_images", "failed_pairs"} <= set(rep)
+    assert rep["folds"] == [0, 1]
+    code, out, err = run(capsys, "eval", "verify", "--pairs", pairs, "--images", CELEBA,
+                         *opts(sface), "--json", "--folds", "0,1,7")
+    assert code == 0, err
+    assert json.loads(out)["pairs"] == 4
+    code, out, err = run(capsys, "eval", "verify", "--pairs", pairs, "--folds", "5-6", "--json")
+    assert code == 1 and "no pairs in folds 5-6" in err, err
 
 
 def test_match_threshold_from_the_model_file(capsys, sface, people, tmp_path):

@@ -101,3 +101,33 @@ def test_native_engine_matches_pytorch(name, tmp_path):
     emb = FaceEmbedder(pface)(np.zeros((2, 112, 112, 3), np.uint8))
     assert emb.shape == (2, 512) and emb.dtype == np.float32
     assert FaceEmbedder(pface).threshold == pytest.approx(0.3)
+
+
+def test_training_pieces_one_step(rng):
+    tool = export_tool("train_recognizer")
+    crop = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    for seed in range(8):
+        img, flipped = tool.augment(np.random.default_rng(seed), crop)
+        assert img.shape == (112, 112, 3) and img.dtype == np.float32
+        assert 0 <= img.min() and img.max() <= 255
+    x = tool.to_tensor(np.stack([crop, crop]).astype(np.float32))
+    assert x.shape == (2, 3, 112, 112) and -1 <= float(x.min()) and float(x.max()) <= 1
+    # Channel 0 of the model input is red: BGR's last channel.
+    assert float(x[0, 0, 5, 7]) == pytest.approx((crop[5, 7, 2] - 127.5) / 127.5)
+
+    torch.manual_seed(0)
+    model = _edgeface().edgeface_xxs().train()
+    heads = tool.Heads(classes=5)
+    teacher = torch.nn.functional.normalize(torch.randn(4, 128), dim=1)
+    labels = torch.tensor([0, 3, -1, 4])
+    parts = tool.losses(model(torch.randn(4, 3, 112, 112)), labels, teacher, heads)
+    assert set(parts) == {"cosface", "distil", "relational"}
+    assert all(torch.isfinite(v) and float(v) > 0 for v in parts.values())
+    sum(parts.values()).backward()
+    assert heads.centres.grad.abs().sum() > 0 and heads.proj.weight.grad.abs().sum() > 0
+    # The unlabelled row (-1) stays out of the margin loss.
+    emb = torch.randn(4, 512)
+    moved = emb.clone()
+    moved[2] += 5
+    assert float(tool.losses(emb, labels, teacher, heads)["cosface"]) == \
+        pytest.approx(float(tool.losses(moved, labels, teacher, heads)["cosface"]))

@@ -148,6 +148,15 @@ def test_match_threshold_from_the_model_file(capsys, sface, people, tmp_path):
                          "--detector", YUNET_S, "--json")
     assert code == 0, err
     assert json.loads(out)["threshold"] == pytest.approx(0.38)
+    rows = ["fold\timage_a\timage_b\tsame", f"0\t{people[0][0]}\t{people[0][1]}\t1",
+            f"1\t{people[0][0]}\t{people[1][0]}\t0"]
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n")
+    code, out, err = run(capsys, "eval", "verify", "--pairs", tmp_path / "pairs.tsv", "--model",
+                         calibrated, "--detector", YUNET_S, "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["model_threshold"] == pytest.approx(0.38)
+    assert rep["far_at_model_threshold"] == 0.0 and rep["tar_at_model_threshold"] == 1.0
     code, _, err = run(capsys, "convert", SFACE, "--task", "embed", "--match-threshold", "high",
                        "-o", tmp_path / "x.pface")
     assert code == 1 and "expected --match-threshold as T or T@NOTE" in err

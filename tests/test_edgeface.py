@@ -100,7 +100,9 @@ def test_native_engine_matches_pytorch(name, tmp_path):
     assert meta["threshold.match"] == pytest.approx(0.3)
     emb = FaceEmbedder(pface)(np.zeros((2, 112, 112, 3), np.uint8))
     assert emb.shape == (2, 512) and emb.dtype == np.float32
-    assert FaceEmbedder(pface).threshold == pytest.approx(0.3)
+    embedder = FaceEmbedder(pface)
+    assert embedder.threshold == pytest.approx(0.3)
+    assert embedder.template.shape == (5, 2) and embedder.template_size == (112, 112)
 
 
 def test_training_pieces_one_step(rng):

@@ -29,11 +29,10 @@ TOLERANCE = 1e-4
 
 
 def load_checkpoint(path) -> edgeface.EdgeFace:
-    """The model of a train_recognizer checkpoint (or a bare state dict with ``--arch``
-    recorded in it), in eval mode."""
+    """The model of a train_recognizer checkpoint with its EMA weights, in eval mode."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = edgeface.build(ckpt["arch"])
-    model.load_state_dict(ckpt["model"], strict=True)
+    model.load_state_dict(ckpt["ema"], strict=True)
     return model.eval()
 
 

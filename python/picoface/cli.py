@@ -452,6 +452,11 @@ def _cmd_eval_verify(args) -> int:
     folds = np.array([p.fold for p in pairs])
     rep = eval_verify.report(scores, labels, folds, far=1e-3)
     rep["folds"] = sorted({int(f) for f in folds})
+    t = rec.embedder.threshold
+    if t is not None:  # how the model file's calibrated threshold does on these pairs
+        rep.update({"model_threshold": t,
+                    "far_at_model_threshold": float(np.mean(scores[~labels] > t)),
+                    "tar_at_model_threshold": float(np.mean(scores[labels] > t))})
     rep.update({"subset_per_fold": args.per_fold or None, "model": args.model, "embedder_id": rec.embedder.id, "flip": args.flip,
                 "images": len(needed), "undetected_images": len(undetected),
                 "undetected_policy": args.undetected, "failed_pairs": failed})

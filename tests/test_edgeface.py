@@ -105,7 +105,7 @@ def test_native_engine_matches_pytorch(name, tmp_path):
     assert embedder.template.shape == (5, 2) and embedder.template_size == (112, 112)
 
 
-def test_training_pieces_one_step(rng):
+def test_training_pieces_one_step(rng, tmp_path):
     tool = export_tool("train_recognizer")
     crop = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
     for seed in range(8):
@@ -125,8 +125,19 @@ def test_training_pieces_one_step(rng):
     parts = tool.losses(model(torch.randn(4, 3, 112, 112)), labels, teacher, heads)
     assert set(parts) == {"cosface", "distil", "relational"}
     assert all(torch.isfinite(v) and float(v) > 0 for v in parts.values())
-    sum(parts.values()).backward()
+    ema = tool.Ema(model)
+    opt = tool.make_optimizer(torch.nn.ModuleList([model, heads]), 1e-3, 0.05)
+    assert tool.optimizer_step(sum(parts.values()), model, ema, opt, 0, clip=5.0) == 1
     assert heads.centres.grad.abs().sum() > 0 and heads.proj.weight.grad.abs().sum() > 0
+    args = tool.parse(["--out", str(tmp_path)])
+    tool.save(tmp_path / "last.pt", model, ema, heads, opt, 1, 2.5, args)
+    again = _edgeface().edgeface_xxs()
+    again_ema = tool.Ema(again)
+    again_opt = tool.make_optimizer(torch.nn.ModuleList([again, tool.Heads(5)]), 1e-3, 0.05)
+    step, spent, ck = tool.resume(tmp_path / "last.pt", again, again_ema, again_opt, tool.log)
+    assert (step, spent, ck["arch"]) == (1, 2.5, "edgeface_xxs")
+    assert torch.equal(again.head.weight, model.head.weight)
+    assert torch.equal(again_ema.model.head.weight, ema.model.head.weight)
     # The unlabelled row (-1) stays out of the margin loss.
     emb = torch.randn(4, 512)
     moved = emb.clone()

@@ -536,18 +536,48 @@ def save(path, model, ema, opt, step, args, train_seconds=0.0):
     tmp.replace(path)
 
 
-def train(args) -> Path:
+def start_run(logger: logging.Logger, args) -> Path:
+    """Creates the run folder ``args.out``, logs to its train.log (and stdout with
+    ``args.verbose``), sets the torch threads and seeds; returns the folder."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     if args.verbose:
-        log.addHandler(logging.StreamHandler(sys.stdout))
+        logger.addHandler(logging.StreamHandler(sys.stdout))
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
+    return out
+
+
+def resume(path: Path, model, ema: Ema, opt, logger: logging.Logger):
+    """Loads a checkpoint written by :func:`save` into the model, EMA, optimizer and torch
+    RNG; returns (step, seconds trained, the checkpoint dict for any other parts)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    ema.model.load_state_dict(ck["ema"])
+    opt.load_state_dict(ck["optimizer"])
+    torch.set_rng_state(ck["torch_rng"])
+    step, spent = ck["step"], ck.get("train_seconds", 0.0)
+    logger.info("resumed from %s at step %d (%.0f s trained)", path, step, spent)
+    return step, spent, ck
+
+
+def optimizer_step(loss, model, ema: Ema, opt, step: int, clip: float) -> int:
+    """Backward, gradient-norm clip at ``clip``, update, EMA; returns the next step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    ema.update(model, step + 1)
+    return step + 1
+
+
+def train(args) -> Path:
+    out = start_run(log, args)
     model = od.build(args.variant)
     model.train()
     ema = Ema(model)
@@ -555,14 +585,7 @@ def train(args) -> Path:
     ckpt_path = out / "last.pt"
     start, spent = 0, 0.0
     if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        ema.model.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
-        start = ck["step"]
-        spent = ck.get("train_seconds", 0.0)
-        log.info("resumed from %s at step %d (%.0f s trained)", ckpt_path, start, spent)
+        start, spent, _ = resume(ckpt_path, model, ema, opt, log)
     records = load_records(args.labels)
     log.info("variant %s: %d parameters; %d labelled images, %d faces; args %s", args.variant,
              od.count_params(model), len(records), sum(len(r.faces) for r in records),
@@ -587,12 +610,7 @@ def train(args) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr
         loss, parts = compute_loss(model(imgs), tgt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        step += 1
-        ema.update(model, step)
+        step = optimizer_step(loss, model, ema, opt, step, clip=10.0)
         for k, v in parts.items():
             run[k] = 0.98 * run.get(k, v) + 0.02 * v
         if step % args.log_every == 0 or step == args.steps:

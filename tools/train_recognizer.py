@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import edgeface  # noqa: E402
 from picoface import eval_verify  # noqa: E402
-from tools.train_detector import Ema, lr_at, make_optimizer  # noqa: E402
+from tools.train_detector import (Ema, lr_at, make_optimizer, optimizer_step,  # noqa: E402
+                                  resume, start_run)
 
 log = logging.getLogger("train_recognizer")
 
@@ -299,16 +300,7 @@ def recipe(args) -> str:
 
 
 def train(args) -> Path:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    if args.verbose:
-        log.addHandler(logging.StreamHandler(sys.stdout))
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    out = start_run(log, args)
     cache = Path(args.cache)
     if not cache.exists():
         log.info("building the crop cache %s", cache)
@@ -328,14 +320,8 @@ def train(args) -> Path:
     ckpt_path = out / "last.pt"
     start, spent = 0, 0.0
     if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        ema.model.load_state_dict(ck["ema"])
+        start, spent, ck = resume(ckpt_path, model, ema, opt, log)
         heads.load_state_dict(ck["heads"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
-        start, spent = ck["step"], ck["train_seconds"]
-        log.info("resumed from %s at step %d (%.0f s trained)", ckpt_path, start, spent)
     log.info("%s: %d parameters; %d training crops of %d identities (folds %s), %d unlabelled; "
              "args %s", args.arch, edgeface.count_params(model), len(train_idx), len(ids),
              train_folds, len(extra_idx), json.dumps(vars(args)))
@@ -360,12 +346,7 @@ def train(args) -> Path:
         model.train()
         parts = losses(model(x), labels, teacher, heads)
         loss = sum(weights[k] * v for k, v in parts.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        step += 1
-        ema.update(model, step)
+        step = optimizer_step(loss, model, ema, opt, step, clip=5.0)
         for k, v in parts.items():
             v = float(v.detach())
             run[k] = 0.95 * run.get(k, v) + 0.05 * v

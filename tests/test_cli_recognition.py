@@ -125,6 +125,13 @@ def test_eval_verify_on_a_small_pairs_file(capsys, sface, people, tmp_path):
     rep = json.loads(out)
     assert rep["pairs"] == 4 and rep["accuracy"] == 1.0 and rep["flip"] is True
     assert {"accuracy_std", "tar_at_far_1e-3", "undetected_images", "failed_pairs"} <= set(rep)
+    assert rep["folds"] == [0, 1]
+    code, out, err = run(capsys, "eval", "verify", "--pairs", pairs, "--images", CELEBA,
+                         *opts(sface), "--json", "--folds", "0,1,7")
+    assert code == 0, err
+    assert json.loads(out)["pairs"] == 4
+    code, out, err = run(capsys, "eval", "verify", "--pairs", pairs, "--folds", "5-6", "--json")
+    assert code == 1 and "no pairs in folds 5-6" in err, err
 
 
 def test_match_threshold_from_the_model_file(capsys, sface, people, tmp_path):
@@ -141,6 +148,15 @@ def test_match_threshold_from_the_model_file(capsys, sface, people, tmp_path):
                          "--detector", YUNET_S, "--json")
     assert code == 0, err
     assert json.loads(out)["threshold"] == pytest.approx(0.38)
+    rows = ["fold\timage_a\timage_b\tsame", f"0\t{people[0][0]}\t{people[0][1]}\t1",
+            f"1\t{people[0][0]}\t{people[1][0]}\t0"]
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n")
+    code, out, err = run(capsys, "eval", "verify", "--pairs", tmp_path / "pairs.tsv", "--model",
+                         calibrated, "--detector", YUNET_S, "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["model_threshold"] == pytest.approx(0.38)
+    assert rep["far_at_model_threshold"] == 0.0 and rep["tar_at_model_threshold"] == 1.0
     code, _, err = run(capsys, "convert", SFACE, "--task", "embed", "--match-threshold", "high",
                        "-o", tmp_path / "x.pface")
     assert code == 1 and "expected --match-threshold as T or T@NOTE" in err

@@ -75,3 +75,12 @@ def test_read_pairs(tmp_path):
         ev.read_pairs(p)
     with pytest.raises(FileNotFoundError):
         ev.read_pairs(tmp_path / "none.tsv")
+
+
+def test_parse_folds():
+    assert ev.parse_folds("8-9") == [8, 9]
+    assert ev.parse_folds("0-2,7") == [0, 1, 2, 7]
+    assert ev.parse_folds("5") == [5]
+    for bad in ("a", "9-8", "1-"):
+        with pytest.raises(ValueError, match="expected folds like"):
+            ev.parse_folds(bad)

@@ -518,14 +518,14 @@ def lr_at(step, total, base, warmup, progress=None):
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
-def optimizer_step(model, ema, opt, loss, lr: float, step: int) -> int:
-    """One update at learning rate ``lr``: backward, gradient norm clipped at 10, AdamW
-    step, EMA update; returns the next step number."""
+def optimizer_step(model, ema, opt, loss, lr: float, step: int, clip: float = 10.0) -> int:
+    """One update at learning rate ``lr``: backward, the model's gradient norm clipped at
+    ``clip``, AdamW step, EMA update; returns the next step number."""
     for g in opt.param_groups:
         g["lr"] = lr
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     ema.update(model, step + 1)
     return step + 1
@@ -564,13 +564,16 @@ def start_run(logger, args) -> Path:
     return out
 
 
-def resume(logger, ckpt_path, model, ema, opt):
-    """Loads a :func:`save` checkpoint into model, EMA, optimiser and torch's RNG when it
-    exists; returns (step, seconds trained), (0, 0.0) when there is none."""
+def resume(logger, ckpt_path, model, ema, opt, extra=None):
+    """Loads a checkpoint into model, EMA, optimiser, torch's RNG and the ``extra`` modules
+    (checkpoint key -> module, e.g. a recogniser's training heads) when it exists; returns
+    (step, seconds trained), (0, 0.0) when there is none."""
     if not Path(ckpt_path).exists():
         return 0, 0.0
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model.load_state_dict(ck["model"])
+    for key, module in (extra or {}).items():
+        module.load_state_dict(ck[key])
     ema.model.load_state_dict(ck["ema"])
     opt.load_state_dict(ck["optimizer"])
     torch.set_rng_state(ck["torch_rng"])

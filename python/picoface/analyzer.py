@@ -24,6 +24,8 @@ class FaceAnalyzer:
     def __call__(self, image, color: str = "bgr") -> Faces:
         """Returns the detector's :class:`Faces` with ``embeddings`` filled in."""
         faces = self.detector(image, color=color)
-        crops = align(image, faces, self.embedder.crop_size, color=color)
+        e = self.embedder
+        crops = align(image, faces, e.crop_size, template=e.template,
+                      template_size=e.template_size, color=color)
         embeddings = self.embedder(crops, color=color)
         return Faces(faces.boxes, faces.scores, faces.landmarks, embeddings)

@@ -542,6 +542,11 @@ def _cmd_eval_verify(args) -> int:
     from picoface.recognize import NoFace
 
     pairs = eval_verify.read_pairs(args.pairs)
+    if args.folds:
+        chosen = eval_verify.parse_folds(args.folds)
+        pairs = [p for p in pairs if p.fold in chosen]
+        if not pairs:
+            raise ValueError(f"{args.pairs}: no pairs in folds {args.folds}")
     if args.per_fold:  # a balanced subset: the first N/2 same and N/2 different pairs of each fold
         kept, seen = [], {}
         for pair in pairs:
@@ -577,6 +582,12 @@ def _cmd_eval_verify(args) -> int:
     labels = np.array([p.same for p in pairs])
     folds = np.array([p.fold for p in pairs])
     rep = eval_verify.report(scores, labels, folds, far=1e-3)
+    rep["folds"] = sorted({int(f) for f in folds})
+    t = rec.embedder.threshold
+    if t is not None:  # how the model file's calibrated threshold does on these pairs
+        rep.update({"model_threshold": t,
+                    "far_at_model_threshold": float(np.mean(scores[~labels] > t)),
+                    "tar_at_model_threshold": float(np.mean(scores[labels] > t))})
     rep.update({"subset_per_fold": args.per_fold or None, "model": args.model, "embedder_id": rec.embedder.id, "flip": args.flip,
                 "images": len(needed), "undetected_images": len(undetected),
                 "undetected_policy": args.undetected, "failed_pairs": failed})
@@ -586,7 +597,7 @@ def _cmd_eval_verify(args) -> int:
     print(f"{rep['pairs']} pairs, {len(needed)} images ({len(undetected)} without a detected face: "
           f"{args.undetected}; {failed} failed pairs), flip={args.flip}")
     print(f"accuracy {100 * rep['accuracy']:.2f} +- {100 * rep['accuracy_std']:.2f} % "
-          f"(10-fold), TAR@FAR=1e-3 {100 * rep['tar_at_far_1e-3']:.2f} % "
+          f"({len(rep['folds'])}-fold), TAR@FAR=1e-3 {100 * rep['tar_at_far_1e-3']:.2f} % "
           f"(threshold {rep['threshold_at_far_1e-3']:.4f})")
     return 0
 
@@ -604,6 +615,8 @@ def _add_eval_verify_parser(evsub) -> None:
                    help="image without a detected face: its pairs fail (score below every "
                         "threshold, i.e. judged 'different'; default) or its central square "
                         "is embedded instead")
+    v.add_argument("--folds", help="only the pairs of these folds, e.g. 8-9 or 0,3 (the "
+                   "cross-validation then runs over them: threshold on the others, tested on each)")
     v.add_argument("--per-fold", type=int, default=0, help="a quick subset: only the first N/2 "
                    "same and N/2 different pairs of each fold (0 = all pairs)")
     v.add_argument("--json", action="store_true")

@@ -71,6 +71,12 @@ class FaceEmbedder:
         if len(shape) != 4 or not shape[2] or not shape[3]:
             raise ValueError(f"expected a recogniser with a fixed N x 3 x S x S input, got {shape}")
         self.crop_size = (shape[3], shape[2])
+        self.template: Optional[np.ndarray] = None
+        self.template_size: Tuple[int, int] = (112, 112)
+        if meta is not None and "align.template" in meta:
+            self.template = np.asarray(meta["align.template"], np.float32).reshape(-1, 2)
+            self.template_size = tuple(int(v) for v in meta.get("align.template_size",
+                                                                self.crop_size))
         self._batch_one = shape[0] == 1
 
     # id: str -- identifies the weights that made an embedding (a Gallery refuses another's):
@@ -78,6 +84,8 @@ class FaceEmbedder:
     #   ONNX file (from a converted file's provenance, so an ONNX model and its .pface share it).
     # threshold: Optional[float] -- the model file's calibrated cosine match threshold
     #   ("threshold.match"), None when the file has none.
+    # template, template_size: the 5-point alignment template the model was trained with
+    #   ("align.template", in a template_size frame), None for align()'s ArcFace default.
 
     @property
     def backend(self) -> str:

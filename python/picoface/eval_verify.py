@@ -54,6 +54,26 @@ def read_pairs(path) -> List[Pair]:
     return pairs
 
 
+def parse_folds(text: str) -> List[int]:
+    """Fold ids from ``"8-9"``, ``"8,9"`` or ``"0-3,7"``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    folds: List[int] = []
+    for part in str(text).split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first = int(lo)
+            last = int(hi) if dash else first
+        except ValueError:
+            raise ValueError(f"expected folds like 0-7 or 8,9, got {text!r}") from None
+        if last < first:
+            raise ValueError(f"expected folds like 0-7 or 8,9, got {text!r}")
+        folds += range(first, last + 1)
+    return sorted(set(folds))
+
+
 def _arrays(scores, labels):
     s = np.asarray(scores, np.float64).ravel()
     y = np.asarray(labels).astype(bool).ravel()

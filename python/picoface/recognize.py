@@ -40,7 +40,7 @@ class Recognizer:
     def faces(self, image) -> Tuple[Faces, np.ndarray]:
         """All faces (detector order: by score) and their embeddings."""
         faces = self.detector(image)
-        crops = align(image, faces, self.embedder.crop_size)
+        crops = self._align(image, faces)
         return faces, (self.embed_crops(crops) if len(faces) else np.zeros((0, 0), np.float32))
 
     def largest(self, image) -> Tuple[np.ndarray, int]:
@@ -63,7 +63,7 @@ class Recognizer:
             raise NoFace("no face found")
         areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
         i = int(np.argmax(areas))
-        return align(image, faces.landmarks[i:i + 1], self.embedder.crop_size)[0], len(faces)
+        return self._align(image, faces.landmarks[i:i + 1])[0], len(faces)
 
     def centre(self, image) -> np.ndarray:
         """Embedding [D] of the image's central square, mapped onto the alignment template as
@@ -84,7 +84,12 @@ class Recognizer:
         side = min(h, w)
         pts = ARCFACE_TEMPLATE_112 * (side / 112.0) + np.array([(w - side) / 2, (h - side) / 2],
                                                                np.float32)
-        return align(image, pts.astype(np.float32)[None], self.embedder.crop_size)[0]
+        return self._align(image, pts.astype(np.float32)[None])[0]
+
+    def _align(self, image, landmarks) -> np.ndarray:
+        e = self.embedder
+        return align(image, landmarks, e.crop_size, template=e.template,
+                     template_size=e.template_size)
 
 
 def open_embedder(model, *, preset: Optional[str] = None, threads: int = 1) -> FaceEmbedder:

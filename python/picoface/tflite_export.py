@@ -20,7 +20,6 @@ import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -183,20 +182,6 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
-def _pface_bytes(model, task, head, preset) -> bytes:
-    if isinstance(model, (bytes, bytearray)):
-        return bytes(model)
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {str(path)!r}")
-    if path.suffix.lower() != ".onnx":
-        return path.read_bytes()
-    if task is None:
-        raise ValueError("expected task= (detect | landmarks | embed) for an ONNX model")
-    from picoface.convert import convert_onnx
-    return convert_onnx(path, task=task, head=head, preset=preset)
-
-
 def pface_to_tflite(model, *, calib=None, int8: bool = True, size: Optional[Tuple[int, int]] = None,
                     limit: Optional[int] = 50, task: Optional[str] = None, head: Optional[str] = None,
                     preset: Optional[str] = None) -> Tuple[bytes, dict]:
@@ -205,8 +190,8 @@ def pface_to_tflite(model, *, calib=None, int8: bool = True, size: Optional[Tupl
     native engine.
 
     Args:
-        model: path of a .pface or ONNX model (ONNX needs ``task``, and ``head`` or
-            ``preset``, as ``picoface convert``), or .pface bytes.
+        model: a shipped model's name, path of a .pface or ONNX model (ONNX needs ``task``,
+            and ``head`` or ``preset``, as ``picoface convert``), or .pface bytes.
         calib: calibration images (as ``picoface quantize --calib``); required with ``int8``.
         size: (width, height) of a detector's TFLite input (default 640x480 rounded up to
             the model's multiple); fixed-size models use their own.
@@ -225,9 +210,9 @@ def pface_to_tflite(model, *, calib=None, int8: bool = True, size: Optional[Tupl
     require(int8=int8)
     from picoface import _core
     from picoface.pface_torch import PfaceModule, input_shape
-    from picoface.quantize import _input_fn, _read_images
+    from picoface.quantize import _input_fn, _read_images, load_float_model
 
-    blob = _pface_bytes(model, task, head, preset)
+    blob = load_float_model(model, task=task, head=head, preset=preset)
     module = PfaceModule(blob).eval()
     meta = module.metadata
     if meta.get("input.size_policy") != "fixed":

@@ -42,17 +42,24 @@ def weight_scales(w: np.ndarray, per_channel: bool = True) -> np.ndarray:
     return scales
 
 
+def _broadcast(ndim: int, scale, zero_point, axis: Optional[int]):
+    """float32 scale and zero point shaped to broadcast along ``axis`` of an ndim array (as
+    they are when ``axis`` is None: a scalar or per-tensor)."""
+    scale = np.asarray(scale, np.float32)
+    zp = np.asarray(zero_point, np.float32)
+    if axis is not None:
+        shape = [1] * ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return scale, zp
+
+
 def quantize(x: np.ndarray, scale, zero_point=0, axis: Optional[int] = None,
              lo: int = -128, hi: int = 127) -> np.ndarray:
     """ONNX QuantizeLinear to int8: saturate(round_half_even(x / scale) + zero_point), in
     float32 as the spec and onnxruntime compute it; per axis when ``axis`` is given."""
     x = np.asarray(x, np.float32)
-    scale = np.asarray(scale, np.float32)
-    zp = np.asarray(zero_point, np.float32)
-    if axis is not None:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    scale, zp = _broadcast(x.ndim, scale, zero_point, axis)
     q = np.rint(x / scale) + zp
     return np.clip(q, lo, hi).astype(np.int8)
 
@@ -60,10 +67,5 @@ def quantize(x: np.ndarray, scale, zero_point=0, axis: Optional[int] = None,
 def dequantize(q: np.ndarray, scale, zero_point=0, axis: Optional[int] = None) -> np.ndarray:
     """ONNX DequantizeLinear: (q - zero_point) * scale in float32."""
     q = np.asarray(q).astype(np.float32)
-    scale = np.asarray(scale, np.float32)
-    zp = np.asarray(zero_point, np.float32)
-    if axis is not None:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    scale, zp = _broadcast(q.ndim, scale, zero_point, axis)
     return ((q - zp) * scale).astype(np.float32)

@@ -891,6 +891,7 @@ def test_recogniser_budget_on_pairs(tmp_path):
     """accuracy / tar_at_far_1e-3 on a balanced subset of CelebA pairs (detect with the
     shipped detector, align, embed): the float side is measured once, the int8 side per
     model, and the report carries both and their difference."""
+    need_module("cv2")  # reads the photos
     pairs = need(SHARED / "data/celeba/pairs.tsv")
     calib = sorted(need(SHARED / "data/celeba/images").glob("*.jpg"))[:3]
     from picoface.imageio import read_bgr
@@ -937,6 +938,7 @@ def test_constant_conv_output(method):
 def test_detector_report_on_val416():
     """The shipped detector's report on a few WIDER-val416 images: AP of both models, and an
     AP budget checked against the difference."""
+    need_module("cv2")  # reads the images
     val = need(SHARED / "data/wider/val416")
     calib = need(SHARED / "data/wider/test183/images")
     from picoface import weights
@@ -962,6 +964,7 @@ def test_accuracy_report_function_matches_the_cli_report(tmp_path):
 def test_recogniser_calibrates_on_aligned_faces():
     """A photo goes through the shipped detector and alignment; an image of the input size
     is taken as an aligned crop."""
+    need_module("cv2")  # reads the photos
     from picoface.embedder import FaceEmbedder
     from picoface.imageio import read_bgr
     from picoface.quantize import calibration_inputs
@@ -985,6 +988,7 @@ def test_onnx_qdq_sface_int8bq(tmp_path):
     onnxruntime rejects: they are folded to float before quantize_static."""
     need_module("onnxruntime")
     need_module("onnx")
+    need_module("cv2")  # calibrates on photos
     from conftest import SFACE
     from picoface.quant_onnx import quantize_onnx
     rep = quantize_onnx(need(SFACE), need(SHARED / "data/celeba/images"), tmp_path / "sface_qdq.onnx",
